@@ -1,0 +1,1 @@
+"""Packaged model files: ``manifest.toml``, model cards and the embedded default weights."""

@@ -1,0 +1,3 @@
+from refrestore.cli import main
+
+main()
