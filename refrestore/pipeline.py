@@ -1,0 +1,213 @@
+"""The whole-photo pipeline: detect, align, select references, restore, paste back.
+
+Works on pixels (numpy RGB uint8); reading and writing files is the caller's job
+(``refrestore.batch`` for the CLI), so a notebook can use it directly.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from .align import FFHQ_SIZE, align_face, detect_aligned_crop, is_aligned_crop
+from .detection import Detector
+from .faces import AlignedFace, DetectedFace, Reference
+from .pasteback import PasteJob, paste_faces, upscale_photo
+from .restorers.base import Restorer
+
+log = logging.getLogger(__name__)
+
+
+class ReferenceSource(Protocol):
+    """Chooses references for one aligned face: (references, JSON report object or None)."""
+
+    def select(self, aligned: np.ndarray, face: DetectedFace | None) -> tuple[list[Reference], dict | None]: ...
+
+
+@dataclass(frozen=True)
+class FixOptions:
+    upscale: int = 1
+    strength: float = 1.0
+    only_center_face: bool = False
+    aligned: bool = False  # the input is already an aligned face crop
+    batch_size: int = 4
+
+
+@dataclass
+class FaceOutcome:
+    """One face of one photo: where it was, what guided it, and whether it was restored."""
+
+    index: int
+    face: DetectedFace | None
+    aligned: np.ndarray
+    restored: np.ndarray | None = None
+    references: list[Reference] = field(default_factory=list)
+    reference_report: dict | None = None
+    restorer: str = ""
+    error: str | None = None
+
+    def report(self) -> dict:
+        f = self.face
+        return {
+            "index": self.index,
+            "box": [round(float(v), 2) for v in f.box] if f else None,
+            "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in f.landmarks] if f else None,
+            "landmark_kind": f.landmark_kind if f else None,
+            "detector": f.detector if f else None,
+            "detector_score": round(float(f.score), 4) if f else None,
+            "reference": self.reference_report,
+            "restorer": self.restorer,
+            "restored": self.restored is not None and self.error is None,
+            "error": self.error,
+        }
+
+
+@dataclass
+class PhotoResult:
+    image: np.ndarray  # the output photo, RGB uint8
+    faces: list[FaceOutcome]
+    warnings: list[str] = field(default_factory=list)
+
+
+def center_face(faces: list[DetectedFace], shape: tuple[int, ...]) -> list[DetectedFace]:
+    """The one face nearest the photo centre (ties broken by size)."""
+    if not faces:
+        return faces
+    cy, cx = shape[0] / 2.0, shape[1] / 2.0
+    return [min(faces, key=lambda f: (f.center[0] - cx) ** 2 + (f.center[1] - cy) ** 2 - f.width)]
+
+
+def restore_batch(
+    restorer: Restorer,
+    crops: Sequence[np.ndarray],
+    refs: Sequence[Sequence[Reference]],
+    strength: float,
+    batch_size: int,
+    on_warning: Callable[[str], None] = lambda m: None,
+) -> list[np.ndarray | Exception]:
+    """Restore faces in batches; a failing batch is retried smaller, then face by face.
+
+    Out of CUDA memory, the batch shrinks; a single face that still fails is tried once on
+    the CPU. A face that fails everywhere comes back as its exception, so the caller can
+    paste it back unrestored and say so.
+    """
+    results: list[np.ndarray | Exception] = [RuntimeError("not restored")] * len(crops)
+    size = max(1, batch_size)
+    start = 0
+    while start < len(crops):
+        stop = min(len(crops), start + size)
+        try:
+            out = restorer.restore(list(crops[start:stop]), [list(r) for r in refs[start:stop]], strength)
+            results[start:stop] = out
+            start = stop
+            continue
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            if size > 1:
+                size = max(1, size // 2)
+                on_warning(f"CUDA out of memory: retrying with batches of {size}")
+                continue
+            results[start] = _restore_on_cpu(restorer, crops[start], refs[start], strength, on_warning)
+        except Exception as exc:  # noqa: BLE001 - one bad face must not stop the photo
+            if stop - start > 1:
+                for i in range(start, stop):
+                    try:
+                        results[i] = restorer.restore([crops[i]], [list(refs[i])], strength)[0]
+                    except Exception as single:  # noqa: BLE001
+                        results[i] = single
+            else:
+                results[start] = exc
+        start = stop
+    return results
+
+
+def _restore_on_cpu(restorer: Restorer, crop: np.ndarray, refs: Sequence[Reference], strength: float, on_warning: Callable[[str], None]) -> np.ndarray | Exception:
+    model = getattr(restorer, "model", None)
+    if model is None or restorer.device.type == "cpu":
+        return RuntimeError("out of memory")
+    on_warning("CUDA out of memory for one face: restoring it on the CPU")
+    original = restorer.device
+    try:
+        model.to("cpu", dtype=torch.float32)
+        restorer.device = torch.device("cpu")
+        if hasattr(restorer, "dtype"):
+            restorer.dtype = torch.float32  # type: ignore[attr-defined]
+        return restorer.restore([crop], [list(refs)], strength)[0]
+    except Exception as exc:  # noqa: BLE001
+        return exc
+    finally:
+        model.to(original)
+        restorer.device = original
+
+
+class FacePipeline:
+    """detect -> align -> select references -> restore -> paste back, on one photo."""
+
+    def __init__(
+        self,
+        detector: Detector | None,
+        restorer: Restorer,
+        references: ReferenceSource | None = None,
+        options: FixOptions = FixOptions(),
+    ) -> None:
+        self.detector = detector
+        self.restorer = restorer
+        self.references = references
+        self.options = options
+
+    def find_faces(self, rgb: np.ndarray) -> list[AlignedFace]:
+        if self.options.aligned:
+            crop = rgb
+            if crop.shape[0] != FFHQ_SIZE or crop.shape[1] != FFHQ_SIZE:
+                crop = cv2.resize(crop, (FFHQ_SIZE, FFHQ_SIZE), interpolation=cv2.INTER_CUBIC if crop.shape[0] < FFHQ_SIZE else cv2.INTER_AREA)
+            face = detect_aligned_crop(crop, self.detector) if self.detector is not None else None
+            return [AlignedFace(image=np.ascontiguousarray(crop), affine=np.array([[FFHQ_SIZE / rgb.shape[1], 0, 0], [0, FFHQ_SIZE / rgb.shape[0], 0]]), face=face)]
+        if self.detector is None:
+            raise ValueError("a detector is needed unless the input is an aligned crop")
+        faces = self.detector.detect(rgb)
+        if self.options.only_center_face:
+            faces = center_face(faces, rgb.shape)
+        return [align_face(rgb, f) for f in faces]
+
+    def run(self, rgb: np.ndarray, grayscale: bool = False, on_face: Callable[[int, int], None] | None = None) -> PhotoResult:
+        warnings: list[str] = []
+        aligned = self.find_faces(rgb)
+        outcomes = [FaceOutcome(index=i, face=a.face, aligned=a.image, restorer=self.restorer.info.name) for i, a in enumerate(aligned)]
+        if not aligned:
+            return PhotoResult(image=upscale_photo(rgb, self.options.upscale), faces=[], warnings=warnings)
+        for o in outcomes:
+            if self.references is not None:
+                o.references, o.reference_report = self.references.select(o.aligned, o.face)
+        crops = [o.aligned for o in outcomes]
+        refs = [o.references if self.restorer.info.uses_references else [] for o in outcomes]
+        results = restore_batch(self.restorer, crops, refs, self.options.strength, self.options.batch_size, warnings.append)
+        for o, res in zip(outcomes, results):
+            if isinstance(res, Exception):
+                o.error = f"restoration failed: {res}".splitlines()[0]
+                o.restored = None
+                warnings.append(f"face {o.index}: {o.error}; pasted back unrestored")
+            else:
+                o.restored = res
+            if on_face is not None:
+                on_face(o.index, len(outcomes))
+        if self.options.aligned:
+            out = outcomes[0].restored if outcomes[0].restored is not None else outcomes[0].aligned
+            if grayscale:
+                out = cv2.cvtColor(cv2.cvtColor(out, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+            size = FFHQ_SIZE * self.options.upscale
+            if out.shape[0] != size:
+                out = cv2.resize(out, (size, size), interpolation=cv2.INTER_CUBIC)
+            return PhotoResult(image=out, faces=outcomes, warnings=warnings)
+        jobs = [PasteJob(restored=o.restored, original=o.aligned, affine=a.affine) for o, a in zip(outcomes, aligned) if o.restored is not None]
+        image = paste_faces(rgb, jobs, upscale=self.options.upscale, grayscale=grayscale)
+        return PhotoResult(image=image, faces=outcomes, warnings=warnings)
+
+
+def is_already_aligned(rgb: np.ndarray, detector: Detector) -> bool:
+    """True when a photo is a face crop already on the FFHQ template."""
+    face = detect_aligned_crop(rgb, detector)
+    return face is not None and is_aligned_crop(rgb, face)
