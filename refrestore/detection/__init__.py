@@ -34,7 +34,10 @@ def init_detector(
         "retinaface_mobile0.25": ["mobile0.25"],
     }.get(name, ["resnet50", "mobile0.25"])
     for network in networks:
-        path = store.find(RETINAFACE_FILES[network])  # type: ignore[attr-defined]
+        file_name = RETINAFACE_FILES[network]
+        if store.manifest.get(file_name) is None:  # type: ignore[attr-defined]  # a private manifest may omit it
+            continue
+        path = store.find(file_name)  # type: ignore[attr-defined]
         if path is not None:
             kwargs = {} if threshold is None else {"threshold": threshold}
             return RetinaFaceDetector(path, network=network, device=device, **kwargs)

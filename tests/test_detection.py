@@ -1,0 +1,139 @@
+"""Real detection on real photos: RetinaFace (shared weights) and the dlib fallback, and
+alignment that gives the same crop of a face whichever detector found it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from refrestore.align import FFHQ_SIZE, TEMPLATE_RETINAFACE, align_face, alignment_matrix, detect_aligned_crop, invert_affine, is_aligned_crop
+from refrestore.detection import DetectorError, init_detector
+
+torch.set_num_threads(2)
+
+# Faces per photo in shared/data/real_lq/whole, counted by eye.
+EXPECTED_FACES = {
+    "codeformer_00.jpg": 4,
+    "codeformer_01.jpg": 4,
+    "codeformer_02.png": 4,
+    "codeformer_03.jpg": 1,
+    "codeformer_04.jpg": 1,
+    "codeformer_05.jpg": 1,
+    "codeformer_06.png": 2,
+    "gfpgan_00.jpg": 2,
+    "gfpgan_10045.png": 3,
+    "gfpgan_Blake_Lively.jpg": 2,
+}
+
+
+def _rgb(path: Path) -> np.ndarray:
+    return np.array(Image.open(path).convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def retina(retinaface_store):
+    return init_detector("retinaface", retinaface_store, torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def dlib_detector():
+    return init_detector("dlib")
+
+
+def _check_sane(faces, img):
+    h, w = img.shape[:2]
+    for f in faces:
+        x1, y1, x2, y2 = f.box
+        assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h
+        assert 0.0 < f.score <= 1.0
+        assert f.landmarks.shape == (5, 2)
+        # Every landmark lies inside the box grown by a quarter of its size.
+        m = 0.25 * max(x2 - x1, y2 - y1)
+        assert np.all(f.landmarks[:, 0] > x1 - m) and np.all(f.landmarks[:, 0] < x2 + m)
+        assert np.all(f.landmarks[:, 1] > y1 - m) and np.all(f.landmarks[:, 1] < y2 + m)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_FACES))
+def test_retinaface_finds_every_face(retina, whole_photos, name):
+    path = next(p for p in whole_photos if p.name == name)
+    img = _rgb(path)
+    faces = retina.detect(img)
+    assert len(faces) == EXPECTED_FACES[name]
+    assert retina.name == "retinaface_mobile0.25"
+    _check_sane(faces, img)
+    # RetinaFace: eyes above nose above mouth.
+    for f in faces:
+        lm = f.landmarks
+        assert lm[2, 1] > min(lm[0, 1], lm[1, 1]) and max(lm[3, 1], lm[4, 1]) > lm[2, 1]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_FACES))
+def test_dlib_fallback_finds_every_face(dlib_detector, whole_photos, name):
+    path = next(p for p in whole_photos if p.name == name)
+    img = _rgb(path)
+    faces = dlib_detector.detect(img)
+    assert len(faces) == EXPECTED_FACES[name]
+    _check_sane(faces, img)
+
+
+def _pair_faces(a, b):
+    pairs = []
+    for fa in a:
+        fb = min(b, key=lambda f: np.hypot(f.center[0] - fa.center[0], f.center[1] - fa.center[1]))
+        pairs.append((fa, fb))
+    return pairs
+
+
+def test_both_detectors_give_the_same_crop(retina, dlib_detector, whole_photos):
+    """Map the template's eye centres and mouth back into the photo through both
+    alignments: they must land within a few percent of the face's eye distance."""
+    errors = []
+    for path in whole_photos:
+        img = _rgb(path)
+        for fr, fd in _pair_faces(retina.detect(img), dlib_detector.detect(img)):
+            inv_r = invert_affine(alignment_matrix(fr))
+            inv_d = invert_affine(alignment_matrix(fd))
+            pts = np.hstack([TEMPLATE_RETINAFACE, np.ones((5, 1))])
+            pr, pd = pts @ inv_r.T, pts @ inv_d.T
+            eye_dist = np.linalg.norm(pr[0] - pr[1])
+            errors.append(float(np.mean(np.linalg.norm(pr - pd, axis=1)) / eye_dist))
+    assert len(errors) == sum(EXPECTED_FACES.values())
+    assert np.median(errors) < 0.06, errors
+    assert max(errors) < 0.15, errors
+
+
+def test_aligned_crop_is_recognised_and_detected(dlib_detector, shared_dir):
+    crop = _rgb(next((shared_dir / "data" / "refbench" / "hq" / "00005").glob("*.png")))
+    face = detect_aligned_crop(crop, dlib_detector)
+    assert face is not None
+    assert is_aligned_crop(crop, face)
+    aligned = align_face(crop, face)
+    assert aligned.image.shape == (FFHQ_SIZE, FFHQ_SIZE, 3)
+    # Re-aligning an aligned crop is close to the identity.
+    diff = np.abs(aligned.image.astype(int) - crop.astype(int)).mean()
+    assert diff < 20
+
+
+def test_edge_face_is_padded_not_cropped(retina, whole_photos):
+    img = _rgb(next(p for p in whole_photos if p.name == "gfpgan_Blake_Lively.jpg"))
+    face = retina.detect(img)[0]
+    x1 = int(face.box[0] + face.width * 0.3)
+    cut = np.ascontiguousarray(img[:, x1:])  # a third of the face now lies off the left edge
+    shifted = retina.detect(cut)
+    assert shifted, "a face cut by the photo edge must still be found"
+    aligned = align_face(cut, shifted[0])
+    assert aligned.image.shape == (FFHQ_SIZE, FFHQ_SIZE, 3)
+    assert aligned.image.std() > 5  # reflected, not a flat fill
+
+
+def test_unknown_or_missing_detector_is_a_clear_error(tmp_path):
+    from refrestore.weights import WeightStore
+
+    with pytest.raises(DetectorError, match="unknown detector"):
+        init_detector("yolo")
+    with pytest.raises(DetectorError, match="download-weights"):
+        init_detector("retinaface", WeightStore(tmp_path))
+    assert init_detector("auto", WeightStore(tmp_path)).name == "dlib"
