@@ -37,9 +37,9 @@ class ResampleRestorer:
     ) -> list[np.ndarray]:
         out = []
         for face in faces:
-            smooth = cv2.bilateralFilter(face, d=7, sigmaColor=30, sigmaSpace=5)
-            blur = cv2.GaussianBlur(smooth, (0, 0), 2.0)
-            sharp = cv2.addWeighted(smooth, 1.6, blur, -0.6, 0)
+            smooth = cv2.bilateralFilter(face, d=9, sigmaColor=40, sigmaSpace=6)
+            blur = cv2.GaussianBlur(smooth, (0, 0), 2.5)
+            sharp = cv2.addWeighted(smooth, 1.8, blur, -0.8, 0)
             if strength < 1.0:
                 sharp = cv2.addWeighted(sharp, strength, face, 1.0 - strength, 0)
             out.append(sharp)

@@ -1,0 +1,139 @@
+"""Restorers: the registry, the weight-free restorer, and published architectures loaded by
+spandrel from checkpoints this test writes itself (random weights, published key layout)."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from refrestore.restorers.registry import RestorerError, build_restorer, choose_restorer, get_spec, restorer_names
+from refrestore.weights import WeightsError, WeightStore, load_manifest
+
+torch.set_num_threads(2)
+
+
+def _random_checkpoint(arch: str, path: Path) -> None:
+    """Random weights of the published architecture, saved like the release files."""
+    torch.manual_seed(0)
+    if arch == "gfpgan":
+        from spandrel.architectures.GFPGAN import GFPGAN
+
+        net = GFPGAN(out_size=512, num_style_feat=512, channel_multiplier=2, decoder_load_path=None, fix_decoder=False,
+                     num_mlp=8, input_is_latent=True, different_w=True, narrow=1, sft_half=True)
+    elif arch == "restoreformer":
+        from spandrel.architectures.RestoreFormer import RestoreFormer
+
+        net = RestoreFormer()
+    else:
+        from spandrel_extra_arches.architectures.CodeFormer import CodeFormer
+
+        net = CodeFormer()
+    torch.save({"params_ema": net.state_dict()}, path)
+
+
+def _store_with(tmp_path: Path, name: str, model: str) -> WeightStore:
+    f = tmp_path / name
+    data = f.read_bytes()
+    (tmp_path / "m.toml").write_text(
+        "schema = 1\n\n[[file]]\n"
+        f'name = "{name}"\nrole = "restorer"\nmodels = ["{model}"]\nurl = "https://example.invalid/{name}"\n'
+        f'size = {len(data)}\nsha256 = "{hashlib.sha256(data).hexdigest()}"\nlicense = "test"\ncommercial = true\n'
+        'default = false\ndescription = "random weights written by the test"\n'
+    )
+    return WeightStore(tmp_path, load_manifest(tmp_path / "m.toml"))
+
+
+def _faces(shared_dir: Path, n: int) -> list[np.ndarray]:
+    from PIL import Image
+
+    files = sorted((shared_dir / "data" / "real_lq" / "cropped_faces").glob("*.png"))[:n]
+    return [np.array(Image.open(f).convert("RGB").resize((512, 512))) for f in files]
+
+
+@pytest.mark.parametrize(
+    "arch,file_name,model",
+    [
+        ("gfpgan", "GFPGANv1.4.pth", "gfpgan-v1.4"),
+        ("restoreformer", "RestoreFormer.pth", "restoreformer"),
+        ("codeformer", "codeformer.pth", "codeformer"),
+    ],
+)
+def test_published_architecture_loads_and_restores_a_batch(tmp_path, shared_dir, arch, file_name, model):
+    _random_checkpoint(arch, tmp_path / file_name)
+    store = _store_with(tmp_path, file_name, model)
+    spec = get_spec(model)
+    restorer = build_restorer(spec, store, torch.device("cpu"), half=True)
+    assert restorer.info.name == model and not restorer.info.uses_references
+    # fp16 is only used on CUDA; on the CPU the model stays in fp32.
+    assert next(restorer.model.parameters()).dtype == torch.float32
+    faces = _faces(shared_dir, 3)
+    out = restorer.restore(faces, [[], [], []])
+    assert len(out) == 3
+    for o, f in zip(out, faces):
+        assert o.shape == (512, 512, 3) and o.dtype == np.uint8
+        assert np.abs(o.astype(int) - f.astype(int)).mean() > 1.0  # the network really ran
+    # Batching does not change the result of a face.
+    single = restorer.restore(faces[:1])[0]
+    assert np.abs(single.astype(int) - out[0].astype(int)).max() <= 2
+    # strength 0 gives the input back.
+    same = restorer.restore(faces[:1], strength=0.0)[0]
+    assert np.abs(same.astype(int) - faces[0].astype(int)).max() <= 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU for the fp16 path")
+def test_fp16_on_cuda(tmp_path, shared_dir):
+    _random_checkpoint("gfpgan", tmp_path / "GFPGANv1.4.pth")
+    store = _store_with(tmp_path, "GFPGANv1.4.pth", "gfpgan-v1.4")
+    restorer = build_restorer(get_spec("gfpgan-v1.4"), store, torch.device("cuda"), half=True)
+    out = restorer.restore(_faces(shared_dir, 2))
+    assert out[0].shape == (512, 512, 3)
+
+
+def test_tampered_published_file_is_refused(tmp_path):
+    _random_checkpoint("restoreformer", tmp_path / "RestoreFormer.pth")
+    store = _store_with(tmp_path, "RestoreFormer.pth", "restoreformer")
+    data = bytearray((tmp_path / "RestoreFormer.pth").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / "RestoreFormer.pth").write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="download-weights --force"):
+        build_restorer(get_spec("restoreformer"), store, torch.device("cpu"))
+
+
+def test_wrong_architecture_in_a_file_is_a_clear_error(tmp_path):
+    torch.save({"params_ema": {"conv.weight": torch.zeros(3, 3, 3, 3)}}, tmp_path / "GFPGANv1.4.pth")
+    store = _store_with(tmp_path, "GFPGANv1.4.pth", "gfpgan-v1.4")
+    with pytest.raises(WeightsError, match="not a gfpgan-v1.4 model"):
+        build_restorer(get_spec("gfpgan-v1.4"), store, torch.device("cpu"))
+
+
+def test_registry_declares_every_restorer():
+    names = restorer_names()
+    assert {"gfpgan-v1.4", "restoreformer", "codeformer", "resample"} <= set(names)
+    for name in names:
+        info = get_spec(name).info
+        assert info.input_size > 0 and info.license and info.description
+    assert get_spec("codeformer").info.on_request_only and not get_spec("codeformer").info.commercial_use
+    with pytest.raises(RestorerError, match="unknown model"):
+        get_spec("nope")
+
+
+def test_auto_never_picks_codeformer_and_names_a_better_model(tmp_path):
+    store = WeightStore(tmp_path)  # nothing downloaded
+    choice = choose_restorer("auto", store)
+    assert choice.spec.info.name != "codeformer"
+    assert choice.spec.info.embedded or not choice.spec.info.weight_files
+    assert choice.better is not None and choice.better.info.name == "gfpgan-v1.4"
+    with pytest.raises(RestorerError, match="download-weights"):
+        choose_restorer("gfpgan-v1.4", store)
+
+
+def test_resample_restorer_changes_faces_but_not_their_size(shared_dir):
+    from refrestore.restorers.resample import ResampleRestorer
+
+    faces = _faces(shared_dir, 2)
+    out = ResampleRestorer().restore(faces)
+    assert [o.shape for o in out] == [(512, 512, 3)] * 2
+    assert all((o != f).mean() > 0.2 for o, f in zip(out, faces))  # a gentle filter, but it touches most pixels
