@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from .discover import InputFile
-from .imageio import ImageReadError, ImageWriteError, LoadedImage, output_suffix_ext, read_image, save_image
+from .imageio import ImageReadError, ImageWriteError, LoadedImage, read_image, save_image
 from .pipeline import FacePipeline, PhotoResult
 
 log = logging.getLogger(__name__)

@@ -152,12 +152,12 @@ class FacePipeline:
         detector: Detector | None,
         restorer: Restorer,
         references: ReferenceSource | None = None,
-        options: FixOptions = FixOptions(),
+        options: FixOptions | None = None,
     ) -> None:
         self.detector = detector
         self.restorer = restorer
         self.references = references
-        self.options = options
+        self.options = options or FixOptions()
 
     def find_faces(self, rgb: np.ndarray) -> list[AlignedFace]:
         if self.options.aligned:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -70,7 +69,7 @@ def fix(
 
 
 def _fix(**a: object) -> int:
-    from ..batch import BatchOptions, ImageReport, UsageError, plan_outputs, run_batch, write_report
+    from ..batch import BatchOptions, ImageReport, UsageError, plan_outputs, write_report
     from ..detection import DetectorError, init_detector
     from ..devices import DeviceError, pick_device
     from ..discover import find_inputs
@@ -122,15 +121,23 @@ def _fix(**a: object) -> int:
     except UsageError as exc:
         raise fail(str(exc), 2)
 
+    from ..api import build_references
+
     try:
         det = None
         if not a["aligned"] or a["refs"] or a["ref"]:
             det = init_detector(str(a["detector"]), store, device)
         restorer = build_restorer(choice.spec, store, device)
-    except (DetectorError, WeightsError, RestorerError) as exc:
-        raise fail(str(exc), 2 if isinstance(exc, DetectorError) else 1)
-
-    references = _reference_source(a, det, store, device, err_console)
+        notes: list[str] = []
+        references = build_references(a["refs"], a["ref"], det, store, device, int(a["top_k"]), notes)  # type: ignore[arg-type]
+    except DetectorError as exc:
+        raise fail(str(exc), 2)
+    except FileNotFoundError as exc:
+        raise fail(str(exc), 2)
+    except (WeightsError, RestorerError) as exc:
+        raise fail(str(exc), 1)
+    for note in notes:
+        err_console.print(f"warning: {note}")
     pipeline = FacePipeline(
         det,
         restorer,
@@ -162,36 +169,6 @@ def _fix(**a: object) -> int:
         err_console.print("interrupted: finished outputs are complete; rerun to continue")
         return 130
     return 1 if summary.failed else 0
-
-
-def _reference_source(a: dict, det, store, device, err_console: Console):  # type: ignore[no-untyped-def]
-    refs: list[Path] = a["refs"]
-    ref: Path | None = a["ref"]
-    if not refs and ref is None:
-        return None
-    from ..identity import init_identity_model
-    from ..references import ForcedReference, GalleryReferences
-
-    identity = init_identity_model("auto", store=store, device=device)
-    if ref is not None:
-        from ..gallery import forced_reference
-
-        if not ref.is_file():
-            raise fail(f"--ref {ref}: no such file", 2)
-        return ForcedReference(forced_reference(ref, det, identity))
-    missing = [p for p in refs if not p.exists()]
-    if missing:
-        raise fail(f"--refs {missing[0]}: no such file or folder", 2)
-    from ..gallery import Gallery
-    from ..paths import cache_dir
-
-    gallery = Gallery.build(list(refs), det, identity, cache_dir=cache_dir())
-    for path, reason in getattr(gallery, "problems", []):
-        err_console.print(f"warning: gallery {path}: {reason}")
-    if not gallery.faces:
-        err_console.print("warning: no faces found in the --refs gallery; restoring without references")
-        return None
-    return GalleryReferences(gallery, identity, top_k=int(a["top_k"]))
 
 
 def _run_with_progress(tasks, pipeline, options, out_console: Console, err_console: Console):  # type: ignore[no-untyped-def]
