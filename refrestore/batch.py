@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from .discover import InputFile
-from .imageio import ImageReadError, ImageWriteError, LoadedImage, read_image, save_image
+from .imageio import ImageReadError, ImageWriteError, LoadedImage, read_image, remove_stale_temp_files, save_image
 from .pipeline import FacePipeline, PhotoResult
 
 log = logging.getLogger(__name__)
@@ -222,6 +222,11 @@ def run_batch(
     import time
 
     summary = BatchSummary()
+    # A run killed outright (SIGKILL, power cut) cannot remove its temporary files; the
+    # next run does, for folders it writes to and only for processes no longer alive.
+    for folder in sorted({t.output.parent for t in tasks}):
+        if folder.is_dir():
+            remove_stale_temp_files(folder)
     todo: list[Task] = []
     for t in tasks:
         if options.skip_existing and t.output.exists():
