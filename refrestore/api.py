@@ -17,6 +17,7 @@ import torch
 
 from .detection import Detector, init_detector
 from .devices import pick_device
+from .parsing import init_parser
 from .pipeline import FacePipeline, FixOptions, PhotoResult, ReferenceSource
 from .restorers.base import RestorerSpec
 from .restorers.registry import build_restorer, choose_restorer
@@ -99,7 +100,8 @@ def build_pipeline(
     restorer = build_restorer(choice.spec, store, dev)
     notes: list[str] = []
     references = build_references(refs, ref, det, store, dev, top_k, notes)
-    return BuiltPipeline(FacePipeline(det, restorer, references, options), restorer.device, choice.better, notes)
+    parser = None if options.aligned else init_parser(store, dev)
+    return BuiltPipeline(FacePipeline(det, restorer, references, options, parser), restorer.device, choice.better, notes)
 
 
 def restore_photo(

@@ -153,11 +153,13 @@ class FacePipeline:
         restorer: Restorer,
         references: ReferenceSource | None = None,
         options: FixOptions | None = None,
+        parser: object | None = None,
     ) -> None:
         self.detector = detector
         self.restorer = restorer
         self.references = references
         self.options = options or FixOptions()
+        self.parser = parser  # refrestore.parsing.FaceParser, for paste-back masks
 
     def find_faces(self, rgb: np.ndarray) -> list[AlignedFace]:
         if self.options.aligned:
@@ -202,7 +204,14 @@ class FacePipeline:
             if out.shape[0] != size:
                 out = cv2.resize(out, (size, size), interpolation=cv2.INTER_CUBIC)
             return PhotoResult(image=out, faces=outcomes, warnings=warnings)
-        jobs = [PasteJob(restored=o.restored, original=o.aligned, affine=a.affine) for o, a in zip(outcomes, aligned) if o.restored is not None]
+        done = [(o, a) for o, a in zip(outcomes, aligned) if o.restored is not None]
+        masks: list[np.ndarray | None] = [None] * len(done)
+        if self.parser is not None and done:
+            try:
+                masks = list(self.parser.masks([o.restored for o, _ in done]))  # type: ignore[attr-defined]
+            except Exception as exc:  # noqa: BLE001 - the ellipse mask still works
+                warnings.append(f"face parsing failed ({exc}); using the default mask".splitlines()[0])
+        jobs = [PasteJob(restored=o.restored, original=o.aligned, affine=a.affine, mask=m) for (o, a), m in zip(done, masks)]
         image = paste_faces(rgb, jobs, upscale=self.options.upscale, grayscale=grayscale)
         return PhotoResult(image=image, faces=outcomes, warnings=warnings)
 

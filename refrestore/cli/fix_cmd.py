@@ -70,12 +70,12 @@ def fix(
 
 def _fix(**a: object) -> int:
     from ..batch import BatchOptions, ImageReport, UsageError, plan_outputs, write_report
-    from ..detection import DetectorError, init_detector
+    from ..detection import DetectorError
     from ..devices import DeviceError, pick_device
     from ..discover import find_inputs
     from ..paths import offline_from_env
-    from ..pipeline import FacePipeline, FixOptions
-    from ..restorers.registry import RestorerError, build_restorer, choose_restorer
+    from ..pipeline import FixOptions
+    from ..restorers.registry import RestorerError, choose_restorer
     from ..weights import WeightsError, WeightStore, load_manifest
 
     inputs: list[Path] = a["inputs"]  # type: ignore[assignment]
@@ -83,7 +83,7 @@ def _fix(**a: object) -> int:
     err_console = Console(stderr=True, highlight=False, soft_wrap=True)
     offline = bool(a["offline"]) or offline_from_env()
     try:
-        device = pick_device(str(a["device"]))
+        pick_device(str(a["device"]))  # a bad --device is a usage error before any work
         store = WeightStore(a["weights_dir"], load_manifest(a["manifest"]) if a["manifest"] else None)  # type: ignore[arg-type]
         choice = choose_restorer(str(a["model"]), store) if not a["download"] else None
     except (DeviceError, RestorerError, WeightsError) as exc:
@@ -121,29 +121,27 @@ def _fix(**a: object) -> int:
     except UsageError as exc:
         raise fail(str(exc), 2)
 
-    from ..api import build_references
+    from ..api import build_pipeline
 
     try:
-        det = None
-        if not a["aligned"] or a["refs"] or a["ref"]:
-            det = init_detector(str(a["detector"]), store, device)
-        restorer = build_restorer(choice.spec, store, device)
-        notes: list[str] = []
-        references = build_references(a["refs"], a["ref"], det, store, device, int(a["top_k"]), notes)  # type: ignore[arg-type]
-    except DetectorError as exc:
-        raise fail(str(exc), 2)
-    except FileNotFoundError as exc:
+        built = build_pipeline(
+            refs=a["refs"],  # type: ignore[arg-type]
+            ref=a["ref"],  # type: ignore[arg-type]
+            model=choice.spec.info.name,
+            detector=str(a["detector"]),
+            device=str(a["device"]),
+            options=FixOptions(upscale=int(a["upscale"]), strength=float(a["strength"]), only_center_face=bool(a["only_center_face"]), aligned=bool(a["aligned"])),  # type: ignore[arg-type]
+            top_k=int(a["top_k"]),  # type: ignore[arg-type]
+            store=store,
+        )
+    except (DetectorError, FileNotFoundError) as exc:
         raise fail(str(exc), 2)
     except (WeightsError, RestorerError) as exc:
         raise fail(str(exc), 1)
-    for note in notes:
+    for note in built.notes:
         err_console.print(f"warning: {note}")
-    pipeline = FacePipeline(
-        det,
-        restorer,
-        references,
-        FixOptions(upscale=int(a["upscale"]), strength=float(a["strength"]), only_center_face=bool(a["only_center_face"]), aligned=bool(a["aligned"])),  # type: ignore[arg-type]
-    )
+    pipeline = built.pipeline
+    det, restorer = pipeline.detector, pipeline.restorer
     options = BatchOptions(
         skip_existing=bool(a["skip_existing"]),
         save_faces=bool(a["save_faces"]),
