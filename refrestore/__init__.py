@@ -2,34 +2,44 @@
 
 The library under the ``refrestore`` command. The data flows one way: read image ->
 detect -> align -> select references -> restore -> paste back -> write.
+
+Names are imported on first use, so ``import refrestore.imageio`` (and every CLI start)
+does not pay for torch until a network is needed.
 """
 from __future__ import annotations
 
+from importlib import import_module
+from typing import Any
+
 __version__ = "0.1.0"
 
-from .align import align_face
-from .api import BuiltPipeline, build_pipeline, restore_photo
-from .detection import init_detector
-from .faces import AlignedFace, DetectedFace, Reference
-from .imageio import LoadedImage, read_image, save_image
-from .pasteback import paste_faces
-from .pipeline import FaceOutcome, FacePipeline, FixOptions, PhotoResult
+_EXPORTS = {
+    "AlignedFace": "faces",
+    "DetectedFace": "faces",
+    "Reference": "faces",
+    "align_face": "align",
+    "BuiltPipeline": "api",
+    "build_pipeline": "api",
+    "restore_photo": "api",
+    "init_detector": "detection",
+    "LoadedImage": "imageio",
+    "read_image": "imageio",
+    "save_image": "imageio",
+    "paste_faces": "pasteback",
+    "FaceOutcome": "pipeline",
+    "FacePipeline": "pipeline",
+    "FixOptions": "pipeline",
+    "PhotoResult": "pipeline",
+}
 
-__all__ = [
-    "AlignedFace",
-    "BuiltPipeline",
-    "DetectedFace",
-    "FaceOutcome",
-    "FacePipeline",
-    "FixOptions",
-    "LoadedImage",
-    "PhotoResult",
-    "Reference",
-    "align_face",
-    "build_pipeline",
-    "init_detector",
-    "paste_faces",
-    "read_image",
-    "restore_photo",
-    "save_image",
-]
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'refrestore' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -104,12 +104,17 @@ def _fix(**a: object) -> int:
         except (RestorerError, WeightsError) as exc:
             raise fail(str(exc), 1)
     assert choice is not None
-    if choice.better is not None:
-        err_console.print(
-            f"note: using {choice.spec.info.name}; 'refrestore download-weights {choice.better.info.name}' adds a better model"
-        )
 
-    found, problems = find_inputs(inputs, recursive=bool(a["recursive"]))
+    from ..imageio import max_pixels_from_env
+
+    try:
+        max_pixels = a["max_pixels"] if a["max_pixels"] is not None else max_pixels_from_env()
+    except ValueError as exc:
+        raise fail(str(exc), 2)
+    if max_pixels is not None and int(max_pixels) < 256:  # type: ignore[arg-type]
+        raise fail(f"--max-pixels {max_pixels}: too small to hold a photo", 2)
+    exclude = [a["output"]] if a["output"] is not None else []
+    found, problems = find_inputs(inputs, recursive=bool(a["recursive"]), exclude=exclude)  # type: ignore[arg-type]
     single = len(inputs) == 1 and inputs[0].is_file()
     output: Path | None = a["output"]  # type: ignore[assignment]
     if output is not None:
@@ -121,6 +126,10 @@ def _fix(**a: object) -> int:
     except UsageError as exc:
         raise fail(str(exc), 2)
 
+    if choice.better is not None:
+        err_console.print(
+            f"note: using {choice.spec.info.name}; 'refrestore download-weights {choice.better.info.name}' adds a better model"
+        )
     from ..api import build_pipeline
 
     try:
@@ -148,7 +157,7 @@ def _fix(**a: object) -> int:
         compare=bool(a["compare"]),
         jobs=int(a["jobs"]),  # type: ignore[arg-type]
         prefetch=int(a["prefetch"]),  # type: ignore[arg-type]
-        max_pixels=a["max_pixels"],  # type: ignore[arg-type]
+        max_pixels=int(max_pixels),  # type: ignore[arg-type]
     )
     pre = [ImageReport(str(p), None, "error", reason) for p, reason in problems]
     summary = _run_with_progress(tasks, pipeline, options, out_console, err_console)
