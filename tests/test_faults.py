@@ -1,0 +1,127 @@
+"""Faults during a run: GPU memory running out, a face that cannot be restored, a full disk."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from refrestore.detection import init_detector
+from refrestore.pipeline import FacePipeline, restore_batch
+from refrestore.restorers.resample import ResampleRestorer
+
+
+class OutOfMemoryAbove(ResampleRestorer):
+    """The real resampling restorer on a pretend GPU with room for ``limit`` faces at once.
+
+    CUDA cannot run here, so its out-of-memory error is raised where a GPU would raise it.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.batches: list[int] = []
+
+    def restore(self, faces, references=None, strength=1.0):  # type: ignore[no-untyped-def]
+        self.batches.append(len(faces))
+        if len(faces) > self.limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (pretend GPU)")
+        return super().restore(faces, references, strength)
+
+
+class FailsOnDarkFaces(ResampleRestorer):
+    """The real restorer, except that it refuses faces darker than ``level``."""
+
+    def __init__(self, level: float) -> None:
+        super().__init__()
+        self.level = level
+
+    def restore(self, faces, references=None, strength=1.0):  # type: ignore[no-untyped-def]
+        if any(f.mean() < self.level for f in faces):
+            raise RuntimeError("input too dark for this model")
+        return super().restore(faces, references, strength)
+
+
+def _crops(shared_dir: Path, n: int) -> list[np.ndarray]:
+    files = sorted((shared_dir / "data" / "real_lq" / "cropped_faces").glob("*.png"))[:n]
+    return [np.array(Image.open(f).convert("RGB").resize((512, 512))) for f in files]
+
+
+def test_out_of_memory_shrinks_the_batch(shared_dir):
+    crops = _crops(shared_dir, 5)
+    restorer = OutOfMemoryAbove(limit=2)
+    warnings: list[str] = []
+    out = restore_batch(restorer, crops, [[]] * 5, 1.0, batch_size=8, on_warning=warnings.append)
+    assert all(isinstance(o, np.ndarray) for o in out)
+    assert restorer.batches == [5, 4, 2, 2, 1]  # halved until it fits, then on through the rest
+    assert any("out of memory" in w for w in warnings)
+    expected = ResampleRestorer().restore(crops)
+    assert all(np.array_equal(a, b) for a, b in zip(out, expected))
+
+
+def test_a_face_that_fails_is_pasted_back_unrestored_and_marked(whole_photos):
+    photo = np.asarray(Image.open(next(p for p in whole_photos if p.name == "codeformer_02.png")).convert("RGB"))
+    det = init_detector("dlib")
+    faces = det.detect(photo)
+    from refrestore.align import align_face
+
+    darkest = min(float(align_face(photo, f).image.mean()) for f in faces)
+    pipe = FacePipeline(det, FailsOnDarkFaces(level=darkest + 0.01))
+    result = pipe.run(photo)
+    failed = [f for f in result.faces if f.error]
+    assert len(failed) == 1 and "too dark" in failed[0].error
+    assert failed[0].report()["restored"] is False
+    assert sum(1 for f in result.faces if f.restored is not None) == len(faces) - 1
+    assert any("unrestored" in w for w in result.warnings)
+    # The failed face's pixels are the original ones.
+    x1, y1, x2, y2 = (int(v) for v in failed[0].face.box)
+    assert np.array_equal(result.image[y1:y2, x1:x2], photo[y1:y2, x1:x2])
+
+
+def _tmpfs_prefix(mountpoint: Path, options: str) -> list[str]:
+    unshare = shutil.which("unshare")
+    if unshare is None or os.geteuid() != 0:
+        pytest.skip("needs root and unshare for a private tmpfs")
+    probe = subprocess.run([unshare, "--mount", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot create a mount namespace here: {probe.stderr.decode().strip()}")
+    setup = f'mount -t tmpfs -o {options} tmpfs "$0" && exec "$@"'
+    return [unshare, "--mount", "--propagation", "private", "sh", "-c", setup, str(mountpoint)]
+
+
+def test_full_disk_stops_the_run_without_corrupt_files(tmp_path, whole_photos):
+    album = tmp_path / "album"
+    album.mkdir()
+    for p in whole_photos:
+        shutil.copyfile(p, album / p.name)
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    out = mnt / "restored"
+    report = tmp_path / "r.json"
+    # 1.5 MB holds the first few outputs, not all ten.
+    fix = [sys.executable, "-m", "refrestore", "fix", str(album), "-o", str(out), "--json", str(report),
+           "--model", "resample", "--detector", "dlib", "--prefetch", "0"]
+    # The tmpfs exists only inside the namespace: look at it there, after the run, before it goes.
+    probe = ("import os,sys; from PIL import Image; fs=[os.path.join(r,f) for r,_,n in os.walk(sys.argv[1]) for f in n]; "
+             "[Image.open(f).load() for f in fs if not os.path.basename(f).startswith('.')]; "
+             "print(len(fs), sum(os.path.basename(f).startswith('.') for f in fs))")
+    script = f'"$@"; rc=$?; {sys.executable} -c "{probe}" {out}; exit $rc'
+    proc = subprocess.run(
+        [*_tmpfs_prefix(mnt, "size=1536k"), "sh", "-c", script, "sh", *fix],
+        capture_output=True, text=True, env=dict(os.environ, REFRESTORE_HOME=str(tmp_path / "home")), timeout=600,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "no space left" in proc.stderr and "Traceback" not in proc.stderr
+    written, temp_left = (int(x) for x in proc.stdout.strip().splitlines()[-1].split())
+    assert temp_left == 0, "no temporary files left behind"
+    entries = json.loads(report.read_text())["images"]
+    assert entries[-1]["status"] == "error" and "no space left" in entries[-1]["error"]
+    assert len(entries) < len(whole_photos), "the run stops at the full disk"
+    assert written == sum(1 for e in entries if e["status"] == "ok")  # every output complete (decoded above)
