@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ import numpy as np
 
 from .discover import InputFile
 from .imageio import ImageReadError, ImageWriteError, LoadedImage, read_image, remove_stale_temp_files, save_image
-from .pipeline import FacePipeline, PhotoResult
+from .pipeline import FacePipeline, PhotoResult, PreparedPhoto
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +181,7 @@ class BatchOptions:
     jobs: int = 2
     prefetch: int = 2
     max_pixels: int | None = None
+    group_images: int = 1  # photos whose faces are restored in one batch (4 on a GPU)
 
 
 def side_by_side(panels: list[np.ndarray], height: int = 512) -> np.ndarray:
@@ -210,6 +212,104 @@ def _save_face_files(result: PhotoResult, output: Path, like: LoadedImage, save_
             save_image(output.with_name(f"{output.stem}_compare_face{o.index:02d}.jpg"), sheet, plain)
 
 
+@dataclass
+class _Pending:
+    """An image between decoding and its written output."""
+
+    task: Task
+    report: ImageReport
+    started: float
+    loaded: LoadedImage | None = None
+    prepared: PreparedPhoto | None = None
+    write: "Future[None] | None" = None
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, (ImageReadError, ImageWriteError)):
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, MemoryError):
+        return "out of memory while processing this image"
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+class _Runner:
+    """The state of one batch run: the current group of images and the writes in flight."""
+
+    def __init__(self, pipeline: FacePipeline, options: BatchOptions, summary: BatchSummary,
+                 on_done: Callable[[Task, ImageReport], None], on_face: Callable[[int, int], None] | None,
+                 writer: ThreadPoolExecutor) -> None:
+        self.pipeline, self.options, self.summary = pipeline, options, summary
+        self.on_done, self.on_face, self.writer = on_done, on_face, writer
+        self.group: list[_Pending] = []
+        self.writing: list[_Pending] = []
+
+    def close(self, item: _Pending, exc: BaseException | None = None) -> None:
+        rep = item.report
+        if exc is not None:
+            rep.status, rep.output = "error", None
+            rep.error = _error_text(exc)
+            if isinstance(exc, ImageWriteError):
+                self.summary.fatal = rep.error
+            elif not isinstance(exc, (ImageReadError, MemoryError)):
+                log.debug("failed on %s", item.task.source.path, exc_info=(type(exc), exc, exc.__traceback__))
+        rep.seconds = time.perf_counter() - item.started
+        self.summary.images.append(rep)
+        self.on_done(item.task, rep)
+
+    def add(self, item: _Pending) -> None:
+        """Detect, align and select references now; restore when the group is full."""
+        assert item.loaded is not None
+        item.report.warnings.extend(item.loaded.warnings)
+        item.prepared = self.pipeline.prepare(item.loaded.rgb, grayscale=item.loaded.grayscale)
+        self.group.append(item)
+        faces = sum(len(g.prepared.outcomes) for g in self.group if g.prepared is not None)
+        if len(self.group) >= self.options.group_images or faces >= self.pipeline.options.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Restore the group's faces in one go, paste back, and hand the outputs to the writers."""
+        group, self.group = self.group, []
+        if not group:
+            return
+        self.pipeline.restore_faces([g.prepared for g in group if g.prepared is not None], self.on_face)
+        for item in group:
+            try:
+                assert item.prepared is not None and item.loaded is not None
+                result = self.pipeline.finish(item.prepared)
+                item.report.warnings.extend(result.warnings)
+                item.report.faces = [o.report() for o in result.faces]
+                item.report.status = "ok" if result.faces else "no_faces"
+                item.write = self.writer.submit(self._write, item, result)
+                self.writing.append(item)
+            except Exception as exc:  # noqa: BLE001 - one photo must not stop the album
+                self.close(item, exc)
+        self.collect(block=self.options.jobs <= 1)
+
+    def _write(self, item: _Pending, result: PhotoResult) -> None:
+        assert item.loaded is not None
+        task = item.task
+        save_image(task.output, result.image, item.loaded)
+        if self.options.save_faces or self.options.compare:
+            _save_face_files(result, task.output, item.loaded, self.options.save_faces, self.options.compare)
+        item.report.output = str(task.output)
+
+    def collect(self, block: bool) -> None:
+        """Report finished writes, in input order; with ``block``, wait for all of them."""
+        while self.writing and (block or self.writing[0].write.done()):  # type: ignore[union-attr]
+            self.collect_one()
+        # Bounded memory: never more finished photos waiting than there are writers.
+        while len(self.writing) > max(1, self.options.jobs):
+            self.collect_one()
+
+    def collect_one(self) -> None:
+        item = self.writing.pop(0)
+        try:
+            item.write.result()  # type: ignore[union-attr]
+            self.close(item)
+        except Exception as exc:  # noqa: BLE001
+            self.close(item, exc)
+
+
 def run_batch(
     tasks: list[Task],
     pipeline: FacePipeline,
@@ -218,9 +318,12 @@ def run_batch(
     on_done: Callable[[Task, ImageReport], None] = lambda t, r: None,
     on_face: Callable[[int, int], None] | None = None,
 ) -> BatchSummary:
-    """Process every task; a bad input is reported and skipped, a full disk stops the run."""
-    import time
+    """Process every task; a bad input is reported and skipped, a full disk stops the run.
 
+    Images are decoded ahead on threads, faces of ``options.group_images`` photos are
+    restored together (worth it on a GPU), and outputs are encoded on ``options.jobs``
+    writer threads; reports keep the input order.
+    """
     summary = BatchSummary()
     # A run killed outright (SIGKILL, power cut) cannot remove its temporary files; the
     # next run does, for folders it writes to and only for processes no longer alive.
@@ -235,42 +338,25 @@ def run_batch(
             on_done(t, rep)
         else:
             todo.append(t)
-    try:
-        for task, fut in _prefetch(todo, options.jobs, options.prefetch, options.max_pixels):
-            on_start(task)
-            started = time.perf_counter()
-            rep = ImageReport(str(task.source.path), None, "error")
-            try:
-                loaded = fut.result()
-                rep.warnings.extend(loaded.warnings)
-                result = pipeline.run(loaded.rgb, grayscale=loaded.grayscale, on_face=on_face)
-                rep.warnings.extend(result.warnings)
-                rep.faces = [o.report() for o in result.faces]
-                task.output.parent.mkdir(parents=True, exist_ok=True)
-                save_image(task.output, result.image, loaded)
-                if options.save_faces or options.compare:
-                    _save_face_files(result, task.output, loaded, options.save_faces, options.compare)
-                rep.output = str(task.output)
-                rep.status = "ok" if result.faces else "no_faces"
-            except ImageReadError as exc:
-                rep.error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            except ImageWriteError as exc:
-                rep.error = str(exc).splitlines()[0]
-                summary.fatal = rep.error
-                rep.seconds = time.perf_counter() - started
-                summary.images.append(rep)
-                on_done(task, rep)
-                break
-            except MemoryError:
-                rep.error = "out of memory while processing this image"
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as exc:  # noqa: BLE001 - one photo must not stop the album
-                log.debug("failed on %s", task.source.path, exc_info=True)
-                rep.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            rep.seconds = time.perf_counter() - started
-            summary.images.append(rep)
-            on_done(task, rep)
-    except KeyboardInterrupt:
-        summary.interrupted = True
+    with ThreadPoolExecutor(max_workers=max(1, options.jobs), thread_name_prefix="encode") as writer:
+        runner = _Runner(pipeline, options, summary, on_done, on_face, writer)
+        try:
+            for task, fut in _prefetch(todo, options.jobs, options.prefetch, options.max_pixels):
+                if summary.fatal:
+                    break
+                on_start(task)
+                item = _Pending(task, ImageReport(str(task.source.path), None, "error"), time.perf_counter())
+                try:
+                    item.loaded = fut.result()
+                    runner.add(item)
+                except Exception as exc:  # noqa: BLE001 - one photo must not stop the album
+                    runner.close(item, exc)
+                runner.collect(block=False)
+            if not summary.fatal:
+                runner.flush()
+        except KeyboardInterrupt:
+            summary.interrupted = True
+        finally:
+            # Writes in flight finish (each is atomic): the report then matches the disk.
+            runner.collect(block=True)
     return summary

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import torch
 
-from .align import FFHQ_SIZE, align_face, detect_aligned_crop, is_aligned_crop
+from .align import FFHQ_SIZE, align_face, detect_aligned_crop
 from .detection import Detector
 from .faces import AlignedFace, DetectedFace, Reference
 from .pasteback import PasteJob, paste_faces, upscale_photo
@@ -175,36 +175,50 @@ class FacePipeline:
             faces = center_face(faces, rgb.shape)
         return [align_face(rgb, f) for f in faces]
 
-    def run(self, rgb: np.ndarray, grayscale: bool = False, on_face: Callable[[int, int], None] | None = None) -> PhotoResult:
-        warnings: list[str] = []
+    def prepare(self, rgb: np.ndarray, grayscale: bool = False) -> "PreparedPhoto":
+        """Detect, align and choose references: everything before the network."""
         aligned = self.find_faces(rgb)
         outcomes = [FaceOutcome(index=i, face=a.face, aligned=a.image, restorer=self.restorer.info.name) for i, a in enumerate(aligned)]
-        if not aligned:
-            return PhotoResult(image=upscale_photo(rgb, self.options.upscale), faces=[], warnings=warnings)
         for o in outcomes:
             if self.references is not None:
                 o.references, o.reference_report = self.references.select(o.aligned, o.face)
-        crops = [o.aligned for o in outcomes]
-        refs = [o.references if self.restorer.info.uses_references else [] for o in outcomes]
-        results = restore_batch(self.restorer, crops, refs, self.options.strength, self.options.batch_size, warnings.append)
-        for o, res in zip(outcomes, results):
+        return PreparedPhoto(rgb=rgb, grayscale=grayscale, aligned=aligned, outcomes=outcomes)
+
+    def restore_faces(self, photos: Sequence["PreparedPhoto"], on_face: Callable[[int, int], None] | None = None) -> None:
+        """Run the restorer over the faces of several photos at once (one batch on a GPU)."""
+        owners = [(p, o) for p in photos for o in p.outcomes]
+        if not owners:
+            return
+        crops = [o.aligned for _, o in owners]
+        refs = [o.references if self.restorer.info.uses_references else [] for _, o in owners]
+        sink: list[str] = []
+        results = restore_batch(self.restorer, crops, refs, self.options.strength, self.options.batch_size, sink.append)
+        for p in photos:
+            p.warnings.extend(sink)
+        for (p, o), res in zip(owners, results):
             if isinstance(res, Exception):
                 o.error = f"restoration failed: {res}".splitlines()[0]
                 o.restored = None
-                warnings.append(f"face {o.index}: {o.error}; pasted back unrestored")
+                p.warnings.append(f"face {o.index}: {o.error}; pasted back unrestored")
             else:
                 o.restored = res
             if on_face is not None:
-                on_face(o.index, len(outcomes))
+                on_face(o.index, len(p.outcomes))
+
+    def finish(self, photo: "PreparedPhoto") -> PhotoResult:
+        """Paste the restored faces back (or, for aligned input, return the restored crop)."""
+        outcomes, warnings = photo.outcomes, photo.warnings
+        if not outcomes:
+            return PhotoResult(image=upscale_photo(photo.rgb, self.options.upscale), faces=[], warnings=warnings)
         if self.options.aligned:
             out = outcomes[0].restored if outcomes[0].restored is not None else outcomes[0].aligned
-            if grayscale:
+            if photo.grayscale:
                 out = cv2.cvtColor(cv2.cvtColor(out, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
             size = FFHQ_SIZE * self.options.upscale
             if out.shape[0] != size:
                 out = cv2.resize(out, (size, size), interpolation=cv2.INTER_CUBIC)
             return PhotoResult(image=out, faces=outcomes, warnings=warnings)
-        done = [(o, a) for o, a in zip(outcomes, aligned) if o.restored is not None]
+        done = [(o, a) for o, a in zip(outcomes, photo.aligned) if o.restored is not None]
         masks: list[np.ndarray | None] = [None] * len(done)
         if self.parser is not None and done:
             try:
@@ -212,11 +226,22 @@ class FacePipeline:
             except Exception as exc:  # noqa: BLE001 - the ellipse mask still works
                 warnings.append(f"face parsing failed ({exc}); using the default mask".splitlines()[0])
         jobs = [PasteJob(restored=o.restored, original=o.aligned, affine=a.affine, mask=m) for (o, a), m in zip(done, masks)]
-        image = paste_faces(rgb, jobs, upscale=self.options.upscale, grayscale=grayscale)
+        image = paste_faces(photo.rgb, jobs, upscale=self.options.upscale, grayscale=photo.grayscale)
         return PhotoResult(image=image, faces=outcomes, warnings=warnings)
 
+    def run(self, rgb: np.ndarray, grayscale: bool = False, on_face: Callable[[int, int], None] | None = None) -> PhotoResult:
+        """The whole pipeline on one photo."""
+        prepared = self.prepare(rgb, grayscale)
+        self.restore_faces([prepared], on_face)
+        return self.finish(prepared)
 
-def is_already_aligned(rgb: np.ndarray, detector: Detector) -> bool:
-    """True when a photo is a face crop already on the FFHQ template."""
-    face = detect_aligned_crop(rgb, detector)
-    return face is not None and is_aligned_crop(rgb, face)
+
+@dataclass
+class PreparedPhoto:
+    """A photo between detection and paste-back."""
+
+    rgb: np.ndarray
+    grayscale: bool
+    aligned: list[AlignedFace]
+    outcomes: list[FaceOutcome]
+    warnings: list[str] = field(default_factory=list)

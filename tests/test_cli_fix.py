@@ -180,3 +180,37 @@ def test_python_dash_m_and_help(tmp_path):
     assert proc.returncode == 0
     for command in ("fix", "match", "download-weights", "models", "train", "eval"):
         assert command in proc.stdout
+
+
+def test_fix_download_fetches_the_detector_then_uses_it(tmp_path, whole_photos, shared_dir):
+    """fix --download over real HTTP on 127.0.0.1, from a user manifest (the shared RetinaFace
+    file is not facexlib's published one, so it comes with a manifest of its own)."""
+    from weights_http_server import FaultServer, write_manifest
+
+    from conftest import SHARED_RETINAFACE_SHA256, SHARED_RETINAFACE_SIZE
+
+    server = FaultServer(tmp_path / "served").start()
+    try:
+        name = "detection_mobilenet0.25_Final.pth"
+        server.root.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shared_dir / "weights" / "retinaface" / name, server.root / name)
+        manifest = write_manifest(tmp_path / "m.toml", [{
+            "name": name, "role": "detector", "models": ["retinaface-mobilenet"], "url": server.url(name),
+            "size": SHARED_RETINAFACE_SIZE, "sha256": SHARED_RETINAFACE_SHA256, "license": "MIT",
+            "commercial": True, "default": True, "description": "shared test copy",
+        }])
+        src = tmp_path / "photo.jpg"
+        shutil.copyfile(next(p for p in whole_photos if p.name == "codeformer_03.jpg"), src)
+        weights = tmp_path / "weights"
+        report = tmp_path / "r.json"
+        offline = run_cli(["fix", str(src), "--download", "--offline", "--manifest", str(manifest), "--weights-dir", str(weights)], tmp_path / "home")
+        assert offline.returncode == 2 and "offline" in offline.stderr
+        proc = run_cli(["fix", str(src), "--download", "--manifest", str(manifest), "--weights-dir", str(weights),
+                        "--detector", "retinaface", "--json", str(report)], tmp_path / "home")
+        assert proc.returncode == 0, proc.stderr
+        assert (weights / name).stat().st_size == SHARED_RETINAFACE_SIZE
+        data = json.loads(report.read_text())
+        assert data["detector"] == "retinaface_mobile0.25"
+        assert [r.name for r in server.log if r.status == 200] == [name]
+    finally:
+        server.stop()

@@ -46,8 +46,12 @@ def get_spec(name: str) -> RestorerSpec:
 
 
 def _present(spec: RestorerSpec, store: object) -> bool:
+    """All weights on disk and verified. A tampered file raises WeightsError: never used silently."""
     if spec.info.embedded or not spec.info.weight_files:
         return True
+    manifest = store.manifest  # type: ignore[attr-defined]
+    if any(manifest.get(f) is None for f in spec.info.weight_files):  # a private manifest may omit it
+        return False
     return all(store.find(f) is not None for f in spec.info.weight_files)  # type: ignore[attr-defined]
 
 
@@ -83,7 +87,7 @@ def build_restorer(spec: RestorerSpec, store: object, device: torch.device, half
     try:
         return spec.factory(directory, device, half)
     except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
-        if device.type == "cpu" or "weights" in type(exc).__name__.lower():
+        if device.type == "cpu":
             raise
         log.warning("could not load %s on %s (%s); using the CPU", spec.info.name, device, exc)
         return spec.factory(directory, torch.device("cpu"), False)

@@ -1,0 +1,230 @@
+"""`refrestore models` and `refrestore download-weights` through the real command line."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from refrestore.cli import build_app
+from weights_http_server import FaultServer, make_file, write_manifest
+
+SIZE = 300_000
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REFRESTORE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("REFRESTORE_OFFLINE", raising=False)
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    srv = FaultServer(tmp_path / "served").start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def setup(tmp_path: Path, server: FaultServer):
+    """Four served files and a private manifest whose URLs point at an unreachable https host
+    (so only --mirror can fetch them), plus an embedded file beside the manifest."""
+    shas = {}
+    for name in ("det.pth", "fast_det.pth", "resto.pth", "nc_resto.pth"):
+        _, shas[name] = make_file(server.root, name, SIZE)
+    mdir = tmp_path / "private"
+    common = {"size": SIZE, "license": "MIT"}
+    manifest = write_manifest(mdir / "manifest.toml", [
+        {"name": "det.pth", "role": "detector", "models": ["det"], "url": "https://unreachable.invalid/det.pth",
+         "sha256": shas["det.pth"], "default": True, **common},
+        {"name": "fast_det.pth", "role": "detector", "models": ["fast-det"],
+         "url": "https://unreachable.invalid/fast_det.pth", "sha256": shas["fast_det.pth"], **common},
+        {"name": "resto.pth", "role": "restorer", "models": ["resto"],
+         "url": "https://unreachable.invalid/resto.pth", "sha256": shas["resto.pth"], "default": True, **common},
+        {"name": "own.pth", "role": "restorer", "models": ["own"], "embedded": True, "license": "CC BY-NC-SA 4.0",
+         "commercial": False},
+        {"name": "nc_resto.pth", "role": "restorer", "models": ["nc-resto"],
+         "url": "https://unreachable.invalid/nc_resto.pth", "sha256": shas["nc_resto.pth"],
+         "size": SIZE, "license": "S-Lab License 1.0 (non-commercial)", "commercial": False,
+         "on_request_only": True},
+    ])
+    (mdir / "own.pth").write_bytes(b"embedded weights")
+    return manifest, tmp_path / "weights", shas
+
+
+def cli(*args: str):
+    return CliRunner().invoke(build_app(), list(args))
+
+
+def test_download_default_set_from_an_http_mirror(setup, server: FaultServer) -> None:
+    manifest, weights, _shas = setup
+    result = cli("download-weights", "--manifest", str(manifest), "--dir", str(weights),
+                 "--mirror", server.base + "/files")
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in weights.glob("*.pth")) == ["det.pth", "resto.pth"]
+    assert "plain http" in result.stderr  # the user is warned about http
+    assert f"ok  det.pth  {weights / 'det.pth'}" in result.stdout
+    assert [r.name for r in server.log] == ["det.pth", "resto.pth"]
+
+
+def test_download_by_model_name_all_and_on_request(setup, server: FaultServer) -> None:
+    manifest, weights, _ = setup
+    base = ["--manifest", str(manifest), "--dir", str(weights), "--mirror", server.base + "/files"]
+    assert cli("download-weights", "fast-det", *base).exit_code == 0
+    assert sorted(p.name for p in weights.glob("*.pth")) == ["fast_det.pth"]
+    result = cli("download-weights", "--all", *base)
+    assert result.exit_code == 0, result.stderr
+    # --all leaves out the on-request-only model...
+    assert sorted(p.name for p in weights.glob("*.pth")) == ["det.pth", "fast_det.pth", "resto.pth"]
+    assert "already present" in result.stderr
+    result = cli("download-weights", "nc-resto", *base)
+    assert result.exit_code == 0, result.stderr
+    # ...which is fetched when named, with its licence pointed out.
+    assert (weights / "nc_resto.pth").is_file()
+    assert "not for commercial use" in result.stderr
+
+
+def test_private_manifest_urls_are_used_without_a_mirror(tmp_path: Path, server: FaultServer) -> None:
+    _, sha = make_file(server.root, "priv.pth", SIZE)
+    manifest = write_manifest(tmp_path / "m.toml", [
+        {"name": "priv.pth", "role": "restorer", "models": ["priv"], "url": server.url("priv.pth"),
+         "size": SIZE, "sha256": sha, "license": "proprietary"},
+    ])
+    result = cli("download-weights", "priv", "--manifest", str(manifest), "--dir", str(tmp_path / "w"))
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "w" / "priv.pth").stat().st_size == SIZE
+
+
+def test_hash_mismatch_fails_in_one_line_and_installs_nothing(setup, server: FaultServer) -> None:
+    manifest, weights, _ = setup
+    server.plan["det.pth"] = ["wrong"]
+    result = cli("download-weights", "det", "--manifest", str(manifest), "--dir", str(weights),
+                 "--mirror", server.base + "/files")
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "does not match its sha256" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert not (weights / "det.pth").exists() and not (weights / "det.pth.part").exists()
+
+
+def test_usage_errors_exit_2(setup, tmp_path: Path) -> None:
+    manifest, _weights, _ = setup
+    result = cli("download-weights", "nope", "--manifest", str(manifest))
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and "unknown weights file or model 'nope'" in result.stderr
+    bad = write_manifest(tmp_path / "bad.toml", [{"name": "../evil.pth", "role": "restorer", "models": ["x"],
+                                                  "url": "https://example.org/x", "size": 1, "license": "MIT"}])
+    for command in ("download-weights", "models"):
+        result = cli(command, "--manifest", str(bad))
+        assert result.exit_code == 2
+        assert "invalid weights file name '../evil.pth'" in result.stderr
+        assert result.stderr.count("\n") == 1
+
+
+def test_offline_refuses_to_download(setup, server: FaultServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    manifest, weights, _ = setup
+    args = ["download-weights", "--manifest", str(manifest), "--dir", str(weights), "--mirror", server.base + "/files"]
+    result = cli(*args, "--offline")
+    assert result.exit_code == 1 and "offline" in result.stderr
+    monkeypatch.setenv("REFRESTORE_OFFLINE", "1")
+    result = cli(*args)
+    assert result.exit_code == 1 and "REFRESTORE_OFFLINE" in result.stderr
+    assert server.log == []
+
+
+def test_models_lists_state_sizes_licences_and_choices(setup, server: FaultServer) -> None:
+    manifest, weights, _shas = setup
+    base = ["--manifest", str(manifest), "--dir", str(weights)]
+    report = json.loads(cli("models", "--json", *base).stdout)
+    state = {f["name"]: f["status"] for f in report["files"]}
+    assert state == {"det.pth": "missing", "fast_det.pth": "missing", "resto.pth": "missing",
+                     "own.pth": "present", "nc_resto.pth": "missing"}
+    assert report["fix_uses"]["restorer"] not in {"resto", "nc-resto"}
+    assert report["fix_uses"]["detector"] == "dlib"  # fix's built-in fallback
+
+    assert cli("download-weights", "fast-det", "resto", "nc-resto", *base,
+               "--mirror", server.base + "/files").exit_code == 0
+    (weights / "det.pth").write_bytes(b"\0" * SIZE)  # right size, wrong bytes
+    result = cli("models", "--json", *base)
+    assert result.exit_code == 0
+    report = json.loads(result.stdout)
+    files = {f["name"]: f for f in report["files"]}
+    assert files["det.pth"]["status"] == "corrupt" and "--force det.pth" in files["det.pth"]["problem"]
+    assert files["resto.pth"]["status"] == "present" and files["resto.pth"]["size"] == SIZE
+    assert files["resto.pth"]["path"] == str(weights / "resto.pth")
+    assert files["own.pth"]["embedded"] and files["own.pth"]["path"] == str(manifest.parent / "own.pth")
+    assert files["nc_resto.pth"]["license"].startswith("S-Lab") and not files["nc_resto.pth"]["commercial"]
+    # The registry decides the restorer (the on-request-only one is never chosen); fix uses
+    # RetinaFace files of the packaged manifest only, so this private detector is not chosen.
+    assert report["fix_uses"]["restorer"] != "nc-resto"
+    models = {m["name"]: m for m in report["models"]}
+    assert models["det"]["status"] == "corrupt" and models["fast-det"]["status"] == "present"
+    assert not models["nc-resto"]["used_by_fix"]
+
+    table = cli("models", *base)
+    assert table.exit_code == 0
+    for text in ("fast-det", "present", "corrupt", "S-Lab", "only when named",
+                 "fix would use", "problem:", str(weights)):
+        assert text in table.stdout, text
+
+
+def test_packaged_models_listing_through_a_real_process(tmp_path: Path) -> None:
+    """The installed entry point, the packaged manifest, and an empty weights folder."""
+    env = {"REFRESTORE_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, "-m", "refrestore", "models", "--json"], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["weights_dir"] == str(tmp_path / "home" / "weights")
+    by_name = {f["name"]: f for f in report["files"]}
+    assert by_name["GFPGANv1.4.pth"]["status"] == "missing"
+    assert by_name["codeformer.pth"]["on_request_only"]
+    refnet = by_name["refnet_small.pth"]
+    assert refnet["embedded"]
+    assert refnet["status"] == ("present" if Path(refnet["path"]).is_file() else "missing")
+    assert not (tmp_path / "home" / "weights").exists()  # listing creates nothing
+
+
+def test_interrupted_download_keeps_its_part_and_resumes(setup, server: FaultServer, tmp_path: Path) -> None:
+    """Ctrl-C (a real SIGINT) half-way: exit 130, nothing installed, and the next run resumes."""
+    manifest, weights, _shas = setup
+    server.plan["resto.pth"] = ["hold"]
+    cmd = [sys.executable, "-m", "refrestore", "download-weights", "resto", "--manifest", str(manifest),
+           "--dir", str(weights), "--mirror", server.base + "/files"]
+    env = {"REFRESTORE_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert server.holding.wait(60)
+        part = weights / "resto.pth.part"
+        for _ in range(200):  # the half the server sent reaches the disk
+            if part.exists() and part.stat().st_size == SIZE // 2:
+                break
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        server.gate.set()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert not (weights / "resto.pth").exists()
+    assert (weights / "resto.pth.part").stat().st_size == SIZE // 2
+    result = cli("download-weights", "resto", "--manifest", str(manifest), "--dir", str(weights),
+                 "--mirror", server.base + "/files")
+    assert result.exit_code == 0, result.stderr
+    assert "resuming at" in result.stderr
+    assert server.requests_for("resto.pth")[-1].range == f"bytes={SIZE // 2}-"
+
+
+def test_fix_choices_with_a_real_detector_file(retinaface_store) -> None:
+    from refrestore.cli.weights_cmd import fix_choices
+
+    choices = fix_choices(retinaface_store)
+    assert choices["detector"] == "retinaface-mobilenet"
+    assert choices["parser"] == "ellipse"  # no ParseNet in that store
