@@ -1,8 +1,287 @@
-"""(being written)"""
+"""``refrestore match``: show which gallery references would guide each face, without restoring."""
 from __future__ import annotations
 
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from .common import fail, is_terminal, setup_logging
+
+log = logging.getLogger("refrestore")
 
 
 def register(app: typer.Typer) -> None:
-    return None
+    app.command("match", no_args_is_help=True)(match)
+
+
+def match(
+    inputs: list[Path] = typer.Argument(..., help="Photos or folders of photos whose faces to match."),
+    refs: list[Path] = typer.Option([], "--refs", help="Gallery folder or photo of good references (repeatable)."),
+    ref: Path | None = typer.Option(None, "--ref", help="Force this photo as the reference (single-face photos)."),
+    json_report: Path | None = typer.Option(None, "--json", help="Write a machine-readable report here."),
+    top_k: int = typer.Option(3, "--top-k", min=1, max=16, help="References per face."),
+    compare: Path | None = typer.Option(None, "--compare", help="Write a contact sheet per photo into this folder."),
+    detector: str = typer.Option("auto", "--detector", help="auto, retinaface, retinaface_resnet50, retinaface_mobile0.25 or dlib."),
+    identity: str = typer.Option("auto", "--identity", help="Identity model: auto, dlib or arcface."),
+    threshold: float | None = typer.Option(None, "--threshold", min=-1.0, max=1.0, help="Override the calibrated same-person threshold."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    weights_dir: Path | None = typer.Option(None, "--weights-dir", help="Weights folder for this run."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs."),
+) -> None:
+    """Pick references from a gallery for every face, and say why."""
+    setup_logging(debug)
+    try:
+        code = _match(inputs, refs, ref, json_report, top_k, compare, detector, identity, threshold,
+                      device, weights_dir)
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        raise fail("interrupted", 130)
+    except Exception as exc:
+        if debug:
+            raise
+        raise fail(f"{exc}".splitlines()[0] if str(exc) else type(exc).__name__)
+    raise typer.Exit(code)
+
+
+def _match(inputs: list[Path], refs: list[Path], ref: Path | None, json_report: Path | None, top_k: int,
+           compare: Path | None, detector_name: str, identity_name: str, threshold: float | None,
+           device_name: str, weights_dir: Path | None) -> int:
+    from ..batch import BatchSummary, ImageReport, write_report
+    from ..detection import DetectorError, init_detector
+    from ..devices import DeviceError, pick_device
+    from ..discover import find_inputs
+    from ..gallery import Gallery, forced_reference, select_references
+    from ..gallery.index import aligned_crop_of, find_faces
+    from ..identity import init_identity_model
+    from ..imageio import ImageReadError, read_image
+    from ..paths import cache_dir
+    from ..weights import WeightsError, WeightStore
+
+    out = Console(highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    if not refs and ref is None:
+        raise fail("give a gallery with --refs DIR (or one reference with --ref FILE)", 2)
+    if refs and ref is not None:
+        raise fail("--ref and --refs together: choose one", 2)
+    missing = [p for p in refs if not p.exists()]
+    if missing:
+        raise fail(f"--refs {missing[0]}: no such file or folder", 2)
+    if ref is not None and not ref.is_file():
+        raise fail(f"--ref {ref}: no such file", 2)
+    if compare is not None and compare.exists() and not compare.is_dir():
+        raise fail(f"--compare {compare}: exists and is not a folder", 2)
+    try:
+        device = pick_device(device_name)
+        store = WeightStore(weights_dir)
+        det = init_detector(detector_name, store, device)
+        model = init_identity_model(identity_name, store=store, device=device)
+    except (DeviceError, DetectorError, ValueError) as exc:
+        raise fail(str(exc), 2)
+    except (WeightsError, FileNotFoundError) as exc:
+        raise fail(str(exc), 1)
+
+    gallery = None
+    forced = None
+    if ref is not None:
+        try:
+            forced = forced_reference(ref, det, model)
+        except ValueError as exc:
+            raise fail(str(exc), 1)
+    else:
+        gallery = _build_gallery(Gallery, list(refs), det, model, cache_dir(), err)
+        for problem in gallery.problems:
+            err.print(f"warning: gallery {problem.path}: {problem.reason}")
+        if not gallery.faces:
+            raise fail("no faces found in the --refs gallery", 1)
+        st = gallery.stats
+        err.print(f"gallery: {st.faces} faces in {st.files} photos ({st.from_cache} from cache, "
+                  f"{st.indexed} indexed) with {model.name}")
+
+    found, problems = find_inputs(inputs, recursive=False)
+    summary = BatchSummary()
+    summary.images.extend(ImageReport(str(p), None, "error", reason) for p, reason in problems)
+    for item in found:
+        report = ImageReport(str(item.path), None, "ok")
+        summary.images.append(report)
+        try:
+            rgb = read_image(item.path).rgb
+        except ImageReadError as exc:
+            report.status, report.error = "error", str(exc)
+            continue
+        # like the gallery: a tight aligned crop is found (padded) and used as it is
+        found_faces = find_faces(rgb, det)
+        faces = [f for f, _ in found_faces]
+        if not faces:
+            report.status = "no_faces"
+            out.print(f"{item.path}: no faces", markup=False)
+            continue
+        if forced is not None and len(faces) > 1:
+            report.warnings.append(f"--ref is meant for single-face photos; used for all {len(faces)} faces")
+        rows = []
+        for i, (face, already) in enumerate(found_faces):
+            crop, affine = aligned_crop_of(rgb, face, already)
+            if forced is not None:
+                refs_list = [forced]
+                ref_json: dict[str, Any] | None = {"path": forced.path, "face_index": forced.face_index,
+                                                   "score": forced.score, **forced.components,
+                                                   "regions": forced.regions, "forced": True,
+                                                   "alternatives": []}
+                extra: dict[str, Any] = {}
+            else:
+                assert gallery is not None
+                sel = select_references(gallery, crop, face, model, top_k=top_k,
+                                        threshold=threshold, affine=affine)
+                refs_list, ref_json = sel.references, sel.report()
+                extra = {"selection": {"best_identity": round(float(sel.best_identity), 4),
+                                       "threshold": round(sel.threshold, 4),
+                                       "identity_model": sel.identity_model,
+                                       "candidates": len(sel.candidates)}}
+            report.faces.append({
+                "index": i,
+                "box": [round(float(v), 2) for v in face.box],
+                "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in face.landmarks],
+                "landmark_kind": face.landmark_kind,
+                "detector": face.detector,
+                "detector_score": round(float(face.score), 4),
+                "reference": ref_json,
+                "restorer": None,
+                "restored": False,
+                "error": None,
+                **extra,
+            })
+            rows.append((i, face, crop, refs_list, ref_json, extra))
+        _print_table(out, item.path, rows)
+        if compare is not None:
+            try:
+                sheet = _contact_sheet([(r[2], r[3], r[4]) for r in rows])
+                _write_png(compare / f"{item.path.stem}_match.png", sheet)
+            except OSError as exc:
+                report.warnings.append(f"contact sheet not written: {exc}")
+                err.print(f"warning: {item.path}: contact sheet not written: {exc}")
+    for r in summary.images:
+        if r.status == "error":
+            err.print(f"[bold red]error:[/] {r.input}: {r.error}")
+    if json_report is not None:
+        write_report(json_report, summary, {
+            "command": "match",
+            "detector": getattr(det, "name", None),
+            "identity_model": f"{model.name} {model.version}",
+            "gallery": None if gallery is None else {
+                "photos": gallery.stats.files, "faces": len(gallery.faces),
+                "problems": [{"path": str(p.path), "reason": p.reason} for p in gallery.problems]},
+        })
+    return 1 if summary.failed else 0
+
+
+def _build_gallery(gallery_cls: Any, refs: list[Path], det: Any, model: Any, cache: Path, err: Console) -> Any:
+    if not is_terminal():
+        return gallery_cls.build(refs, det, model, cache_dir=cache)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    with Progress(TextColumn("[bold]indexing gallery"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TextColumn("{task.fields[name]}"), console=err,
+                  transient=True) as progress:
+        task = progress.add_task("gallery", total=None, name="")
+
+        def tick(done: int, total: int, name: str) -> None:
+            progress.update(task, total=total, completed=done, name=Path(name).name)
+
+        return gallery_cls.build(refs, det, model, cache_dir=cache, progress=tick)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "-"
+
+
+def _print_table(console: Console, path: Path, rows: list[tuple]) -> None:
+    if not console.is_terminal:
+        _print_plain(console, path, rows)
+        return
+    table = Table(title=str(path), title_justify="left")
+    for col in ("face", "reference", "identity", "pose", "expression", "quality", "total", "regions e/n/m/o"):
+        table.add_column(col, justify="left" if col in ("reference", "regions e/n/m/o") else "right")
+    for i, face, _aligned, refs, rep, extra in rows:
+        label = f"{i} ({face.width:.0f}px)"
+        if rep is None:
+            best = extra.get("selection", {})
+            table.add_row(label, f"no match (best {best.get('best_identity', 0):.3f} < {best.get('threshold', 0):.3f})",
+                          "", "", "", "", "", "")
+            continue
+        for k, r in enumerate(refs):
+            c = r.components
+            reg = r.regions
+            table.add_row(label if k == 0 else "", f"{Path(r.path).name}#{r.face_index}",
+                          _fmt(c.get("identity")), _fmt(c.get("pose")), _fmt(c.get("expression")),
+                          _fmt(c.get("quality")), _fmt(r.score),
+                          "/".join(f"{reg.get(x, 0):.1f}" for x in ("eyes", "nose", "mouth", "outline")))
+    console.print(table)
+
+
+def _print_plain(console: Console, path: Path, rows: list[tuple]) -> None:
+    """One line per face and reference, for logs and pipes (no wrapping of long names)."""
+    for i, face, _aligned, refs, rep, extra in rows:
+        head = f"{path} face {i} ({face.width:.0f}px)"
+        if rep is None:
+            best = extra.get("selection", {})
+            console.print(f"{head}: no match (best {best.get('best_identity', 0):.3f} < "
+                          f"{best.get('threshold', 0):.3f})", markup=False)
+            continue
+        for k, r in enumerate(refs):
+            c = r.components
+            console.print(f"{head}: ref {k + 1} {r.path}#{r.face_index} identity {_fmt(c.get('identity'))} "
+                          f"pose {_fmt(c.get('pose'))} expression {_fmt(c.get('expression'))} "
+                          f"quality {_fmt(c.get('quality'))} total {_fmt(r.score)}", markup=False)
+
+
+def _contact_sheet(rows: list[tuple[np.ndarray, list, dict | None]], tile: int = 256) -> np.ndarray:
+    """One row per face: the face, then its chosen references (a grey tile reads "no match")."""
+    import cv2
+
+    width = max(1 + max((len(refs) for _, refs, _ in rows), default=0), 2)
+    gap = 6
+    sheet = np.full((len(rows) * (tile + gap) + gap, width * (tile + gap) + gap, 3), 255, np.uint8)
+    for r, (aligned, refs, rep) in enumerate(rows):
+        tiles = [(aligned, "face")]
+        if rep is None:
+            tiles.append((np.full((tile, tile, 3), 128, np.uint8), "no match"))
+        else:
+            tiles += [(ref.image, f"{ref.score:.2f} {Path(ref.path).name[:18]}") for ref in refs]
+        for c, (img, caption) in enumerate(tiles):
+            small = cv2.resize(img, (tile, tile), interpolation=cv2.INTER_AREA)
+            y, x = gap + r * (tile + gap), gap + c * (tile + gap)
+            sheet[y:y + tile, x:x + tile] = small
+            cv2.putText(sheet, caption, (x + 4, y + tile - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                        (0, 0, 0), 3, cv2.LINE_AA)
+            cv2.putText(sheet, caption, (x + 4, y + tile - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                        (255, 255, 255), 1, cv2.LINE_AA)
+    return sheet
+
+
+def _write_png(path: Path, rgb: np.ndarray) -> None:
+    """Write atomically: a temporary file in the same folder, then rename."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            Image.fromarray(rgb).save(fh, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,31 @@
+"""The user's reference gallery: indexing (with an on-disk cache) and reference selection."""
+from __future__ import annotations
+
+from .index import BuildStats, Gallery, GalleryFace, GalleryProblem
+from .select import (
+    Candidate,
+    QueryFace,
+    Selection,
+    Thresholds,
+    describe_query,
+    forced_reference,
+    select_from_query,
+    select_references,
+    thresholds_for,
+)
+
+__all__ = [
+    "BuildStats",
+    "Candidate",
+    "Gallery",
+    "GalleryFace",
+    "GalleryProblem",
+    "QueryFace",
+    "Selection",
+    "Thresholds",
+    "describe_query",
+    "forced_reference",
+    "select_from_query",
+    "select_references",
+    "thresholds_for",
+]

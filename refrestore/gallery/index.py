@@ -1,0 +1,377 @@
+"""The gallery index: every face in every reference photo, with what selection needs to know.
+
+``Gallery.build`` walks the ``--refs`` folders and files, detects every face in every photo
+(a group photo gives several gallery faces), aligns each to the FFHQ 512 template (a photo that
+already is an aligned crop is recognised and used as it is), and records per face an identity
+embedding, head pose, expression cues and quality. Results are cached on disk per photo content
+(see :mod:`refrestore.gallery.cache`), so a second build over the same photos only hashes them.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import cv2
+import numpy as np
+
+from refrestore.align import FFHQ_SIZE, align_face, detect_aligned_crop, is_aligned_crop
+from refrestore.faces import DetectedFace
+from refrestore.identity import IdentityModel
+from refrestore.imageio import ImageReadError
+
+from .cache import CacheCorrupt, IndexCache, file_sha256
+from .pose import FaceAnalyzer
+from .quality import Quality, assess
+
+logger = logging.getLogger(__name__)
+
+# Faces narrower than this in their photo carry too little detail to guide a restoration
+# (and are mostly background faces and false detections).
+MIN_FACE_WIDTH = 24.0
+
+Progress = Callable[[int, int, str], None]
+CROP_CACHE = 32  # aligned reference crops kept per gallery (768 KB each)
+
+
+@dataclass
+class GalleryFace:
+    """One face of one gallery photo."""
+
+    path: Path
+    face_index: int  # order in the photo, largest face first
+    face: DetectedFace  # in the photo's pixel coordinates
+    affine: np.ndarray  # (2, 3) photo -> aligned 512 crop
+    aligned_crop: bool  # the photo itself is an aligned crop (used without re-warping)
+    embedding: np.ndarray  # (dim,) float32, unit
+    yaw: float
+    pitch: float
+    roll: float
+    eye_open: float
+    mouth_open: float
+    quality: Quality
+    image_size: tuple[int, int]  # (width, height) of the photo
+    sha256: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.path.name}#{self.face_index}"
+
+
+class GalleryProblem(NamedTuple):
+    """A gallery file that gave no faces, and why (one line)."""
+
+    path: Path
+    reason: str
+
+
+@dataclass
+class BuildStats:
+    files: int = 0
+    faces: int = 0
+    from_cache: int = 0
+    indexed: int = 0
+    failed: int = 0
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    """A photo as HxWx3 RGB uint8, upright (EXIF orientation applied).
+
+    Raises ``refrestore.imageio.ImageReadError`` with a one-line reason."""
+    from refrestore.imageio import read_image
+
+    return read_image(Path(path)).rgb
+
+
+def walk_sources(sources: Iterable[Path]) -> tuple[list[Path], list[GalleryProblem]]:
+    """Image files under the given folders (recursive) and files, in a stable order."""
+    from refrestore.discover import find_inputs
+
+    found, problems = find_inputs([Path(s).expanduser() for s in sources], recursive=True)
+    files: list[Path] = []
+    seen: set[Path] = set()
+    for item in found:
+        key = item.path.resolve()
+        if key not in seen:
+            seen.add(key)
+            files.append(key)
+    return files, [GalleryProblem(Path(p), reason) for p, reason in problems]
+
+
+def _under(path: str, roots: Sequence[Path]) -> bool:
+    p = Path(path)
+    return any(p == r or r in p.parents for r in roots)
+
+
+def detector_key(detector: Any) -> str:
+    """What identifies a detector's output for caching: its name and settings."""
+    parts = [str(getattr(detector, "name", type(detector).__name__))]
+    for attr in ("version", "threshold", "network"):
+        value = getattr(detector, attr, None)
+        if value is not None:
+            parts.append(f"{attr}={value}")
+    return ",".join(parts)
+
+
+def _face_to_json(face: DetectedFace) -> dict[str, Any]:
+    return {"box": [round(float(v), 3) for v in face.box],
+            "landmarks": np.asarray(face.landmarks, dtype=np.float64).round(3).tolist(),
+            "score": float(face.score), "landmark_kind": face.landmark_kind,
+            "detector": face.detector}
+
+
+def _face_from_json(d: dict[str, Any]) -> DetectedFace:
+    lms = np.asarray(d["landmarks"], dtype=np.float32)
+    if lms.shape != (5, 2):
+        raise CacheCorrupt("landmarks are not 5x2")
+    return DetectedFace(box=tuple(float(v) for v in d["box"]), landmarks=lms,  # type: ignore[arg-type]
+                        score=float(d["score"]), landmark_kind=str(d["landmark_kind"]),
+                        detector=str(d["detector"]))
+
+
+def find_faces(image: np.ndarray, detector: Any) -> list[tuple[DetectedFace, bool]]:
+    """Faces of a photo, each with whether the photo is itself an aligned crop of it."""
+    faces = list(detector.detect(image))
+    h, w = image.shape[:2]
+    if not faces and abs(h - w) <= 1:
+        # a tight aligned crop defeats detectors unless padded first
+        found = detect_aligned_crop(image, detector)
+        faces = [found] if found is not None else []
+    out = []
+    for face in faces:
+        aligned = len(faces) == 1 and abs(h - w) <= 1 and is_aligned_crop(image, face)
+        out.append((face, aligned))
+    return out
+
+
+def aligned_crop_of(image: np.ndarray, face: DetectedFace, already_aligned: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(512 aligned crop, photo->crop affine)."""
+    if already_aligned:
+        s = FFHQ_SIZE / float(image.shape[1])
+        crop = image if image.shape[0] == FFHQ_SIZE else cv2.resize(
+            image, (FFHQ_SIZE, FFHQ_SIZE), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC)
+        return np.ascontiguousarray(crop), np.array([[s, 0, 0], [0, s, 0]], dtype=np.float64)
+    aligned = align_face(image, face, FFHQ_SIZE)
+    return aligned.image, aligned.affine
+
+
+def index_photo(image: np.ndarray, detector: Any, identity: IdentityModel,
+                analyzer: FaceAnalyzer) -> tuple[dict[str, Any], np.ndarray]:
+    """Face records (JSON-safe) and (faces, dim) embeddings of one photo."""
+    records: list[dict[str, Any]] = []
+    crops: list[np.ndarray] = []
+    for face, already in find_faces(image, detector):
+        if face.width < MIN_FACE_WIDTH:
+            continue
+        crop, affine = aligned_crop_of(image, face, already)
+        geo = analyzer.analyze(crop, affine)
+        quality = assess(crop, face, face.width)
+        records.append({
+            "face_index": len(records), **_face_to_json(face),
+            "affine": affine.tolist(), "aligned_crop": bool(already),
+            "yaw": round(geo.yaw, 3), "pitch": round(geo.pitch, 3), "roll": round(geo.roll, 3),
+            "eye_open": round(geo.eye_open, 4), "mouth_open": round(geo.mouth_open, 4),
+            "quality": quality.as_dict(),
+        })
+        crops.append(crop)
+    emb = identity.embed(crops) if crops else np.zeros((0, identity.dim), dtype=np.float32)
+    return {"image_size": [int(image.shape[1]), int(image.shape[0])], "faces": records}, emb
+
+
+def _faces_from_record(path: Path, sha: str, record: dict[str, Any], emb: np.ndarray) -> list[GalleryFace]:
+    out = []
+    try:
+        size = record["image_size"]
+        for i, f in enumerate(record["faces"]):
+            q = f["quality"]
+            out.append(GalleryFace(
+                path=path, face_index=int(f["face_index"]), face=_face_from_json(f),
+                affine=np.asarray(f["affine"], dtype=np.float64).reshape(2, 3),
+                aligned_crop=bool(f["aligned_crop"]), embedding=emb[i],
+                yaw=float(f["yaw"]), pitch=float(f["pitch"]), roll=float(f["roll"]),
+                eye_open=float(f["eye_open"]), mouth_open=float(f["mouth_open"]),
+                quality=Quality(**{k: float(v) for k, v in q.items()}),
+                image_size=(int(size[0]), int(size[1])), sha256=sha,
+            ))
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise CacheCorrupt(f"bad face record: {exc}") from exc
+    return out
+
+
+class Gallery:
+    """The indexed reference faces. Build with :meth:`Gallery.build`."""
+
+    def __init__(self, faces: list[GalleryFace], problems: list[GalleryProblem] | None = None,
+                 identity_name: str = "", identity_version: str = "",
+                 stats: BuildStats | None = None) -> None:
+        self.faces = faces
+        self.problems = problems or []
+        self.identity_name = identity_name
+        self.identity_version = identity_version
+        self.stats = stats or BuildStats(faces=len(faces))
+        self._analyzer: FaceAnalyzer | None = None
+        self._matrix: np.ndarray | None = None
+        self._derived: dict[Any, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.faces)
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        """(faces, dim) float32."""
+        if self._matrix is None or len(self._matrix) != len(self.faces):
+            dim = self.faces[0].embedding.shape[0] if self.faces else 0
+            self._matrix = (np.stack([f.embedding for f in self.faces]).astype(np.float32)
+                            if self.faces else np.zeros((0, dim), dtype=np.float32))
+        return self._matrix
+
+    def derived(self, key: Any, compute: Callable[[], Any]) -> Any:
+        """A value computed from this gallery's faces, computed once and kept with it."""
+        if key not in self._derived:
+            self._derived[key] = compute()
+        return self._derived[key]
+
+    def analyzer(self) -> FaceAnalyzer:
+        """The 68-point landmark fitter, created on first use and kept with this gallery."""
+        if self._analyzer is None:
+            self._analyzer = FaceAnalyzer()
+        return self._analyzer
+
+    def subset(self, keep: Callable[[GalleryFace], bool]) -> Gallery:
+        """A gallery of the faces ``keep`` accepts (shares this one's analyzer)."""
+        sub = Gallery([f for f in self.faces if keep(f)], list(self.problems),
+                      self.identity_name, self.identity_version)
+        sub._analyzer = self._analyzer
+        return sub
+
+    def aligned_image(self, face: GalleryFace) -> np.ndarray:
+        """The 512 aligned crop of a gallery face, re-made from its photo (the last
+        ``CROP_CACHE`` crops are kept, since the same references serve many faces)."""
+        key = (str(face.path), face.face_index, face.sha256)
+        crops: OrderedDict[tuple[str, int, str], np.ndarray] = self.derived("crops", OrderedDict)
+        if key in crops:
+            crops.move_to_end(key)
+            return crops[key].copy()
+        image = load_rgb(face.path)
+        crop, _ = aligned_crop_of(image, face.face, face.aligned_crop)
+        crops[key] = crop
+        while len(crops) > CROP_CACHE:
+            crops.popitem(last=False)
+        return crop.copy()
+
+    @classmethod
+    def build(cls, sources: list[Path], detector: Any, identity: IdentityModel,
+              cache_dir: Path | None = None, progress: Progress | None = None) -> Gallery:
+        """Index every face in the photos under ``sources`` (folders and files).
+
+        ``cache_dir`` is the cache root (default ``paths.cache_dir()``). Photos that cannot be
+        read, or hold no usable face, are listed in ``problems`` with a one-line reason;
+        ``progress(done, total, path)`` is called after each file.
+        """
+        from refrestore import paths
+
+        start = time.perf_counter()
+        root = Path(cache_dir) if cache_dir is not None else paths.cache_dir()
+        builder = _Builder(IndexCache(root, detector_key(detector), identity.name, identity.version,
+                                      identity.dim), detector, identity)
+        files, problems = walk_sources(sources)
+        builder.problems.extend(problems)
+        builder.stats.files = len(files)
+        for done, path in enumerate(files, start=1):
+            builder.add(path)
+            if progress is not None:
+                progress(done, len(files), str(path))
+        builder.forget_missing([Path(s).expanduser().resolve() for s in sources])
+        builder.stats.faces = len(builder.faces)
+        builder.stats.seconds = time.perf_counter() - start
+        gallery = cls(builder.faces, builder.problems, identity.name, identity.version, builder.stats)
+        gallery._analyzer = builder.analyzer
+        return gallery
+
+
+class _Builder:
+    """One build: photos are taken from the cache when their content is known, else indexed."""
+
+    def __init__(self, cache: IndexCache, detector: Any, identity: IdentityModel) -> None:
+        self.cache = cache
+        self.detector = detector
+        self.identity = identity
+        self.previous = cache.load_files()  # path -> content hash, from earlier builds
+        self.current: dict[str, str] = {}
+        self.seen: dict[str, Path] = {}  # content hash -> first path with it
+        self.faces: list[GalleryFace] = []
+        self.problems: list[GalleryProblem] = []
+        self.stats = BuildStats()
+        self.analyzer: FaceAnalyzer | None = None
+
+    def _fail(self, path: Path, reason: str) -> None:
+        self.problems.append(GalleryProblem(path, reason))
+        self.stats.failed += 1
+
+    def add(self, path: Path) -> None:
+        try:
+            sha = file_sha256(path)
+        except OSError as exc:
+            self._fail(path, f"cannot read: {exc.strerror or exc}")
+            return
+        key = str(path)
+        self.current[key] = sha
+        if sha in self.seen:
+            logger.info("%s has the same content as %s; indexed once", path, self.seen[sha])
+            return
+        self.seen[sha] = path
+        if self.previous.get(key) not in (None, sha):
+            self.stats.changed.append(key)
+            logger.info("%s changed since the last index; re-indexing it", path)
+        faces = self._cached(path, sha)
+        if faces is None:
+            try:
+                image = load_rgb(path)
+            except ImageReadError as exc:
+                self._fail(path, str(exc))
+                return
+            if self.analyzer is None:
+                self.analyzer = FaceAnalyzer()
+            record, emb = index_photo(image, self.detector, self.identity, self.analyzer)
+            self.cache.store(sha, record, emb)
+            faces = _faces_from_record(path, sha, record, np.asarray(emb, dtype=np.float32))
+            self.stats.indexed += 1
+        if not faces:
+            self.problems.append(GalleryProblem(path, "no face found"))
+        self.faces.extend(faces)
+
+    def _cached(self, path: Path, sha: str) -> list[GalleryFace] | None:
+        try:
+            entry = self.cache.load(sha)
+            if entry is None:
+                return None
+            faces = _faces_from_record(path, sha, *entry)
+        except CacheCorrupt as exc:
+            logger.warning("gallery cache entry for %s is damaged (%s); rebuilding it", path, exc)
+            self.cache.drop(sha)
+            return None
+        self.stats.from_cache += 1
+        return faces
+
+    def forget_missing(self, roots: list[Path]) -> None:
+        """Note photos gone from the walked folders; drop contents no path refers to any more."""
+        removed = [p for p in self.previous if p not in self.current and _under(p, roots)]
+        self.stats.removed = removed
+        for p in removed:
+            logger.info("%s is no longer in the gallery; dropping it from the index", p)
+        merged = {k: v for k, v in self.previous.items() if k not in removed}
+        merged.update(self.current)
+        live = set(merged.values())
+        for p in removed + self.stats.changed:
+            old = self.previous.get(p)
+            if old is not None and old not in live:
+                self.cache.drop(old)
+        if merged != self.previous:
+            self.cache.save_files(merged)

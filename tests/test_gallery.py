@@ -1,0 +1,257 @@
+"""The gallery index on real photos: every face, aligned crops, problems, and the disk cache."""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from refrestore.detection import init_detector
+from refrestore.gallery import Gallery
+from refrestore.gallery.index import load_rgb
+from refrestore.gallery.pose import FaceAnalyzer, expression_cues, head_pose
+from refrestore.gallery.quality import assess
+from refrestore.identity import DlibIdentity
+
+torch.set_num_threads(1)
+
+
+class CountingDlib(DlibIdentity):
+    """The real dlib model, counting the faces it embeds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def embed(self, aligned):  # type: ignore[no-untyped-def]
+        self.calls += len(aligned)
+        return super().embed(aligned)
+
+
+def side_by_side(a: np.ndarray, b: np.ndarray, height: int = 600) -> np.ndarray:
+    def fit(x: np.ndarray) -> np.ndarray:
+        return cv2.resize(x, (round(x.shape[1] * height / x.shape[0]), height), interpolation=cv2.INTER_AREA)
+
+    return np.concatenate([fit(a), fit(b)], axis=1)
+
+
+@pytest.fixture(scope="module")
+def detector():  # type: ignore[no-untyped-def]
+    return init_detector("dlib")
+
+
+@pytest.fixture(scope="module")
+def identity() -> CountingDlib:
+    return CountingDlib()
+
+
+@pytest.fixture()
+def gallery_dir(shared_dir: Path, tmp_path: Path) -> Path:
+    """A small gallery: two people, a group photo of both, an aligned crop, and two bad files."""
+    ids = shared_dir / "data" / "identities"
+    root = tmp_path / "gallery"
+    (root / "family").mkdir(parents=True)
+    shutil.copy(ids / "obama" / "face_recognition_obama.jpg", root / "family" / "obama1.jpg")
+    shutil.copy(ids / "obama" / "face_recognition_obama1.jpg", root / "family" / "obama2.jpg")
+    shutil.copy(ids / "biden" / "face_recognition_biden.jpg", root / "biden.jpg")
+    group = side_by_side(load_rgb(ids / "lennon" / "openface_lennon-1.jpg"),
+                         load_rgb(ids / "clapton" / "openface_clapton-1.jpg"))
+    Image.fromarray(group).save(root / "family" / "group.jpg", quality=95)
+    shutil.copy(shared_dir / "data" / "refbench" / "hq" / "00005" / "0.png", root / "aligned.png")
+    (root / "notes.jpg").write_text("not a photo")
+    (root / ".hidden.jpg").write_bytes(b"")  # hidden files are not gallery photos
+    return root
+
+
+def by_name(gallery: Gallery) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for f in gallery.faces:
+        out.setdefault(f.path.name, []).append(f)
+    return out
+
+
+def test_build_indexes_every_face_and_reports_problems(gallery_dir: Path, tmp_path: Path, detector, identity) -> None:  # type: ignore[no-untyped-def]
+    progress: list[tuple[int, int, str]] = []
+    g = Gallery.build([gallery_dir], detector, identity, cache_dir=tmp_path / "cache",
+                      progress=lambda i, n, p: progress.append((i, n, p)))
+    faces = by_name(g)
+    assert set(faces) == {"obama1.jpg", "obama2.jpg", "biden.jpg", "group.jpg", "aligned.png"}
+    # the group photo gives both of its faces, separately, and they are different people
+    group = faces["group.jpg"]
+    assert [f.face_index for f in group] == [0, 1]
+    assert float(group[0].embedding @ group[1].embedding) < 0.9
+    # the tight aligned crop is recognised and used as it is
+    (crop_face,) = faces["aligned.png"]
+    assert crop_face.aligned_crop
+    np.testing.assert_array_equal(g.aligned_image(crop_face), load_rgb(gallery_dir / "aligned.png"))
+    # a photo is warped onto the template
+    o1 = faces["obama1.jpg"][0]
+    assert not o1.aligned_crop and g.aligned_image(o1).shape == (512, 512, 3)
+    # same person closer than other people
+    o2 = faces["obama2.jpg"][0]
+    b = faces["biden.jpg"][0]
+    assert float(o1.embedding @ o2.embedding) > float(o1.embedding @ b.embedding)
+    # the bad file is a problem with a one-line reason; the hidden file is not looked at
+    problems = {p.path.name: p.reason for p in g.problems}
+    assert set(problems) == {"notes.jpg"} and "\n" not in problems["notes.jpg"]
+    assert progress and progress[-1][0] == progress[-1][1] == 6  # 5 photos + notes.jpg seen
+    for f in g.faces:
+        assert f.embedding.shape == (128,) and 0.0 <= f.quality.total <= 1.0
+        assert -90 <= f.yaw <= 90 and -90 <= f.pitch <= 90
+        assert 0.0 <= f.eye_open < 1.0 and 0.0 <= f.mouth_open < 1.5
+
+
+def test_group_faces_match_their_own_photos(shared_dir: Path, gallery_dir: Path, tmp_path: Path, detector, identity) -> None:  # type: ignore[no-untyped-def]
+    ids = shared_dir / "data" / "identities"
+    g = Gallery.build([gallery_dir / "family" / "group.jpg", ids / "lennon" / "openface_lennon-1.jpg",
+                       ids / "clapton" / "openface_clapton-1.jpg"], detector, identity, cache_dir=tmp_path / "c")
+    faces = by_name(g)
+    group = faces["group.jpg"]
+    lennon, clapton = faces["openface_lennon-1.jpg"][0], faces["openface_clapton-1.jpg"][0]
+    sims = [[float(f.embedding @ p.embedding) for p in (lennon, clapton)] for f in group]
+    # left face is Lennon, right face is Clapton (face_index orders by size; check by position)
+    left, right = sorted(group, key=lambda f: f.face.box[0])
+    assert float(left.embedding @ lennon.embedding) > 0.97, sims
+    assert float(right.embedding @ clapton.embedding) > 0.97, sims
+
+
+def test_second_build_reads_the_cache(gallery_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, detector) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("REFRESTORE_HOME", str(tmp_path / "home"))
+    model = CountingDlib()
+    first = Gallery.build([gallery_dir], detector, model)  # default cache: REFRESTORE_HOME/cache
+    assert model.calls == len(first.faces) and first.stats.indexed == 5
+    assert any((tmp_path / "home" / "cache" / "gallery").rglob("*.npy"))
+    model.calls = 0
+    second = Gallery.build([gallery_dir], detector, model)
+    assert model.calls == 0
+    assert second.stats.from_cache == 5 and second.stats.indexed == 0
+    assert [(f.path, f.face_index) for f in second.faces] == [(f.path, f.face_index) for f in first.faces]
+    np.testing.assert_array_equal(second.embeddings, first.embeddings)
+    assert [f.quality for f in second.faces] == [f.quality for f in first.faces]
+    # every cached array loads without pickle
+    for npy in (tmp_path / "home" / "cache").rglob("*.npy"):
+        np.load(npy, allow_pickle=False)
+
+
+def test_changed_and_deleted_files_are_noticed(gallery_dir: Path, tmp_path: Path, shared_dir: Path, detector) -> None:  # type: ignore[no-untyped-def]
+    cache = tmp_path / "cache"
+    model = CountingDlib()
+    first = Gallery.build([gallery_dir], detector, model, cache_dir=cache)
+    before = {f.path.name: f for f in first.faces}
+    # replace one photo by a photo of someone else, delete another
+    changed = gallery_dir / "biden.jpg"
+    shutil.copy(shared_dir / "data" / "identities" / "lennon" / "openface_lennon-2.jpg", changed)
+    (gallery_dir / "family" / "obama2.jpg").unlink()
+    model.calls = 0
+    second = Gallery.build([gallery_dir], detector, model, cache_dir=cache)
+    after = {f.path.name: f for f in second.faces}
+    assert model.calls == 1 and second.stats.indexed == 1
+    assert second.stats.changed == [str(changed.resolve())]
+    assert second.stats.removed == [str((gallery_dir / "family" / "obama2.jpg").resolve())]
+    assert "obama2.jpg" not in after
+    assert float(after["biden.jpg"].embedding @ before["biden.jpg"].embedding) < 0.95
+    # the stale entries are gone from the cache: only live contents remain
+    files = json.loads(next(cache.rglob("files.json")).read_text())
+    stored = {p.stem for p in cache.rglob("*.json") if p.name != "files.json"}
+    assert stored <= set(files.values())
+    assert before["biden.jpg"].sha256 not in stored and before["obama2.jpg"].sha256 not in stored
+    assert after["biden.jpg"].sha256 in stored and len(stored) == 4
+
+
+def test_corrupt_cache_is_rebuilt_with_a_warning(gallery_dir: Path, tmp_path: Path, detector, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    cache = tmp_path / "cache"
+    model = CountingDlib()
+    first = Gallery.build([gallery_dir], detector, model, cache_dir=cache)
+    entries = sorted(p for p in cache.rglob("*.json") if p.name != "files.json")
+    entries[0].write_text("{ this is not json")
+    npys = sorted(cache.rglob("*.npy"))
+    npys[-1].write_bytes(npys[-1].read_bytes()[:40])  # truncated array
+    next(cache.rglob("files.json")).write_text("[1, 2")
+    model.calls = 0
+    with caplog.at_level(logging.WARNING, logger="refrestore"):
+        second = Gallery.build([gallery_dir], detector, model, cache_dir=cache)
+    assert second.stats.indexed == 2 and model.calls >= 2
+    assert sum("damaged" in r.getMessage() for r in caplog.records) >= 3
+    np.testing.assert_allclose(second.embeddings, first.embeddings, atol=1e-6)
+    model.calls = 0
+    third = Gallery.build([gallery_dir], detector, model, cache_dir=cache)
+    assert model.calls == 0 and third.stats.from_cache == 5
+
+
+def test_pickled_cache_entry_is_not_loaded(gallery_dir: Path, tmp_path: Path, detector) -> None:  # type: ignore[no-untyped-def]
+    cache = tmp_path / "cache"
+    model = CountingDlib()
+    Gallery.build([gallery_dir / "biden.jpg"], detector, model, cache_dir=cache)
+    (npy,) = cache.rglob("*.npy")
+    np.save(npy, np.array([{"evil": 1}], dtype=object), allow_pickle=True)
+    model.calls = 0
+    g = Gallery.build([gallery_dir / "biden.jpg"], detector, model, cache_dir=cache)
+    assert model.calls == 1 and len(g.faces) == 1
+
+
+def test_missing_source_is_a_problem(tmp_path: Path, detector, identity) -> None:  # type: ignore[no-untyped-def]
+    g = Gallery.build([tmp_path / "nope"], detector, identity, cache_dir=tmp_path / "c")
+    assert g.faces == [] and len(g.problems) == 1
+    path, reason = g.problems[0]  # unpacks like (path, reason)
+    assert path.name == "nope" and reason
+
+
+def test_pose_and_expression_follow_the_face(shared_dir: Path) -> None:
+    analyzer = FaceAnalyzer()
+    img = load_rgb(shared_dir / "data" / "refbench" / "hq" / "00005" / "11.png")  # head turned ~40 deg
+    geo = analyzer.analyze(img)
+    mirrored = analyzer.analyze(np.ascontiguousarray(img[:, ::-1]))
+    assert abs(geo.yaw) > 20 and np.sign(geo.yaw) == -np.sign(mirrored.yaw)
+    assert abs(geo.yaw + mirrored.yaw) < 5 and abs(geo.pitch - mirrored.pitch) < 5
+    assert geo.eye_open > 0.18  # eyes open
+    frontal = analyzer.analyze(load_rgb(shared_dir / "data" / "refbench" / "hq" / "00005" / "16.png"))
+    assert abs(frontal.yaw) < 10
+    # pitch ignores the mouth and chin (an open mouth is not a nod) but follows the nose tip
+    lm = frontal.landmarks68.copy()
+    opened = lm.copy()
+    opened[57:60, 1] += 25
+    opened[65:68, 1] += 25
+    opened[5:12, 1] += 25
+    assert head_pose(opened)[1] == pytest.approx(head_pose(lm)[1], abs=0.5)
+    lowered = lm.copy()
+    lowered[30, 1] += 12
+    assert head_pose(lowered)[1] > head_pose(lm)[1] + 5
+    assert expression_cues(opened)[1] > expression_cues(lm)[1] + 0.2
+
+
+def test_quality_drops_with_degradation(shared_dir: Path) -> None:
+    from refrestore.net.degrade import degrade_to_face_width
+
+    img = load_rgb(shared_dir / "data" / "refbench" / "hq" / "00005" / "0.png")
+    clean = assess(img, None, 300.0)
+    low = degrade_to_face_width(img, 300.0, target_width=48, noise_sigma=10, jpeg_quality=40, seed=1)
+    bad = assess(low, None, 48.0)
+    assert clean.total > 0.9 and bad.total < 0.6
+    assert bad.sharpness < clean.sharpness and bad.resolution < clean.resolution
+    dark = assess((img * 0.15).astype(np.uint8), None, 300.0)
+    assert dark.exposure < clean.exposure
+
+
+def test_retinaface_gallery_matches_dlib_gallery(shared_dir: Path, tmp_path: Path, retinaface_store, detector, identity) -> None:  # type: ignore[no-untyped-def]
+    """A real 4-face photo and an aligned crop, indexed with RetinaFace and with dlib: the same
+    faces, the crop recognised by both, and embeddings that agree (one alignment template)."""
+    sources = [shared_dir / "data" / "real_lq" / "whole" / "codeformer_02.png",
+               shared_dir / "data" / "refbench" / "hq" / "00022" / "0.png"]
+    retina = Gallery.build(sources, init_detector("retinaface", retinaface_store), identity,
+                           cache_dir=tmp_path / "c")
+    hog = Gallery.build(sources, detector, identity, cache_dir=tmp_path / "c")
+    for g in (retina, hog):
+        faces = by_name(g)
+        assert [f.face_index for f in faces["codeformer_02.png"]] == [0, 1, 2, 3]
+        assert [f.aligned_crop for f in faces["0.png"]] == [True]
+    # separate cache entries per detector, and the same people found by both
+    assert retina.stats.indexed == 2 and hog.stats.indexed == 2
+    for r in retina.faces:
+        nearest = min(hog.faces, key=lambda h, r=r: float(np.hypot(*np.subtract(h.face.center, r.face.center))))
+        assert float(r.embedding @ nearest.embedding) > 0.95
