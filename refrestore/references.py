@@ -32,4 +32,6 @@ class ForcedReference:
 
     def select(self, aligned: np.ndarray, face: DetectedFace | None) -> tuple[list[Reference], dict | None]:
         ref = self.reference
-        return [ref], {"path": ref.path, "face_index": ref.face_index, "score": ref.score, "forced": True}
+        report = {"path": ref.path, "face_index": ref.face_index, "score": ref.score, **ref.components}
+        report.update({"regions": dict(ref.regions), "forced": True})
+        return [ref], report

@@ -46,3 +46,18 @@ def test_fix_with_a_gallery_picks_the_same_person_or_no_match(tmp_path, shared_d
     assert all("/angelina_jolie/" in alt["path"] for alt in ref.get("alternatives", []))
     new = entries[str(stranger)]
     assert new["status"] == "ok" and new["faces"][0]["reference"] is None, "strangers get no match"
+
+
+def test_fix_with_a_forced_reference(tmp_path, shared_dir, monkeypatch):
+    monkeypatch.setenv("REFRESTORE_HOME", str(tmp_path / "home"))
+    ids = shared_dir / "data" / "identities" / "biden"
+    src, ref = tmp_path / "old.jpg", ids / "face_recognition_biden2.jpg"
+    shutil.copyfile(ids / "face_recognition_biden.jpg", src)
+    report = tmp_path / "r.json"
+    res = CliRunner().invoke(build_app(), ["fix", str(src), "--ref", str(ref), "--json", str(report), "--detector", "dlib", "--save-faces"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    face = json.loads(report.read_text())["images"][0]["faces"][0]
+    assert face["reference"]["path"] == str(ref) and face["reference"]["forced"] is True
+    assert (tmp_path / "old_restored_faces" / "face00_reference.png").is_file()
+    missing = CliRunner().invoke(build_app(), ["fix", str(src), "--ref", str(tmp_path / "nope.jpg")], catch_exceptions=False)
+    assert missing.exit_code == 2 and "nope.jpg" in missing.output
