@@ -1,0 +1,196 @@
+"""Training and evaluation data: folders of aligned photos, one sub-folder per person.
+
+Layout: ``DIR/<person>/<n>.png`` (or ``DIR/hq/<person>/...``), every image an aligned
+512x512 FFHQ-template face. A training sample is a target photo of one person, degraded at
+random, and 1..K other photos of the same person as references.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from .arch import region_prior
+from .degrade import degrade, random_params
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+
+
+class DataError(ValueError):
+    """The data folder is missing or not laid out as expected."""
+
+
+@dataclass(frozen=True)
+class Photo:
+    person: str
+    path: Path
+    digest: str  # sha1 of the decoded pixels, to drop exact duplicates from references
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise DataError(f"cannot read image {path}")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def person_root(data: Path) -> Path:
+    """DIR itself, or DIR/hq when DIR is a refbench-style folder."""
+    data = Path(data)
+    if not data.is_dir():
+        raise DataError(f"data folder not found: {data}")
+    if (data / "hq").is_dir():
+        return data / "hq"
+    return data
+
+
+def _natural_key(p: Path) -> tuple[int, str]:
+    return (int(p.stem), "") if p.stem.isdigit() else (1 << 30, p.stem)
+
+
+def scan_people(data: Path, exclude: Sequence[str] = (), include: Sequence[str] | None = None) -> dict[str, list[Path]]:
+    """person -> sorted photo paths; people with a single photo are kept (usable as eval GT only if >= 2)."""
+    root = person_root(data)
+    people: dict[str, list[Path]] = {}
+    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        if d.name in exclude or (include is not None and d.name not in include):
+            continue
+        files = sorted((f for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
+        if files:
+            people[d.name] = files
+    if not people:
+        raise DataError(f"no <person>/<photo> images found under {root}")
+    return people
+
+
+class FaceBank:
+    """All photos of a data folder, decoded once and kept in memory (uint8)."""
+
+    def __init__(self, data: Path, size: int = 512, exclude: Sequence[str] = (),
+                 include: Sequence[str] | None = None) -> None:
+        self.people = scan_people(data, exclude, include)
+        self.size = size
+        self.images: dict[str, list[np.ndarray]] = {}
+        self.digests: dict[str, list[str]] = {}
+        for person, files in self.people.items():
+            imgs, digs = [], []
+            for f in files:
+                img = read_rgb(f)
+                if img.shape[:2] != (size, size):
+                    img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA if img.shape[0] > size
+                                     else cv2.INTER_CUBIC)
+                imgs.append(img)
+                digs.append(hashlib.sha1(img.tobytes()).hexdigest())
+            self.images[person] = imgs
+            self.digests[person] = digs
+
+    def trainable_people(self) -> list[str]:
+        return [p for p, imgs in self.images.items() if len(imgs) >= 2]
+
+    def reference_indices(self, person: str, target: int) -> list[int]:
+        """All other photos of ``person``, minus exact duplicates of the target."""
+        digs = self.digests[person]
+        return [i for i in range(len(digs)) if i != target and digs[i] != digs[target]]
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.images.values())
+
+
+@dataclass
+class Batch:
+    lq: torch.Tensor  # (B, 3, 512, 512) in [0, 1]
+    gt: torch.Tensor  # (B, 3, 512, 512)
+    refs: torch.Tensor | None  # (B, K, 3, R, R)
+    ref_prior: torch.Tensor | None  # (B, K, 1, P, P)
+
+    def to(self, device: torch.device) -> "Batch":
+        return Batch(self.lq.to(device), self.gt.to(device),
+                     None if self.refs is None else self.refs.to(device),
+                     None if self.ref_prior is None else self.ref_prior.to(device))
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
+
+
+def _area(img: np.ndarray, size: int) -> np.ndarray:
+    return img if img.shape[0] == size else cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def _jitter(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Small random rotation, scale, shift and brightness/contrast change."""
+    h, w = img.shape[:2]
+    angle = float(rng.uniform(-6, 6))
+    scale = float(rng.uniform(0.93, 1.07))
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
+    m[:, 2] += rng.uniform(-0.025, 0.025, size=2) * np.array([w, h])
+    out = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    gain, bias = float(rng.uniform(0.9, 1.1)), float(rng.uniform(-12, 12))
+    return np.clip(out.astype(np.float32) * gain + bias, 0, 255).astype(np.uint8)
+
+
+class TrainSampler:
+    """Draws random training batches from a :class:`FaceBank`."""
+
+    def __init__(self, bank: FaceBank, ref_size: int, prior_size: int, max_refs: int = 3,
+                 no_ref_prob: float = 0.15, old_photo_prob: float = 0.15, extreme_prob: float = 0.25,
+                 random_region_prob: float = 0.2, self_ref_prob: float = 0.0) -> None:
+        self.bank = bank
+        self.people = bank.trainable_people()
+        if not self.people:
+            raise DataError("training needs at least one person with two or more photos")
+        self.ref_size = ref_size
+        self.prior_size = prior_size
+        self.max_refs = max_refs
+        self.no_ref_prob = no_ref_prob
+        self.old_photo_prob = old_photo_prob
+        self.extreme_prob = extreme_prob
+        self.random_region_prob = random_region_prob
+        self.self_ref_prob = self_ref_prob
+
+    def sample(self, rng: np.random.Generator, batch: int) -> Batch:
+        # One K per batch (tensors stay rectangular); K = 0 trains the no-reference path.
+        k = 0 if rng.uniform() < self.no_ref_prob else int(rng.integers(1, self.max_refs + 1))
+        lqs, gts, refs, priors = [], [], [], []
+        for _ in range(batch):
+            person = self.people[int(rng.integers(len(self.people)))]
+            imgs = self.bank.images[person]
+            t = int(rng.integers(len(imgs)))
+            gt = imgs[t]
+            if rng.uniform() < 0.5:
+                gt = gt[:, ::-1]
+            gt = np.ascontiguousarray(gt)
+            high = "extreme" if rng.uniform() < self.extreme_prob else "severe"
+            params = random_params(rng, low="moderate", high=high, old_photo_prob=self.old_photo_prob)
+            lqs.append(to_tensor(degrade(gt, params, seed=int(rng.integers(1 << 31)))))
+            gts.append(to_tensor(gt))
+            if k:
+                cand = self.bank.reference_indices(person, t)
+                chosen = rng.choice(len(cand), size=k, replace=len(cand) < k)
+                rs, ps = [], []
+                for c in chosen:
+                    if rng.uniform() < self.self_ref_prob:
+                        # A geometrically and photometrically jittered copy of the target: teaches
+                        # the transfer to find and use matching detail (never pixel-aligned).
+                        r = _jitter(gt, rng)
+                    else:
+                        r = imgs[cand[int(c)]]
+                        if rng.uniform() < 0.5:
+                            r = r[:, ::-1]
+                    rs.append(to_tensor(_area(np.ascontiguousarray(r), self.ref_size)))
+                    regions = None
+                    if rng.uniform() < self.random_region_prob:
+                        regions = {n: float(rng.uniform(0.2, 1.0)) for n in ("eyes", "nose", "mouth", "outline")}
+                    ps.append(region_prior(regions, self.prior_size))
+                refs.append(torch.stack(rs))
+                priors.append(torch.stack(ps))
+        return Batch(torch.stack(lqs), torch.stack(gts),
+                     torch.stack(refs) if k else None, torch.stack(priors) if k else None)

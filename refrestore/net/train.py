@@ -1,0 +1,278 @@
+"""Training loop for RefNet: resumable, checkpointed, CPU or CUDA.
+
+Checkpoints (``RUN/last.pth``) are written atomically every ``ckpt_every_s`` seconds and on
+stop, and are kept small so that they can be committed: model weights in fp32, the EMA
+weights in fp16, and Adam's second moments in bf16 (the first moments are dropped; they
+rebuild within a few dozen steps after a resume).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .arch import RefNet, RefNetConfig, count_parameters, get_config
+from .data import FaceBank, TrainSampler
+from .losses import LossWeights, total_loss
+
+log = logging.getLogger(__name__)
+
+CKPT_FORMAT = "refnet-ckpt-1"
+WEIGHTS_FORMAT = "refnet-weights-1"
+
+
+@dataclass
+class TrainOptions:
+    data: Path
+    config: str = "tiny"
+    out: Path = Path("runs/refnet")
+    steps: int = 1000  # total steps to reach (a resumed run continues up to this)
+    batch: int = 4
+    lr: float = 2e-4
+    warmup: int = 200
+    device: str = "cpu"
+    resume: bool = False
+    seed: int = 0
+    exclude: tuple[str, ...] = ()  # people held out of training
+    max_refs: int = 3
+    extreme_prob: float = 0.25  # share of samples whose degradation range reaches `extreme`
+    no_ref_prob: float = 0.15  # share of batches without references (trains the no-reference path)
+    self_ref_prob: float = 0.0  # share of reference slots filled with a jittered copy of the target
+    ckpt_every_s: float = 120.0
+    export_every_s: float = 600.0
+    export_path: Path | None = None  # where to export EMA weights (e.g. models/refnet_small.pth)
+    ema_decay: float = 0.999
+    threads: int | None = None
+    config_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StepInfo:
+    step: int
+    total: int
+    loss: float
+    parts: dict[str, float]
+    seconds_per_step: float
+
+
+@dataclass
+class TrainResult:
+    step: int
+    checkpoint: Path
+    first_loss: float
+    last_loss: float
+    identity_loss: bool
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """torch.save to a temp file in the same folder, then os.replace (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _half_state(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: (v.detach().to("cpu", torch.float16) if v.is_floating_point() else v.detach().cpu())
+            for k, v in sd.items()}
+
+
+def export_weights(model_sd: dict[str, torch.Tensor], cfg: RefNetConfig, path: Path, meta: dict[str, Any]) -> None:
+    """Write inference weights (fp16) with their config; loadable with weights_only=True."""
+    atomic_save({"format": WEIGHTS_FORMAT, "config": cfg.to_dict(), "state_dict": _half_state(model_sd),
+                 "meta": meta}, path)
+
+
+def load_weights(path: Path, device: torch.device | str = "cpu") -> RefNet:
+    """Build RefNet from exported weights or a training checkpoint (strict, weights_only)."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a corrupt or foreign file
+        raise ValueError(f"{path} is not a readable RefNet weights file ({type(exc).__name__})") from exc
+    if not isinstance(obj, dict) or obj.get("format") not in (WEIGHTS_FORMAT, CKPT_FORMAT):
+        raise ValueError(f"{path} is not a RefNet weights file")
+    cfg = RefNetConfig.from_dict(obj["config"])
+    sd = obj["state_dict"] if obj["format"] == WEIGHTS_FORMAT else obj["ema"]
+    model = RefNet(cfg)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()}, strict=True)
+    return model.to(device).eval()
+
+
+def find_identity_embedder(device: torch.device) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """A differentiable face embedder (facexlib ArcFace IR-SE50) when its weights are present.
+
+    Used only for the optional hard-example identity loss; it is never dlib (the metric).
+    """
+    try:
+        from ..weights import WeightStore  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    try:
+        path = WeightStore().find("recognition_arcface_ir_se50.pth")
+    except Exception:  # the store raises when the file is unknown or absent
+        return None
+    if path is None or not Path(path).is_file():
+        return None
+    from facexlib.recognition.arcface_arch import Backbone
+
+    net = Backbone(num_layers=50, drop_ratio=0.6, mode="ir_se")
+    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+    net = net.to(device).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+
+    def embed(x: torch.Tensor) -> torch.Tensor:
+        s = x.shape[-1]
+        # Face area of the FFHQ template, resized to ArcFace's 112 input in [-1, 1].
+        a, b = int(s * 0.1875), int(s * 0.8125)
+        crop = torch.nn.functional.interpolate(x[..., a:b, a:b], size=(112, 112), mode="bilinear",
+                                               align_corners=False)
+        return net(crop * 2 - 1)
+
+    return embed
+
+
+def _lr_at(step: int, opts: TrainOptions) -> float:
+    if step < opts.warmup:
+        return opts.lr * (step + 1) / opts.warmup
+    return opts.lr
+
+
+def _save_checkpoint(path: Path, model: RefNet, ema: dict[str, torch.Tensor], opt: torch.optim.Adam,
+                     step: int, opts: TrainOptions, identity_loss: bool, last_loss: float) -> None:
+    sq = []
+    for group in opt.param_groups:
+        for p in group["params"]:
+            st = opt.state.get(p, {})
+            v = st.get("exp_avg_sq")
+            sq.append(v.detach().to("cpu", torch.bfloat16) if v is not None else torch.zeros(0))
+    opts_d = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
+    opts_d["exclude"] = list(opts.exclude)
+    atomic_save({
+        "format": CKPT_FORMAT,
+        "config": model.cfg.to_dict(),
+        "step": step,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "ema": _half_state(ema),
+        "adam_sq": sq,
+        "options": opts_d,
+        "identity_loss": identity_loss,
+        "last_loss": last_loss,
+    }, path)
+
+
+def train(opts: TrainOptions, on_step: Callable[[StepInfo], None] | None = None,
+          stop: threading.Event | None = None) -> TrainResult:
+    """Train (or resume) until ``opts.steps`` or until ``stop`` is set; returns the last checkpoint."""
+    device = torch.device(opts.device)
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "last.pth"
+    state: dict[str, Any] | None = None
+    if opts.resume and ckpt_path.is_file():
+        try:
+            state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # corrupt or foreign file
+            raise ValueError(f"{ckpt_path} is not a readable RefNet checkpoint ({type(exc).__name__})") from exc
+        if not isinstance(state, dict) or state.get("format") != CKPT_FORMAT:
+            raise ValueError(f"{ckpt_path} is not a RefNet checkpoint")
+        cfg = RefNetConfig.from_dict(state["config"])
+        log.info("resuming from %s at step %d", ckpt_path, state["step"])
+    else:
+        if ckpt_path.is_file() and not opts.resume:
+            raise FileExistsError(f"{ckpt_path} exists; pass --resume to continue it or choose another --out")
+        cfg = get_config(opts.config, **opts.config_overrides)
+
+    model = RefNet(cfg).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=opts.lr, betas=(0.9, 0.99))
+    step = 0
+    if state is not None:
+        model.load_state_dict(state["model"], strict=True)
+        step = int(state["step"])
+        params = [p for g in opt.param_groups for p in g["params"]]
+        for p, sq in zip(params, state["adam_sq"]):
+            if sq.numel():
+                opt.state[p] = {"step": torch.tensor(float(step)), "exp_avg": torch.zeros_like(p),
+                                "exp_avg_sq": sq.to(device, torch.float32)}
+    ema = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
+    if state is not None:
+        ema = {k: v.to(device).float() for k, v in state["ema"].items()}
+    log.info("RefNet %s: %d parameters, device %s", opts.config, count_parameters(model), device)
+
+    bank = FaceBank(opts.data, exclude=opts.exclude)
+    h3 = cfg.core // 4
+    sampler = TrainSampler(bank, ref_size=cfg.core, prior_size=h3, max_refs=opts.max_refs,
+                           extreme_prob=opts.extreme_prob, no_ref_prob=opts.no_ref_prob,
+                           self_ref_prob=opts.self_ref_prob)
+    log.info("training data: %d photos of %d people (%s held out)", len(bank), len(bank.images),
+             ", ".join(opts.exclude) or "none")
+    embed = find_identity_embedder(device)
+    identity_loss = embed is not None
+    log.info("hard-example identity loss: %s", "on" if identity_loss else "off (no ArcFace weights)")
+
+    weights = LossWeights()
+    rng = np.random.default_rng([opts.seed, step])
+    torch.manual_seed(opts.seed * 1000003 + step)
+    first_loss = math.nan
+    last_loss = math.nan
+    t_ckpt = t_export = time.monotonic()
+    t_prev = time.monotonic()
+    model.train()
+    while step < opts.steps and not (stop is not None and stop.is_set()):
+        batch = sampler.sample(rng, opts.batch).to(device)
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(step, opts)
+        o = model(batch.lq, batch.refs, ref_prior=batch.ref_prior, need_aux=True)
+        loss, parts = total_loss(o, batch.gt, batch.refs, weights, embed)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        decay = min(opts.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for k, v in model.state_dict().items():
+                if v.is_floating_point():
+                    ema[k].mul_(decay).add_(v.detach(), alpha=1 - decay)
+                else:
+                    ema[k].copy_(v)
+        last_loss = float(loss.detach())
+        if math.isnan(first_loss):
+            first_loss = last_loss
+        now = time.monotonic()
+        if on_step is not None:
+            on_step(StepInfo(step, opts.steps, last_loss, parts, now - t_prev))
+        t_prev = now
+        if now - t_ckpt >= opts.ckpt_every_s:
+            _save_checkpoint(ckpt_path, model, ema, opt, step, opts, identity_loss, last_loss)
+            t_ckpt = now
+        if opts.export_path is not None and now - t_export >= opts.export_every_s:
+            export_weights(ema, cfg, opts.export_path, {"step": step, "config_name": opts.config,
+                                                        "identity_loss": identity_loss,
+                                                        "held_out": list(opts.exclude)})
+            t_export = now
+    _save_checkpoint(ckpt_path, model, ema, opt, step, opts, identity_loss, last_loss)
+    if opts.export_path is not None:
+        export_weights(ema, cfg, opts.export_path, {"step": step, "config_name": opts.config,
+                                                    "identity_loss": identity_loss, "held_out": list(opts.exclude)})
+    return TrainResult(step, ckpt_path, first_loss, last_loss, identity_loss)

@@ -1,0 +1,146 @@
+"""The embedded reference-guided restorer (RefNet, trained here on CelebRef-HQ examples)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from .. import paths
+from ..faces import Reference
+from ..net.arch import RefNet, region_prior
+from ..net.train import load_weights
+from .base import RestorerInfo, RestorerSpec
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "refnet_small.pth"
+
+REFNET_INFO = RestorerInfo(
+    name="refnet-small",
+    input_size=512,
+    license="CC BY-NC-SA 4.0 (weights trained on CelebRef-HQ examples)",
+    uses_references=True,
+    description="Small reference-guided network (RefSTAR/ENTED ideas) shipped inside the package; CPU-fast.",
+    weight_files=(),
+    embedded=True,
+    commercial_use=False,
+    supports_fp16=True,
+)
+
+
+def embedded_weights_path() -> Path:
+    return paths.models_dir() / WEIGHTS_FILE
+
+
+def _area(img: np.ndarray, size: int) -> np.ndarray:
+    if img.shape[0] == size and img.shape[1] == size:
+        return img
+    interp = cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_CUBIC
+    return cv2.resize(img, (size, size), interpolation=interp)
+
+
+def _to_tensor(imgs: Sequence[np.ndarray]) -> torch.Tensor:
+    return torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+class RefNetRestorer:
+    """Restores aligned 512 faces with K references each (K may differ per face, or be 0)."""
+
+    info = REFNET_INFO
+
+    def __init__(self, model: RefNet, device: torch.device, half: bool = False, batch_size: int = 4) -> None:
+        self.device = device
+        self.model = model.to(device).eval()
+        self.half = bool(half and device.type == "cuda") and self._half_works()
+        if self.half:
+            self.model = self.model.half()
+        self.batch_size = batch_size
+
+    def _half_works(self) -> bool:
+        """fp16 is used only if a forward pass in fp16 runs and stays finite on this GPU."""
+        cfg = self.model.cfg
+        try:
+            probe = RefNet(cfg).to(self.device).eval()
+            probe.load_state_dict(self.model.state_dict())
+            probe = probe.half()
+            x = torch.rand(1, 3, cfg.core, cfg.core, device=self.device, dtype=torch.float16)
+            with torch.no_grad():
+                out = probe(x, x[:, None]).out
+            ok = bool(torch.isfinite(out).all())
+        except RuntimeError as exc:
+            log.info("fp16 RefNet unavailable on %s: %s", self.device, exc)
+            ok = False
+        return ok
+
+    @classmethod
+    def from_file(cls, path: Path, device: torch.device, half: bool = False) -> "RefNetRestorer":
+        return cls(load_weights(path), device, half)
+
+    def _prep_refs(self, refs: Sequence[Reference], kmax: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        cfg = self.model.cfg
+        h3 = cfg.core // 4
+        imgs = np.zeros((kmax, cfg.core, cfg.core, 3), np.uint8)
+        scores = np.ones(kmax, np.float32)
+        valid = np.zeros(kmax, bool)
+        prior = np.ones((kmax, 1, h3, h3), np.float32)
+        for i, r in enumerate(refs[:kmax]):
+            imgs[i] = _area(np.asarray(r.image), cfg.core)
+            scores[i] = max(float(r.score), 1e-3)
+            valid[i] = True
+            prior[i] = region_prior(r.regions or None, h3).numpy()
+        return imgs, scores, valid, prior
+
+    @torch.no_grad()
+    def restore(
+        self,
+        faces: Sequence[np.ndarray],
+        references: Sequence[Sequence[Reference]] | None = None,
+        strength: float = 1.0,
+    ) -> list[np.ndarray]:
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"strength must be in [0, 1], got {strength}")
+        if references is not None and len(references) != len(faces):
+            raise ValueError("references must have one list per face")
+        cfg = self.model.cfg
+        dtype = torch.float16 if self.half else torch.float32
+        outputs: list[np.ndarray] = []
+        for start in range(0, len(faces), self.batch_size):
+            chunk = [np.asarray(f) for f in faces[start:start + self.batch_size]]
+            for f in chunk:
+                if f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8:
+                    raise ValueError(f"expected HxWx3 uint8 RGB faces, got {f.shape} {f.dtype}")
+            refs_chunk = [list(references[start + i]) if references is not None else [] for i in range(len(chunk))]
+            lq = _to_tensor([_area(f, cfg.core) for f in chunk]).to(self.device, dtype)
+            kmax = max((len(r) for r in refs_chunk), default=0)
+            if kmax and cfg.use_refs:
+                prepped = [self._prep_refs(r, kmax) for r in refs_chunk]
+                refs_t = torch.from_numpy(np.stack([p[0] for p in prepped])).permute(0, 1, 4, 2, 3)
+                refs_t = refs_t.to(self.device, dtype).div_(255.0)
+                scores = torch.from_numpy(np.stack([p[1] for p in prepped])).to(self.device, dtype)
+                valid = torch.from_numpy(np.stack([p[2] for p in prepped])).to(self.device)
+                prior = torch.from_numpy(np.stack([p[3] for p in prepped])).to(self.device, dtype)
+                o = self.model(lq, refs_t, scores, valid, prior)
+            else:
+                o = self.model(lq)
+            out = o.out.float().clamp(0, 1).mul(255.0).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+            for face, restored in zip(chunk, out):
+                restored = _area(np.ascontiguousarray(restored), face.shape[0]) if face.shape[:2] != restored.shape[:2] \
+                    else np.ascontiguousarray(restored)
+                if strength < 1.0:
+                    restored = cv2.addWeighted(restored, strength, face, 1.0 - strength, 0)
+                outputs.append(restored)
+        return outputs
+
+
+def _factory(weights_dir: Path, device: torch.device, half: bool) -> RefNetRestorer:
+    path = embedded_weights_path()
+    if not path.is_file():
+        raise FileNotFoundError(f"embedded RefNet weights missing: {path}")
+    return RefNetRestorer.from_file(path, device, half)
+
+
+REFNET_SPEC = RestorerSpec(info=REFNET_INFO, factory=_factory)

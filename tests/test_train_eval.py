@@ -1,0 +1,137 @@
+"""Training lowers the loss on real photos, resumes from its checkpoint, stops cleanly on
+SIGTERM; evaluation returns the model / no_ref / bicubic rows."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from refrestore.net.arch import RefNet, RefNetConfig
+from refrestore.net.data import FaceBank, TrainSampler
+from refrestore.net.losses import total_loss
+from refrestore.net.train import TrainOptions, load_weights, train
+
+MINI = dict(core=64, c1=8, c2=16, c3=24, attn_dim=8, id_dim=8, codebook_size=16, code_dim=4)
+
+
+@pytest.fixture()
+def small_data(shared_dir: Path, tmp_path: Path) -> Path:
+    """Two people, four photos each, linked (not copied) into a tmp folder."""
+    root = tmp_path / "data"
+    for person in ("00005", "00022"):
+        (root / person).mkdir(parents=True)
+        src = (shared_dir / "data" / "refbench" / "hq" / person).resolve()
+        for f in sorted(src.glob("*.png"))[:4]:
+            os.symlink(f, root / person / f.name)
+    return root
+
+
+def _fixed_loss(model: RefNet, data: Path) -> float:
+    bank = FaceBank(data)
+    sampler = TrainSampler(bank, ref_size=model.cfg.core, prior_size=model.cfg.core // 4, no_ref_prob=0.0)
+    total = 0.0
+    model.eval()
+    with torch.no_grad():
+        for seed in range(3):
+            b = sampler.sample(np.random.default_rng(1000 + seed), 4)
+            o = model(b.lq, b.refs, ref_prior=b.ref_prior, need_aux=True)
+            total += float(total_loss(o, b.gt, b.refs)[0])
+    return total / 3
+
+
+def test_tiny_training_lowers_the_loss_and_resumes(small_data: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("REFRESTORE_HOME", str(tmp_path / "home"))
+    torch.set_num_threads(1)
+    out = tmp_path / "run"
+    export = tmp_path / "export" / "w.pth"
+    opts = TrainOptions(data=small_data, out=out, steps=40, batch=2, lr=2e-3, warmup=5, seed=0,
+                        export_path=export, config_overrides=MINI, ema_decay=0.9)
+    torch.manual_seed(0)
+    before = _fixed_loss(RefNet(RefNetConfig(**MINI)), small_data)
+    res = train(opts)
+    assert res.step == 40 and res.checkpoint.is_file() and export.is_file()
+    assert res.identity_loss is False  # no ArcFace weights in a fresh home
+    after = _fixed_loss(load_weights(export), small_data)
+    assert after < before * 0.97, (before, after)
+
+    # A second run without --resume refuses to overwrite the checkpoint ...
+    with pytest.raises(FileExistsError):
+        train(opts)
+    # ... and with resume it continues from step 40 up to 45.
+    opts.resume, opts.steps = True, 45
+    res2 = train(opts)
+    assert res2.step == 45
+    ck = torch.load(res2.checkpoint, map_location="cpu", weights_only=True)
+    assert ck["step"] == 45 and ck["options"]["config"] == "tiny"
+
+
+def test_train_cli_stops_cleanly_on_sigterm_and_resumes(small_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    env = dict(os.environ, REFRESTORE_HOME=str(tmp_path / "home"), PYTHONUNBUFFERED="1")
+    sets = [a for k, v in MINI.items() for a in ("--set", f"{k}={v}")]
+    cmd = [sys.executable, "-m", "refrestore", "train", "--data", str(small_data), "--out", str(out),
+           "--steps", "100000", "--batch", "1", "--threads", "1", "--device", "cpu", *sets]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        assert proc.stderr is not None
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if "step 1/" in line:
+                break
+            assert line or proc.poll() is None, "training exited early"
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "checkpoint" in stdout
+    ck = torch.load(out / "last.pth", map_location="cpu", weights_only=True)
+    assert ck["step"] >= 1
+    # Bad input: one clear line and a usage error.
+    bad = subprocess.run([sys.executable, "-m", "refrestore", "train", "--data", str(tmp_path / "missing")],
+                         env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "not found" in bad.stderr and "Traceback" not in bad.stderr
+    again = subprocess.run(cmd[:cmd.index("--steps")] + ["--steps", "3"], env=env, capture_output=True, text=True)
+    assert again.returncode == 2 and "--resume" in again.stderr
+
+
+def test_eval_returns_model_no_ref_and_bicubic_rows(shared_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    from refrestore.net.evaluate import evaluate
+    from refrestore.restorers.refnet import REFNET_SPEC
+
+    monkeypatch.setenv("REFRESTORE_HOME", str(tmp_path / "home"))
+    torch.set_num_threads(1)
+    restorer = REFNET_SPEC.factory(tmp_path, torch.device("cpu"), False)
+    data = shared_dir / "data" / "refbench"
+    report = evaluate(restorer, data, "severe", top_k=2, limit=2, people=["00089"])
+    assert set(report.rows) == {"model", "no_ref", "bicubic"}
+    assert set(report.per_person) == {"00089"}
+    for row in report.rows.values():
+        assert row.n == 2
+        assert 15 < row.psnr < 40 and 0.3 < row.ssim < 1 and 0 < row.id_dist < 1.5
+    js = report.to_json()
+    assert all(set(js[k]) == {"psnr", "ssim", "id_dist"} for k in ("model", "no_ref", "bicubic"))
+
+    # The CLI writes the same keys to --json.
+    out = tmp_path / "report.json"
+    env = dict(os.environ, REFRESTORE_HOME=str(tmp_path / "home"))
+    res = subprocess.run([sys.executable, "-m", "refrestore", "eval", "--data", str(data), "--preset", "moderate",
+                          "--limit", "1", "--person", "00089", "--top-k", "1", "--device", "cpu",
+                          "--json", str(out)], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    js = json.loads(out.read_text())
+    assert js["preset"] == "moderate" and js["n"] == 1
+    assert {"model", "no_ref", "bicubic"} <= set(js) and "bicubic" in res.stdout
+    bad = subprocess.run([sys.executable, "-m", "refrestore", "eval", "--data", str(data), "--preset", "mild"],
+                         env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "mild" in bad.stderr
