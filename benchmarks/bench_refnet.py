@@ -4,7 +4,7 @@ Both run on the same CPU in the same process with the same thread count; GFPGAN 
 random weights (its speed does not depend on them). Prints seconds per 512 face (median of
 several runs), the ratio, and the peak resident memory of a separate RefNet-only process.
 
-    python benchmarks/bench_refnet.py [--threads 2] [--refs 1 3 5] [--runs 5]
+    python benchmarks/bench_refnet.py [--threads 1] [--refs 1 3 5] [--runs 5]
 """
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def peak_memory_child(k: int, threads: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--refs", type=int, nargs="+", default=[1, 3, 5])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--child-mem", type=int, default=None, help=argparse.SUPPRESS)
