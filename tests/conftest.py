@@ -23,31 +23,39 @@ SHARED_RETINAFACE_SHA256 = "5f88f7957d9eaef82b49b9e0202bc56e97292e2aede2999209ac
 SHARED_RETINAFACE_SIZE = 1786259
 
 
-@pytest.fixture(scope="session")
-def retinaface_store(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    """A WeightStore holding the shared RetinaFace mobilenet0.25 file under a test manifest.
+def store_for(folder: Path, name: str, role: str, model: str):
+    """A WeightStore over ``folder`` whose manifest lists ``folder/name`` with its own size and hash.
 
-    The shared file is a different training run from facexlib's release, so it gets a
-    manifest of its own (with its own hash) instead of posing as the published file.
+    For files a test writes itself or copies from shared/: they are not the published files,
+    so they get a manifest of their own instead of posing as them.
     """
-    import shutil
+    import hashlib
 
     from refrestore.weights import WeightStore, load_manifest
+
+    data = (folder / name).read_bytes()
+    manifest = folder / "test-manifest.toml"
+    manifest.write_text(
+        f'schema = 1\n\n[[file]]\nname = "{name}"\nrole = "{role}"\nmodels = ["{model}"]\n'
+        f'url = "https://example.invalid/{name}"\nsize = {len(data)}\nsha256 = "{hashlib.sha256(data).hexdigest()}"\n'
+        'license = "test"\ncommercial = true\ndefault = true\ndescription = "written or copied by the tests"\n'
+    )
+    return WeightStore(folder, load_manifest(manifest))
+
+
+@pytest.fixture(scope="session")
+def retinaface_store(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A WeightStore holding the shared RetinaFace mobilenet0.25 file under a test manifest."""
+    import shutil
 
     src = shared_dir / "weights" / "retinaface" / "detection_mobilenet0.25_Final.pth"
     if not src.is_file():
         pytest.skip(f"shared RetinaFace weights not found at {src}")
     folder = tmp_path_factory.mktemp("weights")
     shutil.copyfile(src, folder / src.name)
-    manifest = folder / "test-manifest.toml"
-    manifest.write_text(
-        "schema = 1\n\n[[file]]\n"
-        f'name = "{src.name}"\nrole = "detector"\nmodels = ["retinaface-mobilenet"]\n'
-        f'url = "https://example.invalid/{src.name}"\nsize = {SHARED_RETINAFACE_SIZE}\n'
-        f'sha256 = "{SHARED_RETINAFACE_SHA256}"\nlicense = "MIT"\ncommercial = true\ndefault = true\n'
-        'description = "RetinaFace MobileNet-0.25 (test copy from shared/, not the published file)"\n'
-    )
-    return WeightStore(folder, load_manifest(manifest))
+    store = store_for(folder, src.name, "detector", "retinaface-mobilenet")
+    assert store.manifest.entry(src.name).sha256 == SHARED_RETINAFACE_SHA256
+    return store
 
 
 @pytest.fixture(scope="session")

@@ -2,15 +2,14 @@
 (random weights, published key layout), loaded tensors-only through a test manifest."""
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import torch
 from PIL import Image
 
 from refrestore.api import build_pipeline
 from refrestore.parsing import PARSENET_FILE, init_parser
-from refrestore.weights import WeightStore, load_manifest
+from conftest import store_for
+from refrestore.weights import WeightStore
 
 torch.set_num_threads(2)
 
@@ -20,13 +19,7 @@ def _store(tmp_path):
 
     torch.manual_seed(0)
     torch.save(ParseNet(in_size=512, out_size=512, parsing_ch=19).state_dict(), tmp_path / PARSENET_FILE)
-    data = (tmp_path / PARSENET_FILE).read_bytes()
-    (tmp_path / "m.toml").write_text(
-        f'schema = 1\n\n[[file]]\nname = "{PARSENET_FILE}"\nrole = "parser"\nmodels = ["parsenet"]\n'
-        f'url = "https://example.invalid/{PARSENET_FILE}"\nsize = {len(data)}\nsha256 = "{hashlib.sha256(data).hexdigest()}"\n'
-        'license = "MIT"\ncommercial = true\ndefault = true\ndescription = "random weights written by the test"\n'
-    )
-    return WeightStore(tmp_path, load_manifest(tmp_path / "m.toml"))
+    return store_for(tmp_path, PARSENET_FILE, "parser", "parsenet")
 
 
 def test_parser_is_used_when_present_and_only_touches_faces(tmp_path, whole_photos):

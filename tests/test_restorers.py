@@ -2,7 +2,6 @@
 spandrel from checkpoints this test writes itself (random weights, published key layout)."""
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +9,8 @@ import pytest
 import torch
 
 from refrestore.restorers.registry import RestorerError, build_restorer, choose_restorer, get_spec, restorer_names
-from refrestore.weights import WeightsError, WeightStore, load_manifest
+from conftest import store_for
+from refrestore.weights import WeightsError, WeightStore
 
 torch.set_num_threads(2)
 
@@ -35,15 +35,7 @@ def _random_checkpoint(arch: str, path: Path) -> None:
 
 
 def _store_with(tmp_path: Path, name: str, model: str) -> WeightStore:
-    f = tmp_path / name
-    data = f.read_bytes()
-    (tmp_path / "m.toml").write_text(
-        "schema = 1\n\n[[file]]\n"
-        f'name = "{name}"\nrole = "restorer"\nmodels = ["{model}"]\nurl = "https://example.invalid/{name}"\n'
-        f'size = {len(data)}\nsha256 = "{hashlib.sha256(data).hexdigest()}"\nlicense = "test"\ncommercial = true\n'
-        'default = false\ndescription = "random weights written by the test"\n'
-    )
-    return WeightStore(tmp_path, load_manifest(tmp_path / "m.toml"))
+    return store_for(tmp_path, name, "restorer", model)
 
 
 def _faces(shared_dir: Path, n: int) -> list[np.ndarray]:
