@@ -233,7 +233,9 @@ def rank_candidates(gallery: Gallery, query: QueryFace, threshold: float | None 
     if weight > 0:
         hub = gallery.derived(("hub", th.gallery, th.hub_prior, HUB_K),
                               lambda: hubness(gallery, th.gallery, th.hub_prior))
-        sims = raw - weight * (hub - th.hub_prior)
+        # Only ever lower a score: an unusual gallery face (hubness below the prior) must not be
+        # pushed over the threshold by a blurred stranger (seen on real old photos).
+        sims = raw - weight * np.maximum(hub - th.hub_prior, 0.0)
     else:
         sims = raw
     best = int(np.argmax(sims))
