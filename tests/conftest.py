@@ -9,6 +9,23 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test ever touches the real refrestore home, or inherits an offline setting."""
+    monkeypatch.setenv("REFRESTORE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("REFRESTORE_OFFLINE", raising=False)
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    """A real fault-injecting HTTP server on 127.0.0.1 (see weights_http_server.py)."""
+    from weights_http_server import FaultServer
+
+    srv = FaultServer(tmp_path / "served").start()
+    yield srv
+    srv.stop()
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     """../shared (or REFRESTORE_SHARED); skips with a reason when it is absent."""

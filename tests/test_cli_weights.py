@@ -17,19 +17,6 @@ from weights_http_server import FaultServer, make_file, write_manifest
 SIZE = 300_000
 
 
-@pytest.fixture(autouse=True)
-def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("REFRESTORE_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("REFRESTORE_OFFLINE", raising=False)
-
-
-@pytest.fixture
-def server(tmp_path: Path):
-    srv = FaultServer(tmp_path / "served").start()
-    yield srv
-    srv.stop()
-
-
 @pytest.fixture
 def setup(tmp_path: Path, server: FaultServer):
     """Four served files and a private manifest whose URLs point at an unreachable https host

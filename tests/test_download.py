@@ -27,19 +27,6 @@ SIZE = 2 * 1024 * 1024 + 123  # a few MB, not a multiple of the chunk size
 NAME = "tiny_restorer.pth"
 
 
-@pytest.fixture(autouse=True)
-def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("REFRESTORE_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("REFRESTORE_OFFLINE", raising=False)
-
-
-@pytest.fixture
-def server(tmp_path: Path):
-    srv = FaultServer(tmp_path / "served").start()
-    yield srv
-    srv.stop()
-
-
 @pytest.fixture
 def served(server: FaultServer, tmp_path: Path):
     """One served file, a user manifest pointing at it, and an empty weights store."""
