@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from .discover import InputFile
-from .imageio import ImageReadError, ImageWriteError, LoadedImage, read_image, remove_stale_temp_files, save_image
+from .imageio import ImageReadError, ImageWriteError, LoadedImage, output_ext_for_path, read_image, remove_stale_temp_files, save_image
 from .pipeline import FacePipeline, PhotoResult, PreparedPhoto
 
 log = logging.getLogger(__name__)
@@ -32,10 +32,6 @@ OUTPUT_SUFFIX = "_restored"
 
 class UsageError(ValueError):
     """Bad combination of inputs and outputs (exit status 2)."""
-
-
-class FatalOutputError(RuntimeError):
-    """The output cannot be written at all (full disk, read-only folder): stop the run."""
 
 
 @dataclass(frozen=True)
@@ -101,7 +97,7 @@ def plan_outputs(inputs: list[InputFile], output: Path | None, single_file: bool
         else:
             target, ext = output, output.suffix
         if ext is None:
-            target = target.with_suffix(_ext_for(src.path))
+            target = target.with_suffix(output_ext_for_path(src.path))
         tasks.append(Task(src, target))
     else:
         if output is None:
@@ -110,7 +106,7 @@ def plan_outputs(inputs: list[InputFile], output: Path | None, single_file: bool
             raise UsageError(f"-o {output}: exists and is not a folder")
         for src in inputs:
             rel = src.rel.parent / (src.rel.stem + suffix)
-            tasks.append(Task(src, (output / rel).with_suffix(_ext_for(src.path))))
+            tasks.append(Task(src, (output / rel).with_suffix(output_ext_for_path(src.path))))
     for t in tasks:
         if os.path.realpath(t.output) in input_paths:
             raise UsageError(f"refusing to overwrite the input {t.source.path}")
@@ -121,13 +117,6 @@ def plan_outputs(inputs: list[InputFile], output: Path | None, single_file: bool
             raise UsageError(f"{seen[key]} and {t.source.path} would both be written to {t.output}")
         seen[key] = t.source.path
     return tasks
-
-
-def _ext_for(path: Path) -> str:
-    ext = path.suffix.lower()
-    if ext in {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}:
-        return ext
-    return ".png"
 
 
 def _prefetch(tasks: list[Task], workers: int, depth: int, max_pixels: int | None) -> Iterator[tuple[Task, "Future[LoadedImage]"]]:

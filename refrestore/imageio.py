@@ -522,6 +522,13 @@ def output_suffix_ext(like: LoadedImage) -> str:
     return ext if ext in _WRITE_FORMATS else ".png"
 
 
+def output_ext_for_path(path: Path) -> str:
+    """Extension for an output of the file at ``path``, before it is decoded: its own where we
+    can write it, else .png (no extension, GIF, JPEG 2000, ...)."""
+    ext = Path(path).suffix.lower()
+    return ext if ext in _WRITE_FORMATS else ".png"
+
+
 def output_format(path: Path) -> str:
     """Pillow format for an output path, from its extension; ImageWriteError when unsupported."""
     ext = Path(path).suffix.lower()

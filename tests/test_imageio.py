@@ -581,3 +581,13 @@ def test_50mp_read_write_memory(whole_dir: Path, tmp_path: Path) -> None:
     assert peak_mb < 1500
     with Image.open(tmp_path / "out.jpg") as out:
         assert out.size == size
+
+
+def test_output_extension_is_chosen_from_the_input_name_before_decoding() -> None:
+    from refrestore.imageio import output_ext_for_path
+
+    assert output_ext_for_path(Path("a/Photo.JPG")) == ".jpg"
+    assert output_ext_for_path(Path("scan.tiff")) == ".tiff"
+    assert output_ext_for_path(Path("x.avif")) == ".avif"
+    assert output_ext_for_path(Path("anim.gif")) == ".png"
+    assert output_ext_for_path(Path("scan_0001")) == ".png"
