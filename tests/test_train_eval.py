@@ -73,6 +73,32 @@ def test_tiny_training_lowers_the_loss_and_resumes(small_data: Path, tmp_path: P
     assert ck["step"] == 45 and ck["options"]["config"] == "tiny"
 
 
+def test_init_from_adds_the_aligned_branch_to_trained_weights(small_data: Path, tmp_path: Path,
+                                                             monkeypatch) -> None:
+    monkeypatch.setenv("REFRESTORE_HOME", str(tmp_path / "home"))
+    torch.set_num_threads(1)
+    first = tmp_path / "first.pth"
+    train(TrainOptions(data=small_data, out=tmp_path / "a", steps=3, batch=1, seed=0, export_path=first,
+                       config_overrides=MINI))
+    src = load_weights(first)
+    opts = TrainOptions(data=small_data, out=tmp_path / "b", steps=4, batch=2, seed=1, warmup=1000,
+                        config_overrides=dict(MINI, aligned=True, aligned_dim=8), init_from=first,
+                        no_ref_prob=0.0, max_refs=2)
+    res = train(opts)
+    assert res.step == 4
+    ck = torch.load(res.checkpoint, map_location="cpu", weights_only=True)
+    assert ck["config"]["aligned"] is True
+    assert any(k.startswith("al_enc.") for k in ck["model"])
+    # The old tensors started from the first run (a tiny warm-up lr keeps them close to it).
+    old = src.state_dict()
+    for k in ("lq_enc.stem.0.weight", "head.0.weight"):
+        assert torch.allclose(ck["model"][k], old[k], atol=1e-2), k
+    # Weights with tensors the new config lacks are refused.
+    with pytest.raises(ValueError, match="tensors this config does not"):
+        train(TrainOptions(data=small_data, out=tmp_path / "c", steps=1, batch=1, config_overrides=MINI,
+                           init_from=res.checkpoint))
+
+
 def test_train_cli_stops_cleanly_on_sigterm_and_resumes(small_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     env = dict(os.environ, REFRESTORE_HOME=str(tmp_path / "home"), PYTHONUNBUFFERED="1")

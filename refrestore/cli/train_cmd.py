@@ -61,6 +61,8 @@ def train_command(
     ema_decay: float = typer.Option(0.999, "--ema-decay", min=0.0, max=1.0, help="EMA decay of the exported weights."),
     seed: int = typer.Option(0, "--seed"),
     set_: list[str] = typer.Option([], "--set", help="Config override KEY=VALUE, e.g. --set recon=false."),
+    init_from: Optional[Path] = typer.Option(None, "--init-from",
+                                             help="Start a new run from these weights (e.g. to add --set aligned=true)."),
 ) -> None:
     """Train the reference-guided network (resumable; Ctrl-C saves a checkpoint)."""
     from ..devices import DeviceError, pick_device
@@ -77,12 +79,14 @@ def train_command(
         _fail(str(e), 2)
     if not data.is_dir():
         _fail(f"--data {data}: folder not found", 2)
+    if init_from is not None and not init_from.is_file():
+        _fail(f"--init-from {init_from}: file not found", 2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     opts = TrainOptions(data=data, config=config, out=out, steps=steps, batch=batch, lr=lr, device=str(dev),
                         resume=resume, seed=seed, exclude=tuple(exclude), max_refs=max_refs,
                         extreme_prob=extreme_prob, no_ref_prob=no_ref_prob, self_ref_prob=self_ref_prob,
                         ckpt_every_s=ckpt_every, export_path=export, ema_decay=ema_decay, threads=threads,
-                        config_overrides=overrides)
+                        config_overrides=overrides, init_from=init_from)
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: object) -> None:

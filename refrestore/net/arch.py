@@ -19,6 +19,11 @@ can be ablated:
 * ENTED: ``texture`` (texture extraction at the 64 level, distributed by the 32-level
   correspondence), ``vq`` (a dictionary of high-quality features replacing corrupted
   low-quality ones) and ``refine`` (reference-guided latent refinement).
+* ``aligned``: dense texture distribution at full resolution. Each reference, warped onto the
+  degraded face by optical flow (``refrestore.net.warp``), is pixel-unshuffled to the core
+  grid (all 512 detail kept as channels), encoded, scored per pixel, and the references are
+  merged by a softmax over K (any K at test time) into the last decoder level, from which the
+  512 head draws detail the degraded face does not have.
 
 No pretrained face model is used inside the network: the dlib descriptor is the evaluation
 metric and must stay independent of it.
@@ -57,6 +62,10 @@ class RefNetConfig:
     identity_context: bool = True
     vq: bool = True
     refine: bool = True
+    # Dense transfer from flow-aligned full-resolution references (refrestore.net.warp);
+    # off in the first exported weights, so their config still loads.
+    aligned: bool = False
+    aligned_dim: int = 32
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -264,6 +273,15 @@ class RefNet(nn.Module):
                 self.film3 = FiLM(cfg.id_dim, c3)
                 self.film2 = FiLM(cfg.id_dim, c2)
                 self.film1 = FiLM(cfg.id_dim, c1)
+            if cfg.aligned:
+                f = cfg.out_size // cfg.core
+                ca = cfg.aligned_dim
+                self.al_enc = nn.Sequential(nn.Conv2d(3 * f * f + 6, ca, 3, padding=1), _act(), ResBlock(ca))
+                self.al_score = nn.Conv2d(ca, 1, 3, padding=1)
+                self.al_fuse = nn.Sequential(nn.Conv2d(c1 + ca, ca, 3, padding=1), _act(),
+                                             nn.Conv2d(ca, c1, 3, padding=1))
+                nn.init.zeros_(self.al_fuse[-1].weight)
+                nn.init.zeros_(self.al_fuse[-1].bias)
         if cfg.vq:
             self.vq = VQDictionary(c3, cfg.codebook_size, cfg.code_dim)
         self.mid = ResBlock(c3)
@@ -294,6 +312,7 @@ class RefNet(nn.Module):
         ref_valid: torch.Tensor | None = None,
         ref_prior: torch.Tensor | None = None,
         need_aux: bool = False,
+        aligned: torch.Tensor | None = None,
     ) -> RefNetOutput:
         """Restore ``lq``.
 
@@ -303,6 +322,8 @@ class RefNet(nn.Module):
         ref_scores: (B, K) selection scores (> 0), default 1.
         ref_valid: (B, K) bool, False for padding slots, default all True.
         ref_prior: (B, K, 1, core/4, core/4) region prior in [0, 1], default 1.
+        aligned: (B, K, 3, out_size, out_size) the same references warped onto the degraded
+            face (``refrestore.net.warp.align_reference``); used when the config has ``aligned``.
         """
         cfg = self.cfg
         b = lq.shape[0]
@@ -420,12 +441,41 @@ class RefNet(nn.Module):
         d1 = self.dec1(torch.cat([self.up1(d2), f1], dim=1))
         if ident is not None:
             d1 = self.film1(d1, ident)
+        if use_refs and cfg.aligned and aligned is not None:
+            d1 = d1 + self._aligned_transfer(d1, lq_core, aligned, ref_scores, ref_valid, aux)
         core = lq_core + self.to_core(d1)
         base = F.interpolate(core, size=(cfg.out_size, cfg.out_size), mode="bicubic", align_corners=False)
         out = base + self.head(d1)
         if not need_aux:
             aux = {}
         return RefNetOutput(out=out, core=core, aux=aux)
+
+
+    def _aligned_transfer(self, d1: torch.Tensor, lq_core: torch.Tensor, aligned: torch.Tensor,
+                          ref_scores: torch.Tensor | None, ref_valid: torch.Tensor | None,
+                          aux: dict[str, torch.Tensor]) -> torch.Tensor:
+        cfg = self.cfg
+        b, k = aligned.shape[:2]
+        f = cfg.out_size // cfg.core
+        a = aligned.flatten(0, 1)
+        if a.shape[-1] != cfg.out_size:
+            a = F.interpolate(a, size=(cfg.out_size, cfg.out_size), mode="bilinear", align_corners=False)
+        a_core = F.interpolate(a, size=(cfg.core, cfg.core), mode="area")
+        # Detail as channels: the high band relative to the core image, so that the encoder
+        # sees texture, not the reference's lighting.
+        up = F.interpolate(a_core, size=(cfg.out_size, cfg.out_size), mode="bilinear", align_corners=False)
+        x = torch.cat([F.pixel_unshuffle(a - up, f), a_core, lq_core.repeat_interleave(k, dim=0)], dim=1)
+        g = self.al_enc(x)  # (B*K, ca, core, core)
+        score = self.al_score(g).view(b, k, 1, cfg.core, cfg.core)
+        if ref_scores is not None:
+            score = score + torch.log(ref_scores.clamp_min(1e-4))[:, :, None, None, None]
+        valid = ref_valid if ref_valid is not None else torch.ones(b, k, dtype=torch.bool, device=d1.device)
+        score = score.masked_fill(~valid[:, :, None, None, None], -1e4)
+        w = torch.softmax(score, dim=1)
+        merged = (w * g.view(b, k, -1, cfg.core, cfg.core)).sum(dim=1)
+        has_ref = valid.any(dim=1).to(d1.dtype)[:, None, None, None]
+        aux["aligned_weight"] = w
+        return self.al_fuse(torch.cat([d1, merged], dim=1)) * has_ref
 
 
 def region_prior(regions: dict[str, float] | None, size: int) -> torch.Tensor:

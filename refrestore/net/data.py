@@ -18,6 +18,7 @@ import torch
 
 from .arch import region_prior
 from .degrade import degrade, random_params
+from .warp import align_reference
 
 log = logging.getLogger(__name__)
 
@@ -110,11 +111,13 @@ class Batch:
     gt: torch.Tensor  # (B, 3, 512, 512)
     refs: torch.Tensor | None  # (B, K, 3, R, R)
     ref_prior: torch.Tensor | None  # (B, K, 1, P, P)
+    aligned: torch.Tensor | None = None  # (B, K, 3, 512, 512) references warped onto the lq
 
     def to(self, device: torch.device) -> "Batch":
         return Batch(self.lq.to(device), self.gt.to(device),
                      None if self.refs is None else self.refs.to(device),
-                     None if self.ref_prior is None else self.ref_prior.to(device))
+                     None if self.ref_prior is None else self.ref_prior.to(device),
+                     None if self.aligned is None else self.aligned.to(device))
 
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:
@@ -142,7 +145,7 @@ class TrainSampler:
 
     def __init__(self, bank: FaceBank, ref_size: int, prior_size: int, max_refs: int = 3,
                  no_ref_prob: float = 0.15, old_photo_prob: float = 0.15, extreme_prob: float = 0.25,
-                 random_region_prob: float = 0.2, self_ref_prob: float = 0.0) -> None:
+                 random_region_prob: float = 0.2, self_ref_prob: float = 0.0, aligned: bool = False) -> None:
         self.bank = bank
         self.people = bank.trainable_people()
         if not self.people:
@@ -155,11 +158,12 @@ class TrainSampler:
         self.extreme_prob = extreme_prob
         self.random_region_prob = random_region_prob
         self.self_ref_prob = self_ref_prob
+        self.aligned = aligned
 
     def sample(self, rng: np.random.Generator, batch: int) -> Batch:
         # One K per batch (tensors stay rectangular); K = 0 trains the no-reference path.
         k = 0 if rng.uniform() < self.no_ref_prob else int(rng.integers(1, self.max_refs + 1))
-        lqs, gts, refs, priors = [], [], [], []
+        lqs, gts, refs, priors, warped = [], [], [], [], []
         for _ in range(batch):
             person = self.people[int(rng.integers(len(self.people)))]
             imgs = self.bank.images[person]
@@ -170,12 +174,13 @@ class TrainSampler:
             gt = np.ascontiguousarray(gt)
             high = "extreme" if rng.uniform() < self.extreme_prob else "severe"
             params = random_params(rng, low="moderate", high=high, old_photo_prob=self.old_photo_prob)
-            lqs.append(to_tensor(degrade(gt, params, seed=int(rng.integers(1 << 31)))))
+            lq = degrade(gt, params, seed=int(rng.integers(1 << 31)))
+            lqs.append(to_tensor(lq))
             gts.append(to_tensor(gt))
             if k:
                 cand = self.bank.reference_indices(person, t)
                 chosen = rng.choice(len(cand), size=k, replace=len(cand) < k)
-                rs, ps = [], []
+                rs, ps, ws = [], [], []
                 for c in chosen:
                     if rng.uniform() < self.self_ref_prob:
                         # A geometrically and photometrically jittered copy of the target: teaches
@@ -185,12 +190,18 @@ class TrainSampler:
                         r = imgs[cand[int(c)]]
                         if rng.uniform() < 0.5:
                             r = r[:, ::-1]
-                    rs.append(to_tensor(_area(np.ascontiguousarray(r), self.ref_size)))
+                    r = np.ascontiguousarray(r)
+                    rs.append(to_tensor(_area(r, self.ref_size)))
+                    if self.aligned:
+                        ws.append(to_tensor(align_reference(lq, r, gt.shape[0])))
                     regions = None
                     if rng.uniform() < self.random_region_prob:
                         regions = {n: float(rng.uniform(0.2, 1.0)) for n in ("eyes", "nose", "mouth", "outline")}
                     ps.append(region_prior(regions, self.prior_size))
                 refs.append(torch.stack(rs))
                 priors.append(torch.stack(ps))
+                if ws:
+                    warped.append(torch.stack(ws))
         return Batch(torch.stack(lqs), torch.stack(gts),
-                     torch.stack(refs) if k else None, torch.stack(priors) if k else None)
+                     torch.stack(refs) if k else None, torch.stack(priors) if k else None,
+                     torch.stack(warped) if warped else None)

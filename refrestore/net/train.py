@@ -54,6 +54,7 @@ class TrainOptions:
     ema_decay: float = 0.999
     threads: int | None = None
     config_overrides: dict[str, Any] = field(default_factory=dict)
+    init_from: Path | None = None  # start a new run from these weights (new modules keep their init)
 
 
 @dataclass
@@ -114,6 +115,19 @@ def load_weights(path: Path, device: torch.device | str = "cpu") -> RefNet:
     model = RefNet(cfg)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()}, strict=True)
     return model.to(device).eval()
+
+
+def _init_from(model: RefNet, path: Path) -> None:
+    """Load weights of an earlier run (exported or checkpoint EMA) into a model that may have
+    more modules: every tensor of the file must fit; modules the file lacks keep their init."""
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(obj, dict) or obj.get("format") not in (WEIGHTS_FORMAT, CKPT_FORMAT):
+        raise ValueError(f"{path} is not a RefNet weights file")
+    sd = obj["state_dict"] if obj["format"] == WEIGHTS_FORMAT else obj["ema"]
+    missing, unexpected = model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=False)
+    if unexpected:
+        raise ValueError(f"{path} has tensors this config does not: {unexpected[:3]}")
+    log.info("initialised from %s; new modules: %s", path, sorted({m.split('.')[0] for m in missing}))
 
 
 def find_identity_embedder(device: torch.device) -> Callable[[torch.Tensor], torch.Tensor] | None:
@@ -204,6 +218,8 @@ def train(opts: TrainOptions, on_step: Callable[[StepInfo], None] | None = None,
         cfg = get_config(opts.config, **opts.config_overrides)
 
     model = RefNet(cfg).to(device)
+    if state is None and opts.init_from is not None:
+        _init_from(model, Path(opts.init_from))
     opt = torch.optim.Adam(model.parameters(), lr=opts.lr, betas=(0.9, 0.99))
     step = 0
     if state is not None:
@@ -223,7 +239,7 @@ def train(opts: TrainOptions, on_step: Callable[[StepInfo], None] | None = None,
     h3 = cfg.core // 4
     sampler = TrainSampler(bank, ref_size=cfg.core, prior_size=h3, max_refs=opts.max_refs,
                            extreme_prob=opts.extreme_prob, no_ref_prob=opts.no_ref_prob,
-                           self_ref_prob=opts.self_ref_prob)
+                           self_ref_prob=opts.self_ref_prob, aligned=cfg.aligned)
     log.info("training data: %d photos of %d people (%s held out)", len(bank), len(bank.images),
              ", ".join(opts.exclude) or "none")
     embed = find_identity_embedder(device)
@@ -242,7 +258,7 @@ def train(opts: TrainOptions, on_step: Callable[[StepInfo], None] | None = None,
         batch = sampler.sample(rng, opts.batch).to(device)
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, opts)
-        o = model(batch.lq, batch.refs, ref_prior=batch.ref_prior, need_aux=True)
+        o = model(batch.lq, batch.refs, ref_prior=batch.ref_prior, need_aux=True, aligned=batch.aligned)
         loss, parts = total_loss(o, batch.gt, batch.refs, weights, embed)
         opt.zero_grad(set_to_none=True)
         loss.backward()

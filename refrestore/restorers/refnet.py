@@ -13,6 +13,7 @@ from .. import paths
 from ..faces import Reference
 from ..net.arch import RefNet, region_prior
 from ..net.train import load_weights
+from ..net.warp import align_reference
 from .base import RestorerInfo, RestorerSpec
 
 log = logging.getLogger(__name__)
@@ -80,10 +81,13 @@ class RefNetRestorer:
     def from_file(cls, path: Path, device: torch.device, half: bool = False) -> "RefNetRestorer":
         return cls(load_weights(path), device, half)
 
-    def _prep_refs(self, refs: Sequence[Reference], kmax: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _prep_refs(self, face: np.ndarray, refs: Sequence[Reference],
+                   kmax: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
         cfg = self.model.cfg
         h3 = cfg.core // 4
         imgs = np.zeros((kmax, cfg.core, cfg.core, 3), np.uint8)
+        warped = np.zeros((kmax, cfg.out_size, cfg.out_size, 3), np.uint8) if cfg.aligned else None
+        lq_full = _area(face, cfg.out_size) if warped is not None else face
         scores = np.ones(kmax, np.float32)
         valid = np.zeros(kmax, bool)
         prior = np.ones((kmax, 1, h3, h3), np.float32)
@@ -92,7 +96,9 @@ class RefNetRestorer:
             scores[i] = max(float(r.score), 1e-3)
             valid[i] = True
             prior[i] = region_prior(r.regions or None, h3).numpy()
-        return imgs, scores, valid, prior
+            if warped is not None:
+                warped[i] = align_reference(lq_full, np.asarray(r.image), cfg.out_size)
+        return imgs, scores, valid, prior, warped
 
     @torch.no_grad()
     def restore(
@@ -117,13 +123,17 @@ class RefNetRestorer:
             lq = _to_tensor([_area(f, cfg.core) for f in chunk]).to(self.device, dtype)
             kmax = max((len(r) for r in refs_chunk), default=0)
             if kmax and cfg.use_refs:
-                prepped = [self._prep_refs(r, kmax) for r in refs_chunk]
+                prepped = [self._prep_refs(f, r, kmax) for f, r in zip(chunk, refs_chunk)]
                 refs_t = torch.from_numpy(np.stack([p[0] for p in prepped])).permute(0, 1, 4, 2, 3)
                 refs_t = refs_t.to(self.device, dtype).div_(255.0)
                 scores = torch.from_numpy(np.stack([p[1] for p in prepped])).to(self.device, dtype)
                 valid = torch.from_numpy(np.stack([p[2] for p in prepped])).to(self.device)
                 prior = torch.from_numpy(np.stack([p[3] for p in prepped])).to(self.device, dtype)
-                o = self.model(lq, refs_t, scores, valid, prior)
+                aligned = None
+                if cfg.aligned:
+                    aligned = torch.from_numpy(np.stack([p[4] for p in prepped])).permute(0, 1, 4, 2, 3)
+                    aligned = aligned.to(self.device, dtype).div_(255.0)
+                o = self.model(lq, refs_t, scores, valid, prior, aligned=aligned)
             else:
                 o = self.model(lq)
             out = o.out.float().clamp(0, 1).mul(255.0).round().byte().permute(0, 2, 3, 1).cpu().numpy()
