@@ -285,3 +285,21 @@ def test_align_reference_undoes_a_known_motion(shared_dir: Path) -> None:
     assert err_after < 0.6 * err_before, (err_before, err_after)
     # A reference at another size is resized to the requested one.
     assert align_reference(lq, cv2.resize(ref, (300, 300)), 512).shape == (512, 512, 3)
+
+
+def test_lq_detail_reaches_the_output_from_the_full_resolution_input() -> None:
+    m = _model(replace(MINI, lq_detail=True)).train()
+    lq, refs = _inputs(b=2, k=1)
+    o = m(lq, refs, need_aux=True)
+    loss, _ = total_loss(o, torch.rand(2, 3, 64, 64), refs)
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.lq_fuse.parameters())
+    m.eval()
+    with torch.no_grad():
+        # Detail finer than the core changes the output only through this path.
+        fine = lq.clone()
+        fine[:, :, ::2, ::2] += 0.05
+        fine[:, :, 1::2, 1::2] -= 0.05
+        assert not torch.allclose(m(lq).out, m(fine).out)
+        m.cfg = replace(m.cfg, lq_detail=False)
+        assert torch.allclose(m(lq).out, m(fine).out, atol=1e-6)

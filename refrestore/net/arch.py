@@ -66,6 +66,9 @@ class RefNetConfig:
     # off in the first exported weights, so their config still loads.
     aligned: bool = False
     aligned_dim: int = 32
+    # The degraded face's own 512 detail, pixel-unshuffled into the last decoder level, so a
+    # mildly degraded face keeps what it still has (the core alone is 128 pixels).
+    lq_detail: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -282,6 +285,12 @@ class RefNet(nn.Module):
                                              nn.Conv2d(ca, c1, 3, padding=1))
                 nn.init.zeros_(self.al_fuse[-1].weight)
                 nn.init.zeros_(self.al_fuse[-1].bias)
+        if cfg.lq_detail:
+            f = cfg.out_size // cfg.core
+            self.lq_fuse = nn.Sequential(nn.Conv2d(3 * f * f + c1, 32, 3, padding=1), _act(),
+                                         nn.Conv2d(32, c1, 3, padding=1))
+            nn.init.zeros_(self.lq_fuse[-1].weight)
+            nn.init.zeros_(self.lq_fuse[-1].bias)
         if cfg.vq:
             self.vq = VQDictionary(c3, cfg.codebook_size, cfg.code_dim)
         self.mid = ResBlock(c3)
@@ -317,7 +326,8 @@ class RefNet(nn.Module):
         """Restore ``lq``.
 
         lq: (B, 3, H, H) in [0, 1], any H (area-resized to ``core``; passing it already at
-            ``core`` saves work). The output is always ``out_size``.
+            ``core`` saves work unless the config has ``lq_detail``, which wants ``out_size``).
+            The output is always ``out_size``.
         refs: (B, K, 3, Hr, Wr) in [0, 1], or None / K = 0 for no references.
         ref_scores: (B, K) selection scores (> 0), default 1.
         ref_valid: (B, K) bool, False for padding slots, default all True.
@@ -443,6 +453,12 @@ class RefNet(nn.Module):
             d1 = self.film1(d1, ident)
         if use_refs and cfg.aligned and aligned is not None:
             d1 = d1 + self._aligned_transfer(d1, lq_core, aligned, ref_scores, ref_valid, aux)
+        if cfg.lq_detail:
+            f = cfg.out_size // cfg.core
+            full = lq if lq.shape[-1] == cfg.out_size else F.interpolate(
+                lq, size=(cfg.out_size, cfg.out_size), mode="bilinear", align_corners=False)
+            up = F.interpolate(lq_core, size=(cfg.out_size, cfg.out_size), mode="bilinear", align_corners=False)
+            d1 = d1 + self.lq_fuse(torch.cat([F.pixel_unshuffle(full - up, f), d1], dim=1))
         core = lq_core + self.to_core(d1)
         base = F.interpolate(core, size=(cfg.out_size, cfg.out_size), mode="bicubic", align_corners=False)
         out = base + self.head(d1)

@@ -120,7 +120,9 @@ class RefNetRestorer:
                 if f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8:
                     raise ValueError(f"expected HxWx3 uint8 RGB faces, got {f.shape} {f.dtype}")
             refs_chunk = [list(references[start + i]) if references is not None else [] for i in range(len(chunk))]
-            lq = _to_tensor([_area(f, cfg.core) for f in chunk]).to(self.device, dtype)
+            # With lq_detail the network reads the face's own 512 detail; otherwise the core suffices.
+            lq_side = cfg.out_size if cfg.lq_detail else cfg.core
+            lq = _to_tensor([_area(f, lq_side) for f in chunk]).to(self.device, dtype)
             kmax = max((len(r) for r in refs_chunk), default=0)
             if kmax and cfg.use_refs:
                 prepped = [self._prep_refs(f, r, kmax) for f, r in zip(chunk, refs_chunk)]
