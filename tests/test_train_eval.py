@@ -161,3 +161,17 @@ def test_eval_returns_model_no_ref_and_bicubic_rows(shared_dir: Path, tmp_path: 
     bad = subprocess.run([sys.executable, "-m", "refrestore", "eval", "--data", str(data), "--preset", "mild"],
                          env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "mild" in bad.stderr
+
+
+def test_mild_share_of_the_sampler_gives_milder_inputs(small_data: Path) -> None:
+    from refrestore.net.metrics import psnr
+
+    bank = FaceBank(small_data)
+
+    def mean_psnr(mild: float) -> float:
+        s = TrainSampler(bank, ref_size=64, prior_size=16, mild_prob=mild, old_photo_prob=0.0, no_ref_prob=1.0)
+        b = s.sample(np.random.default_rng(5), 6)
+        to8 = lambda t: (t.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)  # noqa: E731
+        return float(np.mean([psnr(a, g) for a, g in zip(to8(b.lq), to8(b.gt))]))
+
+    assert mean_psnr(1.0) > mean_psnr(0.0) + 2.0

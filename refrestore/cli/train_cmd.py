@@ -52,6 +52,8 @@ def train_command(
     max_refs: int = typer.Option(3, "--max-refs", min=1),
     extreme_prob: float = typer.Option(0.25, "--extreme-prob", min=0.0, max=1.0,
                                        help="Share of samples degraded up to the extreme preset."),
+    mild_prob: float = typer.Option(0.0, "--mild-prob", min=0.0, max=1.0,
+                                    help="Share of samples degraded only mildly (up to the moderate preset)."),
     no_ref_prob: float = typer.Option(0.15, "--no-ref-prob", min=0.0, max=1.0,
                                       help="Share of batches trained without references."),
     self_ref_prob: float = typer.Option(0.0, "--self-ref-prob", min=0.0, max=1.0,
@@ -85,6 +87,7 @@ def train_command(
     opts = TrainOptions(data=data, config=config, out=out, steps=steps, batch=batch, lr=lr, device=str(dev),
                         resume=resume, seed=seed, exclude=tuple(exclude), max_refs=max_refs,
                         extreme_prob=extreme_prob, no_ref_prob=no_ref_prob, self_ref_prob=self_ref_prob,
+                        mild_prob=mild_prob,
                         ckpt_every_s=ckpt_every, export_path=export, ema_decay=ema_decay, threads=threads,
                         config_overrides=overrides, init_from=init_from)
     stop = threading.Event()

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .arch import region_prior
-from .degrade import degrade, random_params
+from .degrade import MILD, degrade, random_params
 from .warp import align_reference
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,8 @@ class TrainSampler:
 
     def __init__(self, bank: FaceBank, ref_size: int, prior_size: int, max_refs: int = 3,
                  no_ref_prob: float = 0.15, old_photo_prob: float = 0.15, extreme_prob: float = 0.25,
-                 random_region_prob: float = 0.2, self_ref_prob: float = 0.0, aligned: bool = False) -> None:
+                 random_region_prob: float = 0.2, self_ref_prob: float = 0.0, aligned: bool = False,
+                 mild_prob: float = 0.0) -> None:
         self.bank = bank
         self.people = bank.trainable_people()
         if not self.people:
@@ -159,6 +160,7 @@ class TrainSampler:
         self.random_region_prob = random_region_prob
         self.self_ref_prob = self_ref_prob
         self.aligned = aligned
+        self.mild_prob = mild_prob
 
     def sample(self, rng: np.random.Generator, batch: int) -> Batch:
         # One K per batch (tensors stay rectangular); K = 0 trains the no-reference path.
@@ -173,7 +175,10 @@ class TrainSampler:
                 gt = gt[:, ::-1]
             gt = np.ascontiguousarray(gt)
             high = "extreme" if rng.uniform() < self.extreme_prob else "severe"
-            params = random_params(rng, low="moderate", high=high, old_photo_prob=self.old_photo_prob)
+            if self.mild_prob and rng.uniform() < self.mild_prob:
+                params = random_params(rng, low=MILD, high="moderate", old_photo_prob=self.old_photo_prob)
+            else:
+                params = random_params(rng, low="moderate", high=high, old_photo_prob=self.old_photo_prob)
             lq = degrade(gt, params, seed=int(rng.integers(1 << 31)))
             lqs.append(to_tensor(lq))
             gts.append(to_tensor(gt))

@@ -49,6 +49,11 @@ PRESETS: dict[str, DegradeParams] = {
 }
 
 
+# Not an evaluation preset: the mild end of a training range (a scan that is only a little soft),
+# so that the network also learns to keep detail a face still has.
+MILD = DegradeParams(blur_sigma=1.0, scale=2.0, noise_sigma=2.0, jpeg_quality=85)
+
+
 def preset(name: str) -> DegradeParams:
     """The named preset, or a ValueError listing the valid names."""
     try:

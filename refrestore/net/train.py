@@ -46,6 +46,7 @@ class TrainOptions:
     exclude: tuple[str, ...] = ()  # people held out of training
     max_refs: int = 3
     extreme_prob: float = 0.25  # share of samples whose degradation range reaches `extreme`
+    mild_prob: float = 0.0  # share of samples degraded between MILD and `moderate` instead
     no_ref_prob: float = 0.15  # share of batches without references (trains the no-reference path)
     self_ref_prob: float = 0.0  # share of reference slots filled with a jittered copy of the target
     ckpt_every_s: float = 120.0
@@ -238,7 +239,7 @@ def train(opts: TrainOptions, on_step: Callable[[StepInfo], None] | None = None,
     bank = FaceBank(opts.data, exclude=opts.exclude)
     h3 = cfg.core // 4
     sampler = TrainSampler(bank, ref_size=cfg.core, prior_size=h3, max_refs=opts.max_refs,
-                           extreme_prob=opts.extreme_prob, no_ref_prob=opts.no_ref_prob,
+                           extreme_prob=opts.extreme_prob, no_ref_prob=opts.no_ref_prob, mild_prob=opts.mild_prob,
                            self_ref_prob=opts.self_ref_prob, aligned=cfg.aligned)
     log.info("training data: %d photos of %d people (%s held out)", len(bank), len(bank.images),
              ", ".join(opts.exclude) or "none")
