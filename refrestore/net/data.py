@@ -18,7 +18,8 @@ import torch
 
 from .arch import region_prior
 from .degrade import MILD, degrade, random_params
-from .warp import align_reference
+from ..restorers.tensors import resize_square
+from .warp import align_references
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +85,7 @@ class FaceBank:
         for person, files in self.people.items():
             imgs, digs = [], []
             for f in files:
-                img = read_rgb(f)
-                if img.shape[:2] != (size, size):
-                    img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA if img.shape[0] > size
-                                     else cv2.INTER_CUBIC)
+                img = resize_square(read_rgb(f), size)
                 imgs.append(img)
                 digs.append(hashlib.sha1(img.tobytes()).hexdigest())
             self.images[person] = imgs
@@ -122,10 +120,6 @@ class Batch:
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
-
-
-def _area(img: np.ndarray, size: int) -> np.ndarray:
-    return img if img.shape[0] == size else cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
 
 
 def _jitter(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -185,7 +179,7 @@ class TrainSampler:
             if k:
                 cand = self.bank.reference_indices(person, t)
                 chosen = rng.choice(len(cand), size=k, replace=len(cand) < k)
-                rs, ps, ws = [], [], []
+                rs, ps, ws = [], [], []  # ws: references to warp onto lq
                 for c in chosen:
                     if rng.uniform() < self.self_ref_prob:
                         # A geometrically and photometrically jittered copy of the target: teaches
@@ -196,9 +190,9 @@ class TrainSampler:
                         if rng.uniform() < 0.5:
                             r = r[:, ::-1]
                     r = np.ascontiguousarray(r)
-                    rs.append(to_tensor(_area(r, self.ref_size)))
+                    rs.append(to_tensor(resize_square(r, self.ref_size)))
                     if self.aligned:
-                        ws.append(to_tensor(align_reference(lq, r, gt.shape[0])))
+                        ws.append(r)
                     regions = None
                     if rng.uniform() < self.random_region_prob:
                         regions = {n: float(rng.uniform(0.2, 1.0)) for n in ("eyes", "nose", "mouth", "outline")}
@@ -206,7 +200,7 @@ class TrainSampler:
                 refs.append(torch.stack(rs))
                 priors.append(torch.stack(ps))
                 if ws:
-                    warped.append(torch.stack(ws))
+                    warped.append(torch.stack([to_tensor(w) for w in align_references(lq, ws, gt.shape[0])]))
         return Batch(torch.stack(lqs), torch.stack(gts),
                      torch.stack(refs) if k else None, torch.stack(priors) if k else None,
                      torch.stack(warped) if warped else None)

@@ -103,29 +103,32 @@ def export_weights(model_sd: dict[str, torch.Tensor], cfg: RefNetConfig, path: P
                  "meta": meta}, path)
 
 
-def load_weights(path: Path, device: torch.device | str = "cpu") -> RefNet:
-    """Build RefNet from exported weights or a training checkpoint (strict, weights_only)."""
+def read_weights(path: Path) -> tuple[RefNetConfig, dict[str, torch.Tensor]]:
+    """Config and fp32 state dict of exported weights or of a checkpoint's EMA (weights_only)."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt or foreign file
         raise ValueError(f"{path} is not a readable RefNet weights file ({type(exc).__name__})") from exc
     if not isinstance(obj, dict) or obj.get("format") not in (WEIGHTS_FORMAT, CKPT_FORMAT):
         raise ValueError(f"{path} is not a RefNet weights file")
-    cfg = RefNetConfig.from_dict(obj["config"])
     sd = obj["state_dict"] if obj["format"] == WEIGHTS_FORMAT else obj["ema"]
+    return (RefNetConfig.from_dict(obj["config"]),
+            {k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
+
+
+def load_weights(path: Path, device: torch.device | str = "cpu") -> RefNet:
+    """Build RefNet from exported weights or a training checkpoint (strict, weights_only)."""
+    cfg, sd = read_weights(path)
     model = RefNet(cfg)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()}, strict=True)
+    model.load_state_dict(sd, strict=True)
     return model.to(device).eval()
 
 
 def _init_from(model: RefNet, path: Path) -> None:
     """Load weights of an earlier run (exported or checkpoint EMA) into a model that may have
     more modules: every tensor of the file must fit; modules the file lacks keep their init."""
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(obj, dict) or obj.get("format") not in (WEIGHTS_FORMAT, CKPT_FORMAT):
-        raise ValueError(f"{path} is not a RefNet weights file")
-    sd = obj["state_dict"] if obj["format"] == WEIGHTS_FORMAT else obj["ema"]
-    missing, unexpected = model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=False)
+    _, sd = read_weights(path)
+    missing, unexpected = model.load_state_dict(sd, strict=False)
     if unexpected:
         raise ValueError(f"{path} has tensors this config does not: {unexpected[:3]}")
     log.info("initialised from %s; new modules: %s", path, sorted({m.split('.')[0] for m in missing}))

@@ -15,8 +15,12 @@ between reference and ground truth 0.028 unwarped, 0.068 with the flow at 128, 0
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import cv2
 import numpy as np
+
+from ..restorers.tensors import resize_square
 
 FLOW_SIZE = 256  # side at which the flow is estimated
 BAND = 64  # both faces are band-limited to this side before matching
@@ -28,26 +32,39 @@ def _band(img: np.ndarray) -> np.ndarray:
     return cv2.resize(small, (FLOW_SIZE, FLOW_SIZE), interpolation=cv2.INTER_CUBIC)
 
 
-def reference_flow(lq: np.ndarray, ref: np.ndarray) -> np.ndarray:
+def _flow(lq_band: np.ndarray, ref: np.ndarray, dis: cv2.DISOpticalFlow) -> np.ndarray:
     """(FLOW_SIZE, FLOW_SIZE, 2) float32 flow: lq pixel (x, y) matches ref at (x, y) + flow."""
-    a, b = _band(lq), _band(ref)
+    b = cv2.normalize(_band(ref).astype(np.float32), None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    return dis.calc(lq_band, b, None)
+
+
+def _lq_band(lq: np.ndarray) -> np.ndarray:
     # Equalise brightness and contrast: references come from other photos and lighting.
-    a = cv2.normalize(a.astype(np.float32), None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-    b = cv2.normalize(b.astype(np.float32), None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    return dis.calc(a, b, None)
+    return cv2.normalize(_band(lq).astype(np.float32), None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+
+
+def _dis() -> cv2.DISOpticalFlow:
+    return cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+
+
+def align_references(lq: np.ndarray, refs: Sequence[np.ndarray], size: int) -> list[np.ndarray]:
+    """Each of ``refs`` (H x W x 3 uint8, aligned to the template) warped onto ``lq``'s face at
+    ``size``. The degraded face's band and the sampling grid are computed once for all of them.
+    Pixels are only moved, never invented."""
+    if not refs:
+        return []
+    lq_band, dis = _lq_band(lq), _dis()
+    xs, ys = np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32))
+    out = []
+    for ref in refs:
+        ref = resize_square(np.asarray(ref), size)
+        flow = cv2.resize(_flow(lq_band, ref, dis), (size, size), interpolation=cv2.INTER_LINEAR) * (size / FLOW_SIZE)
+        # Flow vectors are in FLOW_SIZE pixels, scaled to ``size``.
+        out.append(cv2.remap(ref, xs + flow[..., 0], ys + flow[..., 1], cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REFLECT))
+    return out
 
 
 def align_reference(lq: np.ndarray, ref: np.ndarray, size: int | None = None) -> np.ndarray:
-    """``ref`` (H x W x 3 uint8, aligned to the template) warped onto ``lq``'s face, at ``size``
-    (default: the reference's own size). Pixels are only moved, never invented."""
-    size = size or ref.shape[0]
-    if ref.shape[0] != size or ref.shape[1] != size:
-        interp = cv2.INTER_AREA if ref.shape[0] > size else cv2.INTER_CUBIC
-        ref = cv2.resize(ref, (size, size), interpolation=interp)
-    flow = reference_flow(lq, ref)
-    s = size / FLOW_SIZE
-    flow = cv2.resize(flow, (size, size), interpolation=cv2.INTER_LINEAR) * s
-    xs, ys = np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32))
-    # Sample at pixel centres: flow vectors are in FLOW_SIZE pixels, scaled to ``size``.
-    return cv2.remap(ref, xs + flow[..., 0], ys + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    """``ref`` warped onto ``lq``'s face, at ``size`` (default: the reference's own size)."""
+    return align_references(lq, [ref], size or ref.shape[0])[0]

@@ -13,8 +13,9 @@ from .. import paths
 from ..faces import Reference
 from ..net.arch import RefNet, region_prior
 from ..net.train import load_weights
-from ..net.warp import align_reference
+from ..net.warp import align_references
 from .base import RestorerInfo, RestorerSpec
+from .tensors import batch_to_tensor, resize_square, tensor_to_batch
 
 log = logging.getLogger(__name__)
 
@@ -35,17 +36,6 @@ REFNET_INFO = RestorerInfo(
 
 def embedded_weights_path() -> Path:
     return paths.models_dir() / WEIGHTS_FILE
-
-
-def _area(img: np.ndarray, size: int) -> np.ndarray:
-    if img.shape[0] == size and img.shape[1] == size:
-        return img
-    interp = cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_CUBIC
-    return cv2.resize(img, (size, size), interpolation=interp)
-
-
-def _to_tensor(imgs: Sequence[np.ndarray]) -> torch.Tensor:
-    return torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float().div_(255.0)
 
 
 class RefNetRestorer:
@@ -86,18 +76,21 @@ class RefNetRestorer:
         cfg = self.model.cfg
         h3 = cfg.core // 4
         imgs = np.zeros((kmax, cfg.core, cfg.core, 3), np.uint8)
-        warped = np.zeros((kmax, cfg.out_size, cfg.out_size, 3), np.uint8) if cfg.aligned else None
-        lq_full = _area(face, cfg.out_size) if warped is not None else face
+        warped = None
+        if cfg.aligned:
+            warped = np.zeros((kmax, cfg.out_size, cfg.out_size, 3), np.uint8)
+            aligned = align_references(resize_square(face, cfg.out_size), [r.image for r in refs[:kmax]],
+                                       cfg.out_size)
+            for i, a in enumerate(aligned):
+                warped[i] = a
         scores = np.ones(kmax, np.float32)
         valid = np.zeros(kmax, bool)
         prior = np.ones((kmax, 1, h3, h3), np.float32)
         for i, r in enumerate(refs[:kmax]):
-            imgs[i] = _area(np.asarray(r.image), cfg.core)
+            imgs[i] = resize_square(np.asarray(r.image), cfg.core)
             scores[i] = max(float(r.score), 1e-3)
             valid[i] = True
             prior[i] = region_prior(r.regions or None, h3).numpy()
-            if warped is not None:
-                warped[i] = align_reference(lq_full, np.asarray(r.image), cfg.out_size)
         return imgs, scores, valid, prior, warped
 
     @torch.no_grad()
@@ -122,7 +115,7 @@ class RefNetRestorer:
             refs_chunk = [list(references[start + i]) if references is not None else [] for i in range(len(chunk))]
             # With lq_detail the network reads the face's own 512 detail; otherwise the core suffices.
             lq_side = cfg.out_size if cfg.lq_detail else cfg.core
-            lq = _to_tensor([_area(f, lq_side) for f in chunk]).to(self.device, dtype)
+            lq = batch_to_tensor(chunk, lq_side, self.device, dtype)
             kmax = max((len(r) for r in refs_chunk), default=0)
             if kmax and cfg.use_refs:
                 prepped = [self._prep_refs(f, r, kmax) for f, r in zip(chunk, refs_chunk)]
@@ -138,10 +131,8 @@ class RefNetRestorer:
                 o = self.model(lq, refs_t, scores, valid, prior, aligned=aligned)
             else:
                 o = self.model(lq)
-            out = o.out.float().clamp(0, 1).mul(255.0).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-            for face, restored in zip(chunk, out):
-                restored = _area(np.ascontiguousarray(restored), face.shape[0]) if face.shape[:2] != restored.shape[:2] \
-                    else np.ascontiguousarray(restored)
+            for face, restored in zip(chunk, tensor_to_batch(o.out, cfg.out_size)):
+                restored = resize_square(restored, face.shape[0])
                 if strength < 1.0:
                     restored = cv2.addWeighted(restored, strength, face, 1.0 - strength, 0)
                 outputs.append(restored)
