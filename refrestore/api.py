@@ -10,7 +10,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ class BuiltPipeline:
     device: torch.device
     better: RestorerSpec | None  # a better model that download-weights would add
     notes: list[str] = field(default_factory=list)  # gallery problems and other warnings
+    gallery: object | None = None  # the indexed --refs gallery (its stats make fix's summary line)
 
 
 def build_references(
@@ -41,6 +42,7 @@ def build_references(
     device: torch.device,
     top_k: int = 3,
     notes: list[str] | None = None,
+    on_progress: Callable[[int, int, str], None] | None = None,
 ) -> ReferenceSource | None:
     """A gallery of the user's references (``refs``), or one forced reference (``ref``)."""
     if not refs and ref is None:
@@ -65,7 +67,7 @@ def build_references(
     from .gallery import Gallery
     from .paths import cache_dir
 
-    gallery = Gallery.build(paths, detector, identity, cache_dir=cache_dir())
+    gallery = Gallery.build(paths, detector, identity, cache_dir=cache_dir(), progress=on_progress)
     for problem in getattr(gallery, "problems", []):
         if notes is not None:
             notes.append(f"gallery {problem[0]}: {problem[1]}")
@@ -86,6 +88,7 @@ def build_pipeline(
     options: FixOptions | None = None,
     top_k: int = 3,
     store: object | None = None,
+    on_gallery_progress: Callable[[int, int, str], None] | None = None,
 ) -> BuiltPipeline:
     """Everything ``fix`` needs, by name; nothing is downloaded."""
     options = options or FixOptions()
@@ -99,9 +102,10 @@ def build_pipeline(
         det = init_detector(detector, store, dev)
     restorer = build_restorer(choice.spec, store, dev)
     notes: list[str] = []
-    references = build_references(refs, ref, det, store, dev, top_k, notes)
+    references = build_references(refs, ref, det, store, dev, top_k, notes, on_gallery_progress)
     parser = None if options.aligned else init_parser(store, dev)
-    return BuiltPipeline(FacePipeline(det, restorer, references, options, parser), restorer.device, choice.better, notes)
+    return BuiltPipeline(FacePipeline(det, restorer, references, options, parser), restorer.device, choice.better, notes,
+                         gallery=getattr(references, "gallery", None))
 
 
 def restore_photo(
