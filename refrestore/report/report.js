@@ -29,13 +29,16 @@
 
   var photos = Array.prototype.slice.call(document.querySelectorAll("section.photo"));
   var current = -1;
+  function mark(i) {
+    if (current >= 0) photos[current].classList.remove("current");
+    current = i;
+    photos[i].classList.add("current");
+  }
   function go(i) {
     if (!photos.length) return;
     i = Math.max(0, Math.min(photos.length - 1, i));
-    if (current >= 0) photos[current].classList.remove("current");
-    current = i;
+    mark(i);
     var p = photos[i];
-    p.classList.add("current");
     p.focus({ preventScroll: true });
     p.scrollIntoView({ block: "start" });
     if (history.replaceState) history.replaceState(null, "", "#" + p.id);
@@ -51,7 +54,8 @@
     else return;
     ev.preventDefault();
   });
-  photos.forEach(function (p, i) { p.addEventListener("click", function () { current = i; }); });
+  // The photo last clicked is where "next" starts from.
+  photos.forEach(function (p, i) { p.addEventListener("pointerdown", function () { mark(i); }); });
   var hash = location.hash.slice(1);
-  if (hash) photos.forEach(function (p, i) { if (p.id === hash) current = i; });
+  if (hash) photos.forEach(function (p, i) { if (p.id === hash) mark(i); });
 })();
