@@ -19,8 +19,9 @@ from .detection import Detector, init_detector
 from .devices import pick_device
 from .parsing import init_parser
 from .pipeline import FacePipeline, FixOptions, PhotoResult, ReferenceSource
-from .restorers.base import RestorerSpec
-from .restorers.registry import build_restorer, choose_restorer
+from .restorers.base import Restorer, RestorerSpec
+from .restorers.choose import Router
+from .restorers.registry import available_specs, build_restorer, choose_restorer
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,12 @@ def build_pipeline(
     store: object | None = None,
     on_gallery_progress: Callable[[int, int, str], None] | None = None,
 ) -> BuiltPipeline:
-    """Everything ``fix`` needs, by name; nothing is downloaded."""
+    """Everything ``fix`` needs, by name; nothing is downloaded.
+
+    ``model="auto"`` routes each face (a matched person to the reference-guided network, a
+    stranger to the best blind restorer present); a named model restores every face.
+    Restorers are built when a face first needs one, each once.
+    """
     options = options or FixOptions()
     from .weights import WeightStore
 
@@ -100,11 +106,18 @@ def build_pipeline(
     det = None
     if not options.aligned or refs or ref is not None:
         det = init_detector(detector, store, dev)
-    restorer = build_restorer(choice.spec, store, dev)
+    def build(spec: RestorerSpec) -> Restorer:
+        return build_restorer(spec, store, dev)
+
+    if model == "auto":
+        router = Router(available_specs(store), build)
+    else:
+        router = Router([choice.spec], build, named=choice.spec)
     notes: list[str] = []
     references = build_references(refs, ref, det, store, dev, top_k, notes, on_gallery_progress)
     parser = None if options.aligned else init_parser(store, dev)
-    return BuiltPipeline(FacePipeline(det, restorer, references, options, parser), restorer.device, choice.better, notes,
+    pipeline = FacePipeline(det, None, references, options, parser, router=router)
+    return BuiltPipeline(pipeline, pipeline.restorer.device, choice.better, notes,
                          gallery=getattr(references, "gallery", None))
 
 
@@ -119,6 +132,7 @@ def restore_photo(
     strength: float = 1.0,
     top_k: int = 3,
     only_center_face: bool = False,
+    fidelity: float | None = None,
 ) -> PhotoResult:
     """Restore every face of one photo (a path or an RGB uint8 array)."""
     grayscale = False
@@ -131,6 +145,6 @@ def restore_photo(
         rgb, grayscale = loaded.rgb, loaded.grayscale
     built = build_pipeline(
         refs=refs, model=model, detector=detector, device=device, top_k=top_k,
-        options=FixOptions(upscale=upscale, strength=strength, only_center_face=only_center_face),
+        options=FixOptions(upscale=upscale, strength=strength, only_center_face=only_center_face, fidelity=fidelity),
     )
     return built.pipeline.run(rgb, grayscale=grayscale)

@@ -14,10 +14,12 @@ import numpy as np
 import torch
 
 from .align import FFHQ_SIZE, align_face, detect_aligned_crop
+from .degradation import Degradation, Thresholds, estimate
 from .detection import Detector
 from .faces import AlignedFace, DetectedFace, Reference
-from .pasteback import PasteJob, paste_faces, upscale_photo
+from .pasteback import PasteJob, detail_sigma, paste_faces, temper, upscale_photo
 from .restorers.base import Restorer
+from .restorers.choose import Router
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,9 @@ class FixOptions:
     only_center_face: bool = False
     aligned: bool = False  # the input is already an aligned face crop
     batch_size: int = 4
+    fidelity: float | None = None  # 0 = most detail .. 1 = closest to the input; None: the model's default
+    adaptive: bool = True  # restore each face only as much as its degradation needs (False: fully)
+    thresholds: Thresholds = Thresholds()
 
 
 @dataclass
@@ -49,6 +54,14 @@ class FaceOutcome:
     reference_report: dict | None = None
     restorer: str = ""
     error: str | None = None
+    degradation: Degradation | None = None
+    amount: float = 1.0  # how much of the restoration was applied (after --strength)
+    keep_detail: float = 0.0  # how much of the face's own fine detail was kept
+    left_as_is: bool = False  # it needed nothing: not restored, pasted as it was
+
+    @property
+    def needs_restoration(self) -> bool:
+        return not self.left_as_is
 
     def report(self) -> dict:
         f = self.face
@@ -60,8 +73,12 @@ class FaceOutcome:
             "detector": f.detector if f else None,
             "detector_score": round(float(f.score), 4) if f else None,
             "reference": self.reference_report,
-            "restorer": self.restorer,
-            "restored": self.restored is not None and self.error is None,
+            "restorer": None if self.left_as_is else self.restorer,
+            "restored": self.restored is not None and self.error is None and not self.left_as_is,
+            "left_as_is": self.left_as_is,
+            "strength": round(float(self.amount), 4),
+            "kept_detail": round(float(self.keep_detail), 4),
+            "degradation": self.degradation.report() if self.degradation is not None else None,
             "error": self.error,
         }
 
@@ -88,20 +105,28 @@ def restore_batch(
     strength: float,
     batch_size: int,
     on_warning: Callable[[str], None] = lambda m: None,
+    fidelity: float | None = None,
 ) -> list[np.ndarray | Exception]:
     """Restore faces in batches; a failing batch is retried smaller, then face by face.
+
+    ``fidelity`` reaches only restorers that declare ``supports_fidelity``.
 
     Out of CUDA memory, the batch shrinks; a single face that still fails is tried once on
     the CPU. A face that fails everywhere comes back as its exception, so the caller can
     paste it back unrestored and say so.
     """
     results: list[np.ndarray | Exception] = [RuntimeError("not restored")] * len(crops)
+    extra = {"fidelity": fidelity} if restorer.info.supports_fidelity else {}
+
+    def call(r: Restorer, c: list[np.ndarray], f: list[list[Reference]]) -> list[np.ndarray]:
+        return r.restore(c, f, strength, **extra)
+
     size = max(1, batch_size)
     start = 0
     while start < len(crops):
         stop = min(len(crops), start + size)
         try:
-            out = restorer.restore(list(crops[start:stop]), [list(r) for r in refs[start:stop]], strength)
+            out = call(restorer, list(crops[start:stop]), [list(r) for r in refs[start:stop]])
             results[start:stop] = out
             start = stop
             continue
@@ -111,12 +136,12 @@ def restore_batch(
                 size = max(1, size // 2)
                 on_warning(f"CUDA out of memory: retrying with batches of {size}")
                 continue
-            results[start] = _restore_on_cpu(restorer, crops[start], refs[start], strength, on_warning)
+            results[start] = _restore_on_cpu(restorer, crops[start], refs[start], call, on_warning)
         except Exception as exc:  # noqa: BLE001 - one bad face must not stop the photo
             if stop - start > 1:
                 for i in range(start, stop):
                     try:
-                        results[i] = restorer.restore([crops[i]], [list(refs[i])], strength)[0]
+                        results[i] = call(restorer, [crops[i]], [list(refs[i])])[0]
                     except Exception as single:  # noqa: BLE001
                         results[i] = single
             else:
@@ -125,7 +150,9 @@ def restore_batch(
     return results
 
 
-def _restore_on_cpu(restorer: Restorer, crop: np.ndarray, refs: Sequence[Reference], strength: float, on_warning: Callable[[str], None]) -> np.ndarray | Exception:
+def _restore_on_cpu(restorer: Restorer, crop: np.ndarray, refs: Sequence[Reference],
+                    call: Callable[[Restorer, list[np.ndarray], list[list[Reference]]], list[np.ndarray]],
+                    on_warning: Callable[[str], None]) -> np.ndarray | Exception:
     model = getattr(restorer, "model", None)
     if model is None or restorer.device.type == "cpu":
         return RuntimeError("out of memory")
@@ -136,7 +163,7 @@ def _restore_on_cpu(restorer: Restorer, crop: np.ndarray, refs: Sequence[Referen
         restorer.device = torch.device("cpu")
         if hasattr(restorer, "dtype"):
             restorer.dtype = torch.float32  # type: ignore[attr-defined]
-        return restorer.restore([crop], [list(refs)], strength)[0]
+        return call(restorer, [crop], [list(refs)])[0]
     except Exception as exc:  # noqa: BLE001
         return exc
     finally:
@@ -145,21 +172,37 @@ def _restore_on_cpu(restorer: Restorer, crop: np.ndarray, refs: Sequence[Referen
 
 
 class FacePipeline:
-    """detect -> align -> select references -> restore -> paste back, on one photo."""
+    """detect -> align -> select references -> restore -> paste back, on one photo.
+
+    ``restorer`` restores every face; a ``router`` instead picks one per face (``--model
+    auto``: matched faces to the reference-guided network, strangers to the best blind one),
+    building each restorer once, when a face first needs it.
+    """
 
     def __init__(
         self,
         detector: Detector | None,
-        restorer: Restorer,
+        restorer: Restorer | None = None,
         references: ReferenceSource | None = None,
         options: FixOptions | None = None,
         parser: object | None = None,
+        router: Router | None = None,
     ) -> None:
+        if router is None:
+            if restorer is None:
+                raise ValueError("a restorer or a router is needed")
+            router = Router.fixed(restorer)
         self.detector = detector
-        self.restorer = restorer
+        self.router = router
         self.references = references
         self.options = options or FixOptions()
         self.parser = parser  # refrestore.parsing.FaceParser, for paste-back masks
+
+    @property
+    def restorer(self) -> Restorer:
+        """The restorer a face of this run gets by default (the report's top-level name):
+        with a gallery, what a matched face gets; without, what every face gets."""
+        return self.router.get(self.router.spec_for(self.references is not None))
 
     def find_faces(self, rgb: np.ndarray) -> list[AlignedFace]:
         if self.options.aligned:
@@ -175,35 +218,74 @@ class FacePipeline:
             faces = center_face(faces, rgb.shape)
         return [align_face(rgb, f) for f in faces]
 
+    def _plan(self, o: FaceOutcome, rgb: np.ndarray, affine: np.ndarray) -> None:
+        """How much this face needs: left as it was, or restored by how much."""
+        opts = self.options
+        o.restorer = self.router.spec_for(bool(o.references)).info.name
+        if not opts.adaptive:
+            o.amount, o.keep_detail = opts.strength, 0.0
+            return
+        t = opts.thresholds
+        d = estimate(o.aligned, affine, rgb, upscale=1 if opts.aligned else opts.upscale, thresholds=t)
+        o.degradation = d
+        # The face's own detail is worth keeping unless it is noise or JPEG blocks.
+        o.keep_detail = 1.0 - max(d.scores["noise"], d.scores["blockiness"])
+        need = min(1.0, max(0.0, (d.severity - t.leave_below) / max(t.full_above - t.leave_below, 1e-6)))
+        o.amount = opts.strength * need
+        o.left_as_is = d.severity < t.leave_below or o.amount <= 0.0
+
     def prepare(self, rgb: np.ndarray, grayscale: bool = False) -> "PreparedPhoto":
-        """Detect, align and choose references: everything before the network."""
+        """Detect, align, choose references and measure each face: everything before the network."""
         aligned = self.find_faces(rgb)
-        outcomes = [FaceOutcome(index=i, face=a.face, aligned=a.image, restorer=self.restorer.info.name) for i, a in enumerate(aligned)]
-        for o in outcomes:
+        outcomes = [FaceOutcome(index=i, face=a.face, aligned=a.image) for i, a in enumerate(aligned)]
+        for o, a in zip(outcomes, aligned):
             if self.references is not None:
                 o.references, o.reference_report = self.references.select(o.aligned, o.face)
+            self._plan(o, rgb, a.affine)
         return PreparedPhoto(rgb=rgb, grayscale=grayscale, aligned=aligned, outcomes=outcomes)
 
     def restore_faces(self, photos: Sequence["PreparedPhoto"], on_face: Callable[[int, int], None] | None = None) -> None:
-        """Run the restorer over the faces of several photos at once (one batch on a GPU)."""
-        owners = [(p, o) for p in photos for o in p.outcomes]
+        """Run each face's restorer over the faces of several photos at once (one batch per
+        restorer on a GPU); faces that need nothing are left as they were."""
+        owners = [(p, o, a) for p in photos for o, a in zip(p.outcomes, p.aligned)]
         if not owners:
             return
-        crops = [o.aligned for _, o in owners]
-        refs = [o.references if self.restorer.info.uses_references else [] for _, o in owners]
+        by_restorer: dict[str, list[tuple["PreparedPhoto", FaceOutcome, AlignedFace]]] = {}
+        for p, o, a in owners:
+            if o.left_as_is:
+                o.restored = o.aligned
+            else:
+                by_restorer.setdefault(o.restorer, []).append((p, o, a))
         sink: list[str] = []
-        results = restore_batch(self.restorer, crops, refs, self.options.strength, self.options.batch_size, sink.append)
+        specs = {s.info.name: s for s in self.router.available + ([self.router.named] if self.router.named else [])}
+        for name, members in by_restorer.items():
+            try:
+                restorer = self.router.get(specs[name])
+            except Exception as exc:  # noqa: BLE001 - the faces are reported, the photo goes on
+                results: list[np.ndarray | Exception] = [exc] * len(members)
+            else:
+                crops = [o.aligned for _, o, _ in members]
+                refs = [o.references if restorer.info.uses_references else [] for _, o, _ in members]
+                # Adaptive faces are restored fully, then tempered here by what each needs.
+                strength = 1.0 if self.options.adaptive else self.options.strength
+                results = restore_batch(restorer, crops, refs, strength, self.options.batch_size, sink.append,
+                                        fidelity=self.options.fidelity)
+            for (p, o, a), res in zip(members, results):
+                if isinstance(res, Exception):
+                    o.error = f"restoration failed: {res}".splitlines()[0]
+                    o.restored = None
+                    p.warnings.append(f"face {o.index}: {o.error}; pasted back unrestored")
+                elif self.options.adaptive:
+                    native = o.degradation.native_px if o.degradation is not None else float(FFHQ_SIZE)
+                    o.restored = temper(o.aligned, res, o.amount, o.keep_detail, detail_sigma(native, o.aligned.shape[0]))
+                else:
+                    o.restored = res
         for p in photos:
             p.warnings.extend(sink)
-        for (p, o), res in zip(owners, results):
-            if isinstance(res, Exception):
-                o.error = f"restoration failed: {res}".splitlines()[0]
-                o.restored = None
-                p.warnings.append(f"face {o.index}: {o.error}; pasted back unrestored")
-            else:
-                o.restored = res
-            if on_face is not None:
-                on_face(o.index, len(p.outcomes))
+        if on_face is not None:
+            for p in photos:
+                for o in p.outcomes:
+                    on_face(o.index, len(p.outcomes))
 
     def finish(self, photo: "PreparedPhoto") -> PhotoResult:
         """Paste the restored faces back (or, for aligned input, return the restored crop)."""
@@ -218,14 +300,16 @@ class FacePipeline:
             if out.shape[0] != size:
                 out = cv2.resize(out, (size, size), interpolation=cv2.INTER_CUBIC)
             return PhotoResult(image=out, faces=outcomes, warnings=warnings)
-        done = [(o, a) for o, a in zip(outcomes, photo.aligned) if o.restored is not None]
+        # A face left as it was is not pasted at all: its pixels stay the photo's own.
+        done = [(o, a) for o, a in zip(outcomes, photo.aligned) if o.restored is not None and not o.left_as_is]
         masks: list[np.ndarray | None] = [None] * len(done)
         if self.parser is not None and done:
             try:
                 masks = list(self.parser.masks([o.restored for o, _ in done]))  # type: ignore[attr-defined]
             except Exception as exc:  # noqa: BLE001 - the ellipse mask still works
                 warnings.append(f"face parsing failed ({exc}); using the default mask".splitlines()[0])
-        jobs = [PasteJob(restored=o.restored, original=o.aligned, affine=a.affine, mask=m) for (o, a), m in zip(done, masks)]
+        jobs = [PasteJob(restored=o.restored, original=o.aligned, affine=a.affine, mask=m, detail=o.keep_detail)
+                for (o, a), m in zip(done, masks)]
         image = paste_faces(photo.rgb, jobs, upscale=self.options.upscale, grayscale=photo.grayscale)
         return PhotoResult(image=image, faces=outcomes, warnings=warnings)
 

@@ -25,13 +25,16 @@ class RestorerInfo:
     commercial_use: bool = True
     on_request_only: bool = False  # never chosen automatically (CodeFormer)
     supports_fp16: bool = False
+    supports_fidelity: bool = False  # restore() takes fidelity= (0 most detail .. 1 closest to the input)
 
 
 class Restorer(Protocol):
     """restore(aligned_faces, references) -> restored_faces.
 
     ``faces`` are aligned 512x512 RGB uint8 crops; ``references`` has one list per face
-    (possibly empty). Returns one 512x512 RGB uint8 crop per face, in order.
+    (possibly empty). Returns one 512x512 RGB uint8 crop per face, in order. A restorer
+    whose ``info.supports_fidelity`` is True also takes ``fidelity: float | None``; the
+    pipeline passes it to no other restorer.
     """
 
     info: RestorerInfo

@@ -78,6 +78,11 @@ def choose_restorer(name: str, store: object) -> Choice:
     return Choice(spec=chosen, better=better)
 
 
+def available_specs(store: object) -> list[RestorerSpec]:
+    """The restorers ``auto`` may use whose weights are present, best first."""
+    return [s for s in all_specs() if not s.info.on_request_only and _present(s, store)]
+
+
 def build_restorer(spec: RestorerSpec, store: object, device: torch.device, half: bool = True) -> Restorer:
     """Build a restorer on ``device``; CUDA that fails falls back to the CPU with a warning."""
     directory = store.directory  # type: ignore[attr-defined]

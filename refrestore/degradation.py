@@ -1,0 +1,178 @@
+"""How damaged is a face? A small, explainable estimate from four measurements.
+
+Every face is measured where its information is: at its native size in the photo (an
+aligned 512 crop of a 90 px face is an upscale, and its blur says nothing about the
+photo). The four measurements, each mapped to 0 (fine) .. 1 (badly damaged):
+
+- ``sharpness``: how much fine gradient a light re-blur removes (Crete-Roffet's re-blur
+  idea): a sharp face loses much of its gradient to a sigma-1 blur, a blurred one little;
+- ``noise``: the noise level (0..255) from the median of a Laplacian-like residual that
+  cancels smooth shading (Immerkaer's mask, made robust to edges by the median);
+- ``blockiness``: JPEG 8x8 block edges, measured on the photo's own pixel grid;
+- ``face_px``: the face's width in the output (photo pixels times the upscale): a sharp
+  face that is small in the output still has little to show.
+
+``severity`` is the largest of the four scores: one bad property is enough to need
+restoration, and the report can say which one it was.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+from .align import FFHQ_SIZE, affine_scale
+
+# The face region of the FFHQ template (eyes, nose, mouth, cheeks), as fractions of the side.
+FACE_BOX = (0.28, 0.32, 0.72, 0.80)  # x0, y0, x1, y1
+# FFHQ template side over the face's width: the template is about twice the face.
+TEMPLATE_PER_FACE = 2.0
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Where each measurement starts to count as damage (0) and where it is fully damaged (1)."""
+
+    sharp_ok: float = 0.20  # re-blur loss of gradient at or above this: sharp (median clean photo 0.19)
+    sharp_bad: float = 0.06  # about the moderate preset
+    noise_ok: float = 4.0  # 0..255
+    noise_bad: float = 12.0
+    block_ok: float = 1.7  # block-edge / in-block gradient ratio; about JPEG quality 50
+    block_bad: float = 2.3  # about JPEG quality 25
+    size_ok: float = 160.0  # face width in output pixels
+    size_bad: float = 40.0
+    leave_below: float = 0.15  # a face whose severity is below this is left as it was
+    full_above: float = 1.0  # severity from which the restoration is applied in full
+
+
+@dataclass(frozen=True)
+class Degradation:
+    """The measurements of one face and what they add up to (all JSON-friendly floats)."""
+
+    face_px: float  # face width in the output photo, pixels
+    native_px: float  # side of the 512 template at the photo's own resolution
+    sharpness: float  # fraction of gradient a sigma-1 re-blur removes (higher is sharper)
+    noise: float  # noise sigma, 0..255
+    blockiness: float  # JPEG block-edge ratio (1 = none)
+    scores: dict[str, float]  # each measurement as damage 0..1
+    severity: float  # the largest score
+    cause: str  # which measurement set the severity
+
+    def report(self) -> dict:
+        d = asdict(self)
+        return {k: (round(v, 4) if isinstance(v, float) else ({kk: round(vv, 4) for kk, vv in v.items()} if isinstance(v, dict) else v)) for k, v in d.items()}
+
+
+def _grey(rgb: np.ndarray) -> np.ndarray:
+    if rgb.ndim == 2:
+        return rgb.astype(np.float32)
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+
+
+def _central(img: np.ndarray, box: tuple[float, float, float, float] = FACE_BOX) -> np.ndarray:
+    h, w = img.shape[:2]
+    return img[int(box[1] * h): int(box[3] * h), int(box[0] * w): int(box[2] * w)]
+
+
+def reblur_sharpness(grey: np.ndarray) -> float:
+    """1 - (gradient after a sigma-1 blur) / (gradient before): 0 for a flat or blurred patch."""
+    def grad(x: np.ndarray) -> float:
+        gx = cv2.Sobel(x, cv2.CV_32F, 1, 0, ksize=3)
+        gy = cv2.Sobel(x, cv2.CV_32F, 0, 1, ksize=3)
+        return float(np.mean(np.abs(gx)) + np.mean(np.abs(gy)))
+
+    g = grad(grey)
+    if g < 1e-6:
+        return 0.0
+    return float(max(0.0, 1.0 - grad(cv2.GaussianBlur(grey, (0, 0), 1.0)) / g))
+
+
+_NOISE_MASK = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
+
+
+def noise_sigma(grey: np.ndarray) -> float:
+    """Noise sigma (0..255): median absolute residual of a mask that cancels planes and ramps.
+
+    The mask's response to white noise of sigma s has standard deviation 6s; the median
+    (not the mean) keeps edges and texture from counting as noise.
+    """
+    r = cv2.filter2D(grey, cv2.CV_32F, _NOISE_MASK)[1:-1, 1:-1]
+    if r.size == 0:
+        return 0.0
+    return float(np.median(np.abs(r)) / 0.6745 / 6.0)
+
+
+def blockiness(grey: np.ndarray) -> float:
+    """Mean jump across 8-pixel block edges over the mean jump inside blocks (1: no blocks).
+
+    ``grey`` must be on the photo's own pixel grid with its block origin at (0, 0).
+    """
+    h, w = grey.shape
+    if h < 24 or w < 24:
+        return 1.0
+    dx = np.abs(np.diff(grey, axis=1))
+    dy = np.abs(np.diff(grey, axis=0))
+    cols = np.arange(dx.shape[1])
+    rows = np.arange(dy.shape[0])
+    edge = float(dx[:, cols % 8 == 7].mean() + dy[rows % 8 == 7, :].mean())
+    inner = float(dx[:, cols % 8 != 7].mean() + dy[rows % 8 != 7, :].mean())
+    return edge / max(inner, 1e-3)
+
+
+def _ramp(value: float, ok: float, bad: float) -> float:
+    """0 at ``ok``, 1 at ``bad`` (either direction), linear between."""
+    t = (value - ok) / (bad - ok)
+    return float(min(1.0, max(0.0, t)))
+
+
+def native_view(aligned: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, float]:
+    """The aligned crop at the photo's own resolution (never above 512), and that resolution."""
+    native = FFHQ_SIZE / max(affine_scale(affine), 1e-6) * (aligned.shape[0] / FFHQ_SIZE)
+    side = int(round(min(float(aligned.shape[0]), native)))
+    side = max(side, 16)
+    if side < aligned.shape[0]:
+        return cv2.resize(aligned, (side, side), interpolation=cv2.INTER_AREA), native
+    return aligned, native
+
+
+def photo_window(photo: np.ndarray, affine: np.ndarray, size: int = FFHQ_SIZE) -> np.ndarray:
+    """The photo's own pixels under the face region of the template, on the photo's 8x8 grid."""
+    inv = cv2.invertAffineTransform(np.asarray(affine, dtype=np.float64))
+    x0, y0, x1, y1 = (v * size for v in FACE_BOX)
+    pts = np.array([[x0, y0, 1], [x1, y0, 1], [x0, y1, 1], [x1, y1, 1]], dtype=np.float64) @ inv.T
+    h, w = photo.shape[:2]
+    # Snap the window to the JPEG block grid so block edges fall at 7 mod 8.
+    px0 = int(max(0, np.floor(pts[:, 0].min() / 8) * 8))
+    py0 = int(max(0, np.floor(pts[:, 1].min() / 8) * 8))
+    px1 = int(min(w, np.ceil(pts[:, 0].max())))
+    py1 = int(min(h, np.ceil(pts[:, 1].max())))
+    return photo[py0:py1, px0:px1]
+
+
+def estimate(
+    aligned: np.ndarray,
+    affine: np.ndarray,
+    photo: np.ndarray | None = None,
+    upscale: int = 1,
+    thresholds: Thresholds = Thresholds(),
+) -> Degradation:
+    """Measure one aligned face (``affine``: photo -> crop); ``photo`` adds the JPEG measure."""
+    view, native = native_view(aligned, affine)
+    grey = _grey(_central(view))
+    sharp = reblur_sharpness(grey)
+    noise = noise_sigma(grey)
+    block = blockiness(_grey(photo_window(photo, affine, aligned.shape[0]))) if photo is not None else blockiness(_grey(aligned))
+    face_px = native / TEMPLATE_PER_FACE * upscale
+    t = thresholds
+    scores = {
+        "sharpness": _ramp(sharp, t.sharp_ok, t.sharp_bad),
+        "noise": _ramp(noise, t.noise_ok, t.noise_bad),
+        "blockiness": _ramp(block, t.block_ok, t.block_bad),
+        "face_px": _ramp(face_px, t.size_ok, t.size_bad),
+    }
+    cause = max(scores, key=lambda k: scores[k])
+    return Degradation(
+        face_px=float(face_px), native_px=float(native), sharpness=sharp, noise=noise, blockiness=block,
+        scores=scores, severity=scores[cause], cause=cause,
+    )
