@@ -38,6 +38,38 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _parse_source(item: str) -> Any:
+    from ..net.train import DataSource
+
+    path, _, rest = item.rpartition(":")
+    path2, _, size = path.rpartition(":")
+    try:
+        src = DataSource(Path(path2), int(size), float(rest))
+    except ValueError:
+        raise ValueError(f"--extra-data {item!r}: expected PATH:SIZE:WEIGHT") from None
+    if not src.path.is_dir() or src.size < 16 or src.weight < 0:
+        raise ValueError(f"--extra-data {item!r}: expected an existing folder, a size >= 16 and a weight >= 0")
+    return src
+
+
+def _parse_loss_weights(items: list[str]) -> dict[str, float]:
+    from dataclasses import fields
+
+    from ..net.losses import LossWeights
+
+    names = [f.name for f in fields(LossWeights)]
+    out: dict[str, float] = {}
+    for item in items:
+        key, sep, val = item.partition("=")
+        try:
+            if not sep or key not in names:
+                raise ValueError
+            out[key] = float(val)
+        except ValueError:
+            raise ValueError(f"--loss {item!r}: expected NAME=VALUE with NAME one of {', '.join(names)}") from None
+    return out
+
+
 def train_command(
     data: Path = typer.Option(..., "--data", help="Folder of <person>/<n>.png aligned faces (or a refbench folder)."),
     config: str = typer.Option("tiny", "--config", help="Network size: tiny (CPU, embedded), small, full (GPU)."),
@@ -65,6 +97,13 @@ def train_command(
     set_: list[str] = typer.Option([], "--set", help="Config override KEY=VALUE, e.g. --set recon=false."),
     init_from: Optional[Path] = typer.Option(None, "--init-from",
                                              help="Start a new run from these weights (e.g. to add --set aligned=true)."),
+    extra_data: list[str] = typer.Option([], "--extra-data",
+                                         help="Another face folder as PATH:SIZE:WEIGHT, e.g. ../shared/data/faces:256:3 (repeatable)."),
+    data_weight: float = typer.Option(1.0, "--data-weight", min=0.0, help="Weight of --data among the sources."),
+    identity_embedder: Optional[Path] = typer.Option(None, "--identity-embedder",
+                                                     help="Identity embedder weights for the hard-example identity loss (models/faceid_small.pth)."),
+    loss: list[str] = typer.Option([], "--loss", help="Loss weight NAME=VALUE, e.g. --loss adv=0 (repeatable)."),
+    adv_start: int = typer.Option(300, "--adv-start", min=0, help="Steps of this run before the adversarial loss starts."),
 ) -> None:
     """Train the reference-guided network (resumable; Ctrl-C saves a checkpoint)."""
     from ..devices import DeviceError, pick_device
@@ -83,13 +122,22 @@ def train_command(
         _fail(f"--data {data}: folder not found", 2)
     if init_from is not None and not init_from.is_file():
         _fail(f"--init-from {init_from}: file not found", 2)
+    try:
+        sources = tuple(_parse_source(x) for x in extra_data)
+        loss_weights = _parse_loss_weights(loss)
+    except ValueError as e:
+        _fail(str(e), 2)
+    if identity_embedder is not None and not identity_embedder.is_file():
+        _fail(f"--identity-embedder {identity_embedder}: file not found", 2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     opts = TrainOptions(data=data, config=config, out=out, steps=steps, batch=batch, lr=lr, device=str(dev),
                         resume=resume, seed=seed, exclude=tuple(exclude), max_refs=max_refs,
                         extreme_prob=extreme_prob, no_ref_prob=no_ref_prob, self_ref_prob=self_ref_prob,
                         mild_prob=mild_prob,
                         ckpt_every_s=ckpt_every, export_path=export, ema_decay=ema_decay, threads=threads,
-                        config_overrides=overrides, init_from=init_from)
+                        config_overrides=overrides, init_from=init_from, extra_data=sources,
+                        data_weight=data_weight, identity_embedder=identity_embedder,
+                        loss_overrides=loss_weights, adv_start=adv_start)
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: object) -> None:
@@ -147,7 +195,7 @@ def _build_model(model: str, weights: Optional[Path], device: str, weights_dir: 
 
 
 def _fmt_row(name: str, s: Any) -> list[str]:
-    return [name, f"{s.psnr:.2f}", f"{s.ssim:.4f}", f"{s.id_dist:.4f}"]
+    return [name, f"{s.psnr:.2f}", f"{s.ssim:.4f}", f"{s.id_dist:.4f}", f"{s.hf_ratio:.3f}", f"{s.hf_corr:.3f}"]
 
 
 def eval_command(
@@ -161,6 +209,10 @@ def eval_command(
     person: list[str] = typer.Option([], "--person", help="Only this person folder (repeatable)."),
     device: str = typer.Option("auto", "--device"),
     weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Folder of downloaded weights."),
+    size: int = typer.Option(512, "--size", min=16, help="Evaluation size S: 512 for refbench, 256 for faces."),
+    split: str = typer.Option("all", "--split", help="People: all, held-out or train (refrestore.net.split)."),
+    fidelity: Optional[float] = typer.Option(None, "--fidelity", min=0.0, max=1.0,
+                                             help="Fidelity for networks that take it (0 = most detail, 1 = closest to the input)."),
 ) -> None:
     """Hold out each photo, degrade it, restore it with and without references; PSNR, SSIM, identity distance."""
     import json
@@ -187,11 +239,13 @@ def eval_command(
         with err.status("evaluating") as status:
             report = evaluate(restorer, data, preset, top_k=top_k, limit=limit, people=person or None,
                               model_name=str(weights) if weights else model,
-                              on_photo=lambda i, n: status.update(f"evaluating {i}/{n}"))
+                              on_photo=lambda i, n: status.update(f"evaluating {i}/{n}"),
+                              size=size, split=split, fidelity=fidelity)
     except (DataError, ValueError) as e:
         _fail(str(e), 2)
-    table = Table(title=f"{report.model_name} on {data} ({preset}, top-k {top_k or 'all'}, {report.rows['model'].n} photos)")
-    for col in ("person", "row", "PSNR", "SSIM", "id dist"):
+    table = Table(title=f"{report.model_name} on {data} ({preset}, {split} people at {size}, top-k {top_k or 'all'}, "
+                        f"{report.rows['model'].n} photos)")
+    for col in ("person", "row", "PSNR", "SSIM", "id dist", "hf_ratio", "hf_corr"):
         table.add_column(col)
     for p, rows in report.per_person.items():
         for name, s in rows.items():

@@ -39,6 +39,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 REGION_NAMES = ("eyes", "nose", "mouth", "outline")
+# The fidelity a network conditioned on it runs at when none is given (see models/refnet-small.md).
+DEFAULT_FIDELITY = 0.5
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,14 @@ class RefNetConfig:
     # The degraded face's own 512 detail, pixel-unshuffled into the last decoder level, so a
     # mildly degraded face keeps what it still has (the core alone is 128 pixels).
     lq_detail: bool = False
+    # One network for every fidelity F in [0, 1] (0 = most detail, 1 = closest to the input):
+    # F enters through FiLM on the two upper decoder levels and the detail head (zero-initialised,
+    # so weights trained without it start where they were).
+    fidelity: bool = False
+    # A detail head that works at half the output size (out_size/2) from the last decoder level,
+    # instead of a single linear pixel shuffle from the core grid: room to synthesise texture.
+    hr_head: bool = False
+    hr_dim: int = 16
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -304,6 +314,22 @@ class RefNet(nn.Module):
         for m in (self.to_core, self.head[0]):
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
+        if cfg.fidelity:
+            self.fid_mlp = nn.Sequential(nn.Linear(2, 32), _act(), nn.Linear(32, 32))
+            self.fid_film2 = FiLM(32, c2)
+            self.fid_film1 = FiLM(32, c1)
+        if cfg.hr_head:
+            if factor < 2 or factor % 2:
+                raise ValueError("hr_head needs out_size/core to be an even factor")
+            hd = cfg.hr_dim
+            self.hr_up = nn.Sequential(nn.Conv2d(c1, hd * (factor // 2) ** 2, 3, padding=1),
+                                       nn.PixelShuffle(factor // 2), _act())
+            self.hr_blocks = nn.Sequential(ResBlock(hd), ResBlock(hd))
+            self.hr_out = nn.Sequential(nn.Conv2d(hd, 3 * 4, 3, padding=1), nn.PixelShuffle(2))
+            nn.init.zeros_(self.hr_out[0].weight)
+            nn.init.zeros_(self.hr_out[0].bias)
+            if cfg.fidelity:
+                self.fid_film_hr = FiLM(32, hd)
         h3 = cfg.core // 4
         self.register_buffer("pos", _pos_embedding(h3, h3, cfg.attn_dim)[None], persistent=False)
 
@@ -322,6 +348,7 @@ class RefNet(nn.Module):
         ref_prior: torch.Tensor | None = None,
         need_aux: bool = False,
         aligned: torch.Tensor | None = None,
+        fidelity: torch.Tensor | float | None = None,
     ) -> RefNetOutput:
         """Restore ``lq``.
 
@@ -334,6 +361,8 @@ class RefNet(nn.Module):
         ref_prior: (B, K, 1, core/4, core/4) region prior in [0, 1], default 1.
         aligned: (B, K, 3, out_size, out_size) the same references warped onto the degraded
             face (``refrestore.net.warp.align_reference``); used when the config has ``aligned``.
+        fidelity: (B,) or a float in [0, 1] (0 = most detail, 1 = closest to the input), used when
+            the config has ``fidelity``; default ``DEFAULT_FIDELITY``.
         """
         cfg = self.cfg
         b = lq.shape[0]
@@ -445,12 +474,21 @@ class RefNet(nn.Module):
             ident = torch.zeros(b, cfg.id_dim, device=lq.device, dtype=lq.dtype)
         if ident is not None:
             f3 = self.film3(f3, ident)
+        fid = None
+        if cfg.fidelity:
+            fv = torch.as_tensor(DEFAULT_FIDELITY if fidelity is None else fidelity, dtype=lq.dtype,
+                                 device=lq.device).reshape(-1).expand(b)
+            fid = self.fid_mlp(torch.stack([fv, fv * fv], dim=1))
         d2 = self.dec2(torch.cat([self.up2(f3), f2], dim=1))
         if ident is not None:
             d2 = self.film2(d2, ident)
+        if fid is not None:
+            d2 = self.fid_film2(d2, fid)
         d1 = self.dec1(torch.cat([self.up1(d2), f1], dim=1))
         if ident is not None:
             d1 = self.film1(d1, ident)
+        if fid is not None:
+            d1 = self.fid_film1(d1, fid)
         if use_refs and cfg.aligned and aligned is not None:
             d1 = d1 + self._aligned_transfer(d1, lq_core, aligned, ref_scores, ref_valid, aux)
         if cfg.lq_detail:
@@ -462,6 +500,11 @@ class RefNet(nn.Module):
         core = lq_core + self.to_core(d1)
         base = F.interpolate(core, size=(cfg.out_size, cfg.out_size), mode="bicubic", align_corners=False)
         out = base + self.head(d1)
+        if cfg.hr_head:
+            h = self.hr_up(d1)
+            if fid is not None:
+                h = self.fid_film_hr(h, fid)
+            out = out + self.hr_out(self.hr_blocks(h))
         if not need_aux:
             aux = {}
         return RefNetOutput(out=out, core=core, aux=aux)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .arch import region_prior
-from .degrade import MILD, degrade, random_params
+from .degrade import MILD, degrade, random_params, scaled_for
 from ..restorers.tensors import resize_square
 from .warp import align_references
 
@@ -173,7 +173,7 @@ class TrainSampler:
                 params = random_params(rng, low=MILD, high="moderate", old_photo_prob=self.old_photo_prob)
             else:
                 params = random_params(rng, low="moderate", high=high, old_photo_prob=self.old_photo_prob)
-            lq = degrade(gt, params, seed=int(rng.integers(1 << 31)))
+            lq = degrade(gt, scaled_for(params, gt.shape[0]), seed=int(rng.integers(1 << 31)))
             lqs.append(to_tensor(lq))
             gts.append(to_tensor(gt))
             if k:
@@ -204,3 +204,18 @@ class TrainSampler:
         return Batch(torch.stack(lqs), torch.stack(gts),
                      torch.stack(refs) if k else None, torch.stack(priors) if k else None,
                      torch.stack(warped) if warped else None)
+
+
+class MixedSampler:
+    """Draws each batch from one of several samplers (one size per batch), by weight."""
+
+    def __init__(self, samplers: Sequence[tuple[TrainSampler, float]]) -> None:
+        if not samplers:
+            raise DataError("no training data")
+        self.samplers = [s for s, _ in samplers]
+        w = np.asarray([max(0.0, float(x)) for _, x in samplers], dtype=np.float64)
+        self.p = w / w.sum()
+
+    def sample(self, rng: np.random.Generator, batch: int) -> Batch:
+        i = int(rng.choice(len(self.samplers), p=self.p)) if len(self.samplers) > 1 else 0
+        return self.samplers[i].sample(rng, batch)

@@ -198,3 +198,13 @@ def degrade_to_face_width(
 
 def with_out_size(params: DegradeParams, out_size: int | None) -> DegradeParams:
     return replace(params, out_size=out_size)
+
+
+def scaled_for(params: DegradeParams, size: int) -> DegradeParams:
+    """The same degradation for a face crop of ``size`` instead of 512: blur and downscale
+    factor scale with the crop, so the degraded face has as many pixels on the template as
+    the preset gives a 512 crop (``severe`` leaves 64 pixels either way); output at ``size``."""
+    if size == 512:
+        return params if params.out_size in (None, 512) else replace(params, out_size=512)
+    f = size / 512.0
+    return replace(params, blur_sigma=params.blur_sigma * f, scale=max(1.0, params.scale * f), out_size=None)

@@ -19,9 +19,10 @@ import numpy as np
 
 from ..faces import Reference
 from ..restorers.base import Restorer
-from .data import FaceBank
-from .degrade import degrade, preset
-from .metrics import psnr, ssim
+from .data import FaceBank, scan_people
+from .degrade import degrade, preset, scaled_for
+from .metrics import hf_scores, psnr, ssim
+from .split import is_held_out
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,8 @@ class Scores:
     ssim: float
     id_dist: float
     n: int = 0
+    hf_ratio: float = float("nan")  # std of the output's detail band / the truth's (metrics.hf_scores)
+    hf_corr: float = float("nan")  # correlation of the two detail bands
 
 
 @dataclass
@@ -43,10 +46,17 @@ class EvalReport:
     top_k: int | None
     rows: dict[str, Scores]  # model / no_ref / bicubic, averaged over all photos
     per_person: dict[str, dict[str, Scores]] = field(default_factory=dict)
+    size: int = 512
+    split: str = "all"
+    fidelity: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {k: {"psnr": v.psnr, "ssim": v.ssim, "id_dist": v.id_dist} for k, v in self.rows.items()}
+        d: dict[str, Any] = {k: {"psnr": v.psnr, "ssim": v.ssim, "id_dist": v.id_dist, "hf_ratio": v.hf_ratio,
+                                 "hf_corr": v.hf_corr} for k, v in self.rows.items()}
         d["n"] = self.rows["model"].n
+        d["size"] = self.size
+        d["split"] = self.split
+        d["fidelity"] = self.fidelity
         d["preset"] = self.preset
         d["model_name"] = self.model_name
         d["top_k"] = self.top_k
@@ -74,6 +84,21 @@ def rank_references(lq: np.ndarray, candidates: Sequence[np.ndarray], top_k: int
     return order if top_k is None else order[:top_k]
 
 
+SPLITS = ("all", "held-out", "train")
+
+
+def select_people(data: Path, split: str, people: Sequence[str] | None = None) -> list[str]:
+    """People of ``data`` in ``split`` (refrestore.net.split), optionally only ``people``."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    names = list(scan_people(data, include=list(people) if people else None))
+    if split == "held-out":
+        names = [p for p in names if is_held_out(p)]
+    elif split == "train":
+        names = [p for p in names if not is_held_out(p)]
+    return names
+
+
 def evaluate(
     restorer: Restorer,
     data: Path,
@@ -85,21 +110,32 @@ def evaluate(
     seed: int = 0,
     model_name: str | None = None,
     on_photo: Callable[[int, int], None] | None = None,
+    size: int = 512,
+    split: str = "all",
+    fidelity: float | None = None,
 ) -> EvalReport:
     """Evaluate ``restorer`` (any object with the Restorer interface) on ``data``.
 
-    ``limit`` caps the number of photos per person; ``people`` restricts to some persons.
+    Every photo is compared at ``size`` (512 for refbench, 256 for ``faces``): the ground truth
+    is read at that size, degraded with the preset scaled to it (``degrade.scaled_for``: the
+    same pixels on the template as at 512), and the restorer's output is area-reduced to it.
+    ``limit`` caps the number of photos per person; ``people`` restricts to some persons and
+    ``split`` to the held-out (or training) people of ``refrestore.net.split``.
     ``embedder`` is anything with ``embed(list_of_aligned_rgb) -> (N, D) unit rows``;
-    the default is dlib's descriptor (``refrestore.identity.DlibIdentity``).
+    the default is dlib's descriptor (``refrestore.identity.DlibIdentity``). ``fidelity`` is
+    passed to restorers that support it.
     """
-    params = preset(preset_name)
+    params = scaled_for(preset(preset_name), size)
     if top_k is not None and top_k < 1:
         raise ValueError("top_k must be >= 1")
+    chosen = select_people(data, split, people)
+    if not chosen:
+        raise ValueError(f"no person under {data} in split {split!r}")
     if embedder is None:
         from ..identity import DlibIdentity
 
         embedder = DlibIdentity()
-    bank = FaceBank(data, include=list(people) if people else None)
+    bank = FaceBank(data, size=size, include=chosen)
     jobs = []
     for person in bank.trainable_people():
         n = len(bank.images[person])
@@ -107,7 +143,8 @@ def evaluate(
             jobs.append((person, i))
     if not jobs:
         raise ValueError(f"no person under {data} has two or more photos")
-    per: dict[str, dict[str, list[tuple[float, float, float]]]] = {}
+    kwargs = {"fidelity": fidelity} if fidelity is not None and getattr(restorer.info, "supports_fidelity", False) else {}
+    per: dict[str, dict[str, list[tuple[float, ...]]]] = {}
     for done, (person, i) in enumerate(jobs):
         imgs = bank.images[person]
         gt = imgs[i]
@@ -115,19 +152,54 @@ def evaluate(
         cand_idx = bank.reference_indices(person, i)
         order = rank_references(lq, [imgs[j] for j in cand_idx], top_k)
         refs = [Reference(image=imgs[cand_idx[j]], path=str(bank.people[person][cand_idx[j]])) for j in order]
-        with_ref = restorer.restore([lq], [refs])[0]
-        without = restorer.restore([lq], [[]])[0]
+        with_ref = restorer.restore([lq], [refs], **kwargs)[0]
+        without = restorer.restore([lq], [[]], **kwargs)[0]
         emb = embedder.embed([gt, with_ref, without, lq])
         rows = per.setdefault(person, {r: [] for r in ROWS})
         for name, img, e in (("model", with_ref, emb[1]), ("no_ref", without, emb[2]), ("bicubic", lq, emb[3])):
-            rows[name].append((psnr(img, gt), ssim(img, gt), float(np.linalg.norm(e - emb[0]))))
+            rows[name].append((psnr(img, gt), ssim(img, gt), float(np.linalg.norm(e - emb[0])), *hf_scores(img, gt)))
         if on_photo is not None:
             on_photo(done + 1, len(jobs))
 
-    def agg(vals: list[tuple[float, float, float]]) -> Scores:
+    def agg(vals: list[tuple[float, ...]]) -> Scores:
         a = np.asarray(vals, dtype=np.float64)
-        return Scores(float(a[:, 0].mean()), float(a[:, 1].mean()), float(a[:, 2].mean()), len(vals))
+        return Scores(float(a[:, 0].mean()), float(a[:, 1].mean()), float(a[:, 2].mean()), len(vals),
+                      float(a[:, 3].mean()), float(a[:, 4].mean()))
 
     per_person = {p: {r: agg(v[r]) for r in ROWS} for p, v in per.items()}
     overall = {r: agg([x for v in per.values() for x in v[r]]) for r in ROWS}
-    return EvalReport(preset_name, model_name or getattr(restorer.info, "name", "?"), top_k, overall, per_person)
+    return EvalReport(preset_name, model_name or getattr(restorer.info, "name", "?"), top_k, overall, per_person,
+                      size=size, split=split, fidelity=fidelity)
+
+
+# Seed modules that can be switched off in a trained network (each a RefNetConfig flag). The
+# hard-example identity loss and the reconstruction branch act during training only: switching
+# them off at inference changes nothing, so their worth is measured by training runs.
+ABLATION_MODULES = ("selection", "transfer", "texture", "identity_context", "vq", "refine", "aligned",
+                    "lq_detail", "hr_head")
+
+
+def ablate(weights: Path, data: Path, modules: Sequence[str] = ABLATION_MODULES, **kwargs: Any) -> dict[str, EvalReport]:
+    """Evaluate the network with each module switched off in turn (the module's weights dropped,
+    everything else as trained): ``{"full": ..., module: ...}``. kwargs go to :func:`evaluate`."""
+    import torch
+    from dataclasses import replace
+
+    from ..restorers.refnet import RefNetRestorer
+    from .arch import RefNet
+    from .train import read_weights
+
+    cfg, sd = read_weights(weights)
+    reports: dict[str, EvalReport] = {}
+    for name in ("full", *modules):
+        if name != "full" and not getattr(cfg, name, False):
+            continue
+        c = cfg if name == "full" else replace(cfg, **{name: False})
+        model = RefNet(c)
+        missing, _ = model.load_state_dict(sd, strict=False)
+        if missing:
+            raise ValueError(f"switching off {name} left tensors unset: {missing[:3]}")
+        restorer = RefNetRestorer(model, torch.device("cpu"))
+        reports[name] = evaluate(restorer, data, model_name=f"{weights} without {name}" if name != "full" else str(weights),
+                                 **kwargs)
+    return reports

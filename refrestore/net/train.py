@@ -22,8 +22,10 @@ import torch
 import torch.nn as nn
 
 from .arch import RefNet, RefNetConfig, count_parameters, get_config
-from .data import FaceBank, TrainSampler
-from .losses import LossWeights, total_loss
+from .data import FaceBank, MixedSampler, TrainSampler
+from .discriminator import PatchDiscriminator, d_hinge_loss
+from .losses import LossWeights, at_size, total_loss
+from .split import is_held_out
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +33,18 @@ CKPT_FORMAT = "refnet-ckpt-1"
 WEIGHTS_FORMAT = "refnet-weights-1"
 
 
+@dataclass(frozen=True)
+class DataSource:
+    """A folder of aligned faces (``DIR/<person>/<n>.*``) at its own size, drawn with a weight."""
+
+    path: Path
+    size: int = 512
+    weight: float = 1.0
+
+
 @dataclass
 class TrainOptions:
-    data: Path
+    data: Path  # aligned 512 faces (refbench-style); more sources in ``extra_data``
     config: str = "tiny"
     out: Path = Path("runs/refnet")
     steps: int = 1000  # total steps to reach (a resumed run continues up to this)
@@ -56,6 +67,13 @@ class TrainOptions:
     threads: int | None = None
     config_overrides: dict[str, Any] = field(default_factory=dict)
     init_from: Path | None = None  # start a new run from these weights (new modules keep their init)
+    extra_data: tuple[DataSource, ...] = ()  # e.g. DataSource(Path("../shared/data/faces"), 256, 3.0)
+    data_weight: float = 1.0  # weight of ``data`` among the sources
+    held_out_split: bool = True  # leave out the people of refrestore.net.split (never trained on)
+    adv_start: int = 300  # generator steps (of this run) before the adversarial term is switched on
+    disc_lr: float = 2e-4
+    identity_embedder: Path | None = None  # weights of refrestore.net.embedder (hard-example identity loss)
+    loss_overrides: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -134,6 +152,23 @@ def _init_from(model: RefNet, path: Path) -> None:
     log.info("initialised from %s; new modules: %s", path, sorted({m.split('.')[0] for m in missing}))
 
 
+def own_identity_embedder(path: Path | None, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """refrestore's own embedder (``refrestore.net.embedder``, trained on the training people of
+    ``faces``), when its weights are there; torch only, so it runs on a bare GPU machine."""
+    try:
+        from .embedder import load_embedder
+    except ImportError:
+        return None
+    try:
+        net = load_embedder(path, device)
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        log.warning("identity embedder not loaded (%s)", exc)
+        return None
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
 def find_identity_embedder(device: torch.device) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """A differentiable face embedder (facexlib ArcFace IR-SE50) when its weights are present.
 
@@ -174,17 +209,37 @@ def _lr_at(step: int, opts: TrainOptions) -> float:
     return opts.lr
 
 
-def _save_checkpoint(path: Path, model: RefNet, ema: dict[str, torch.Tensor], opt: torch.optim.Adam,
-                     step: int, opts: TrainOptions, identity_loss: bool, last_loss: float) -> None:
+def _adam_sq(opt: torch.optim.Adam) -> list[torch.Tensor]:
     sq = []
     for group in opt.param_groups:
         for p in group["params"]:
             st = opt.state.get(p, {})
             v = st.get("exp_avg_sq")
             sq.append(v.detach().to("cpu", torch.bfloat16) if v is not None else torch.zeros(0))
+    return sq
+
+
+def _restore_adam(opt: torch.optim.Adam, sqs: list[torch.Tensor], step: int, device: torch.device) -> None:
+    params = [p for g in opt.param_groups for p in g["params"]]
+    for p, sq in zip(params, sqs):
+        if sq.numel():
+            opt.state[p] = {"step": torch.tensor(float(step)), "exp_avg": torch.zeros_like(p),
+                            "exp_avg_sq": sq.to(device, torch.float32)}
+
+
+def _save_checkpoint(path: Path, model: RefNet, ema: dict[str, torch.Tensor], opt: torch.optim.Adam,
+                     step: int, opts: TrainOptions, identity_loss: bool, last_loss: float,
+                     disc: nn.Module | None = None, d_opt: torch.optim.Adam | None = None,
+                     run_steps: int = 0) -> None:
+    sq = _adam_sq(opt)
     opts_d = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
     opts_d["exclude"] = list(opts.exclude)
-    atomic_save({
+    opts_d["extra_data"] = [{"path": str(d.path), "size": d.size, "weight": d.weight} for d in opts.extra_data]
+    extra: dict[str, Any] = {"run_steps": run_steps}
+    if disc is not None and d_opt is not None:
+        extra["disc"] = {k: v.detach().cpu() for k, v in disc.state_dict().items()}
+        extra["disc_adam_sq"] = _adam_sq(d_opt)
+    atomic_save({**extra,
         "format": CKPT_FORMAT,
         "config": model.cfg.to_dict(),
         "step": step,
@@ -195,6 +250,37 @@ def _save_checkpoint(path: Path, model: RefNet, ema: dict[str, torch.Tensor], op
         "identity_loss": identity_loss,
         "last_loss": last_loss,
     }, path)
+
+
+def _sample_fidelity(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Fidelities for a batch: both ends often (they are what users pick), the rest uniform."""
+    u = rng.uniform(size=n)
+    f = rng.uniform(size=n)
+    f[u < 0.2] = 0.0
+    f[u > 0.8] = 1.0
+    return f.astype(np.float32)
+
+
+def build_sampler(opts: TrainOptions, cfg: RefNetConfig) -> tuple[MixedSampler, list[str]]:
+    """The training sampler over every data source, minus held-out people; returns the people
+    left out (for the log and the checkpoint)."""
+    sources = [DataSource(Path(opts.data), 512, opts.data_weight), *opts.extra_data]
+    from .data import scan_people
+
+    left_out: list[str] = []
+    parts = []
+    for src in sources:
+        people = scan_people(src.path)
+        excl = [p for p in people if p in opts.exclude or (opts.held_out_split and is_held_out(p))]
+        left_out += excl
+        bank = FaceBank(src.path, size=src.size, exclude=excl)
+        sampler = TrainSampler(bank, ref_size=cfg.core, prior_size=cfg.core // 4, max_refs=opts.max_refs,
+                               extreme_prob=opts.extreme_prob, no_ref_prob=opts.no_ref_prob,
+                               mild_prob=opts.mild_prob, self_ref_prob=opts.self_ref_prob, aligned=cfg.aligned)
+        log.info("training data %s at %d px: %d photos of %d people (%d held out), weight %.2f",
+                 src.path, src.size, len(bank), len(bank.images), len(excl), src.weight)
+        parts.append((sampler, src.weight))
+    return MixedSampler(parts), sorted(set(left_out))
 
 
 def train(opts: TrainOptions, on_step: Callable[[StepInfo], None] | None = None,
@@ -225,50 +311,68 @@ def train(opts: TrainOptions, on_step: Callable[[StepInfo], None] | None = None,
     if state is None and opts.init_from is not None:
         _init_from(model, Path(opts.init_from))
     opt = torch.optim.Adam(model.parameters(), lr=opts.lr, betas=(0.9, 0.99))
+    weights = LossWeights(**opts.loss_overrides)
+    disc = PatchDiscriminator().to(device) if weights.adv > 0 else None
+    d_opt = torch.optim.Adam(disc.parameters(), lr=opts.disc_lr, betas=(0.5, 0.99)) if disc is not None else None
     step = 0
+    run_steps = 0  # steps of this run (a run started --init-from counts from zero)
     if state is not None:
         model.load_state_dict(state["model"], strict=True)
         step = int(state["step"])
-        params = [p for g in opt.param_groups for p in g["params"]]
-        for p, sq in zip(params, state["adam_sq"]):
-            if sq.numel():
-                opt.state[p] = {"step": torch.tensor(float(step)), "exp_avg": torch.zeros_like(p),
-                                "exp_avg_sq": sq.to(device, torch.float32)}
+        run_steps = int(state.get("run_steps", step))
+        _restore_adam(opt, state["adam_sq"], step, device)
+        if disc is not None and "disc" in state:
+            disc.load_state_dict(state["disc"], strict=True)
+            _restore_adam(d_opt, state["disc_adam_sq"], run_steps, device)  # type: ignore[arg-type]
     ema = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
     if state is not None:
         ema = {k: v.to(device).float() for k, v in state["ema"].items()}
     log.info("RefNet %s: %d parameters, device %s", opts.config, count_parameters(model), device)
 
-    bank = FaceBank(opts.data, exclude=opts.exclude)
-    h3 = cfg.core // 4
-    sampler = TrainSampler(bank, ref_size=cfg.core, prior_size=h3, max_refs=opts.max_refs,
-                           extreme_prob=opts.extreme_prob, no_ref_prob=opts.no_ref_prob, mild_prob=opts.mild_prob,
-                           self_ref_prob=opts.self_ref_prob, aligned=cfg.aligned)
-    log.info("training data: %d photos of %d people (%s held out)", len(bank), len(bank.images),
-             ", ".join(opts.exclude) or "none")
-    embed = find_identity_embedder(device)
+    sampler, left_out = build_sampler(opts, cfg)
+    embed = own_identity_embedder(opts.identity_embedder, device) if opts.identity_embedder is not None else None
+    if embed is None:
+        embed = find_identity_embedder(device)
     identity_loss = embed is not None
-    log.info("hard-example identity loss: %s", "on" if identity_loss else "off (no ArcFace weights)")
+    log.info("hard-example identity loss: %s", "on" if identity_loss else "off (no identity embedder)")
 
-    weights = LossWeights()
     rng = np.random.default_rng([opts.seed, step])
     torch.manual_seed(opts.seed * 1000003 + step)
     first_loss = math.nan
     last_loss = math.nan
     t_ckpt = t_export = time.monotonic()
     t_prev = time.monotonic()
+    meta = {"config_name": opts.config, "identity_loss": identity_loss, "held_out": left_out,
+            "held_out_rule": "refrestore.net.split.is_held_out"}
     model.train()
     while step < opts.steps and not (stop is not None and stop.is_set()):
         batch = sampler.sample(rng, opts.batch).to(device)
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, opts)
-        o = model(batch.lq, batch.refs, ref_prior=batch.ref_prior, need_aux=True, aligned=batch.aligned)
-        loss, parts = total_loss(o, batch.gt, batch.refs, weights, embed)
+        fid = None
+        if cfg.fidelity:
+            fid = torch.from_numpy(_sample_fidelity(rng, batch.lq.shape[0])).to(device)
+        o = model(batch.lq, batch.refs, ref_prior=batch.ref_prior, need_aux=True, aligned=batch.aligned,
+                  fidelity=fid)
+        use_adv = disc is not None and run_steps >= opts.adv_start
+        fake_logits = disc(o.out) if use_adv else None  # type: ignore[misc]
+        loss, parts = total_loss(o, batch.gt, batch.refs, weights, embed, fidelity=fid, aligned=batch.aligned,
+                                 fake_logits=fake_logits)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        if disc is not None and d_opt is not None:
+            # The discriminator trains from the start (on real faces against the outputs), so it
+            # is already useful when the generator starts listening to it.
+            real = at_size(batch.gt, 256)
+            d_loss = d_hinge_loss(disc(real), disc(o.out.detach()))
+            d_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            d_opt.step()
+            parts["d"] = float(d_loss.detach())
         step += 1
+        run_steps += 1
         decay = min(opts.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
             for k, v in model.state_dict().items():
@@ -284,15 +388,12 @@ def train(opts: TrainOptions, on_step: Callable[[StepInfo], None] | None = None,
             on_step(StepInfo(step, opts.steps, last_loss, parts, now - t_prev))
         t_prev = now
         if now - t_ckpt >= opts.ckpt_every_s:
-            _save_checkpoint(ckpt_path, model, ema, opt, step, opts, identity_loss, last_loss)
+            _save_checkpoint(ckpt_path, model, ema, opt, step, opts, identity_loss, last_loss, disc, d_opt, run_steps)
             t_ckpt = now
         if opts.export_path is not None and now - t_export >= opts.export_every_s:
-            export_weights(ema, cfg, opts.export_path, {"step": step, "config_name": opts.config,
-                                                        "identity_loss": identity_loss,
-                                                        "held_out": list(opts.exclude)})
+            export_weights(ema, cfg, opts.export_path, {"step": step, **meta})
             t_export = now
-    _save_checkpoint(ckpt_path, model, ema, opt, step, opts, identity_loss, last_loss)
+    _save_checkpoint(ckpt_path, model, ema, opt, step, opts, identity_loss, last_loss, disc, d_opt, run_steps)
     if opts.export_path is not None:
-        export_weights(ema, cfg, opts.export_path, {"step": step, "config_name": opts.config,
-                                                    "identity_loss": identity_loss, "held_out": list(opts.exclude)})
+        export_weights(ema, cfg, opts.export_path, {"step": step, **meta})
     return TrainResult(step, ckpt_path, first_loss, last_loss, identity_loss)

@@ -31,6 +31,7 @@ REFNET_INFO = RestorerInfo(
     embedded=True,
     commercial_use=False,
     supports_fp16=True,
+    supports_fidelity=True,
 )
 
 
@@ -99,9 +100,15 @@ class RefNetRestorer:
         faces: Sequence[np.ndarray],
         references: Sequence[Sequence[Reference]] | None = None,
         strength: float = 1.0,
+        fidelity: float | None = None,
     ) -> list[np.ndarray]:
+        """``fidelity`` (0 = most detail, 1 = closest to the input; None = the network's
+        default, ``DEFAULT_FIDELITY``) is used by weights trained with the fidelity condition
+        and ignored by older ones."""
         if not 0.0 <= strength <= 1.0:
             raise ValueError(f"strength must be in [0, 1], got {strength}")
+        if fidelity is not None and not 0.0 <= fidelity <= 1.0:
+            raise ValueError(f"fidelity must be in [0, 1], got {fidelity}")
         if references is not None and len(references) != len(faces):
             raise ValueError("references must have one list per face")
         cfg = self.model.cfg
@@ -128,9 +135,9 @@ class RefNetRestorer:
                 if cfg.aligned:
                     aligned = torch.from_numpy(np.stack([p[4] for p in prepped])).permute(0, 1, 4, 2, 3)
                     aligned = aligned.to(self.device, dtype).div_(255.0)
-                o = self.model(lq, refs_t, scores, valid, prior, aligned=aligned)
+                o = self.model(lq, refs_t, scores, valid, prior, aligned=aligned, fidelity=fidelity)
             else:
-                o = self.model(lq)
+                o = self.model(lq, fidelity=fidelity)
             for face, restored in zip(chunk, tensor_to_batch(o.out, cfg.out_size)):
                 restored = resize_square(restored, face.shape[0])
                 if strength < 1.0:
