@@ -1,12 +1,33 @@
 """The ``refrestore`` command line: a thin layer over the library.
 
-Each command lives in its own module and registers itself on the Typer app.
+Each command lives in its own module and registers itself on the Typer app. Command modules
+import only typer and rich at the top; the library (torch, cv2, dlib) is imported when a
+command runs, so ``--help`` and ``--version`` start in a fraction of a second.
 """
 from __future__ import annotations
+
+from typing import Optional
 
 import typer
 
 from . import fix_cmd, match_cmd, train_cmd, weights_cmd
+from .common import PlainHelpCommand, PlainHelpGroup
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"refrestore {__version__}")
+        raise typer.Exit(0)
+
+
+def _root(
+    version: Optional[bool] = typer.Option(
+        None, "--version", "-V", callback=_show_version, is_eager=True, help="Show the version and exit."
+    ),
+) -> None:
+    """Restore faces in old photos, guided by good photos of the same people."""
 
 
 def build_app() -> typer.Typer:
@@ -16,9 +37,15 @@ def build_app() -> typer.Typer:
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,
+        cls=PlainHelpGroup,
     )
+    app.callback()(_root)
     for module in (fix_cmd, match_cmd, weights_cmd, train_cmd):
         module.register(app)
+    for command in app.registered_commands:
+        # Every command's help shows metavars, not Python types (see common.PlainHelpCommand).
+        if command.cls is None:
+            command.cls = PlainHelpCommand
     return app
 
 

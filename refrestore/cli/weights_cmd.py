@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -19,21 +19,20 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ..weights import (
-    DownloadEvent,
-    Manifest,
-    ManifestEntry,
-    WeightsError,
-    WeightStore,
-    download,
-    load_manifest,
-    preferred,
-)
+from .common import PlainHelpCommand
+
+from ..weights.choose import preferred
+from ..weights.errors import WeightsError
+from ..weights.manifest import Manifest, ManifestEntry, load_manifest
+from ..weights.store import WeightStore
+
+if TYPE_CHECKING:  # the downloader pulls in requests: imported when a download starts
+    from ..weights.download import DownloadEvent
 
 
 def register(app: typer.Typer) -> None:
-    app.command("download-weights")(download_weights)
-    app.command("models")(models)
+    app.command("download-weights", cls=PlainHelpCommand)(download_weights)
+    app.command("models", cls=PlainHelpCommand)(models)
 
 
 def _err() -> Console:
@@ -66,13 +65,13 @@ def _mb(size: int | None) -> str:
 def download_weights(
     names: Annotated[
         Optional[list[str]],
-        typer.Argument(help="File or model names (see `refrestore models`). Default: the default set."),
+        typer.Argument(metavar="[NAME...]", help="File or model names (see `refrestore models`). Default: the default set."),
     ] = None,
     all_files: Annotated[
         bool, typer.Option("--all", help="Every published file except on-request-only ones (CodeFormer).")
     ] = False,
     directory: Annotated[
-        Optional[Path], typer.Option("--dir", help="Weights folder for this run (default: REFRESTORE_HOME/weights).")
+        Optional[Path], typer.Option("--dir", metavar="DIR", help="Weights folder for this run (default: REFRESTORE_HOME/weights).")
     ] = None,
     mirror: Annotated[
         Optional[str],
@@ -82,17 +81,28 @@ def download_weights(
         ),
     ] = None,
     manifest_file: Annotated[
-        Optional[Path], typer.Option("--manifest", help="Use another manifest of the same schema (private models).")
+        Optional[Path], typer.Option("--manifest", metavar="FILE", help="Use another manifest of the same schema (private models).")
+    ] = None,
+    from_file: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--from-file", metavar="FILE",
+            help="Add this local file as NAME (one name) instead of downloading: it must load strictly into "
+            "NAME's architecture; its own hash is recorded as user-added.",
+        ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Fetch again even if a verified copy is present.")] = False,
     offline: Annotated[
         bool,
         typer.Option("--offline", help="Forbid network use (also REFRESTORE_OFFLINE=1); a local --mirror still works."),
     ] = False,
-    timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Connect/read timeout in seconds.")] = 30.0,
+    timeout: Annotated[float, typer.Option("--timeout", min=0.1, metavar="SECONDS", help="Connect/read timeout in seconds.")] = 30.0,
 ) -> None:
     """Download model weights, verify their size and sha256, and install them atomically."""
     store = _open_store(directory, manifest_file)
+    if from_file is not None:
+        _add_from_file(store, names or [], from_file, force)
+        return
     manifest = store.manifest
     try:
         entries = _select(manifest, names or [], all_files)
@@ -109,6 +119,8 @@ def download_weights(
         if not entry.commercial:
             err.print(f"note: {entry.name} is licensed {entry.license}: not for commercial use")
 
+    from ..weights.download import download
+
     renderer = DownloadProgress(err)
     try:
         with renderer:
@@ -117,12 +129,29 @@ def download_weights(
                 progress=renderer, timeout=timeout,
             )
     except WeightsError as exc:
-        raise _fail(str(exc), 1) from None
+        # One line per file that failed, each with its own cause.
+        for line in getattr(exc, "failures", None) or [str(exc)]:
+            err.print(f"[red]error:[/red] {line}", markup=True, highlight=False)
+        raise typer.Exit(1) from None
     except KeyboardInterrupt:
         raise _fail("interrupted; run the command again to resume", 130) from None
     out = Console(highlight=False, soft_wrap=True)
     for entry, path in zip(entries, paths, strict=True):
         out.print(f"ok  {entry.name}  {path}")
+
+
+def _add_from_file(store: WeightStore, names: list[str], source: Path, force: bool) -> None:
+    from ..weights.user_added import add_user_file
+
+    if len(names) != 1:
+        raise _fail("--from-file adds one file: name the model or file it is (see `refrestore models`)", 2)
+    try:
+        added = add_user_file(store, names[0], source, replace=force)
+    except WeightsError as exc:
+        raise _fail(str(exc), 1) from None
+    out = Console(highlight=False, soft_wrap=True)
+    out.print(f"added {source} as {added.name} ({', '.join(added.models)}; {added.architecture}, strict load ok), "
+              f"user-added, sha256 {added.sha256[:16]}...: {added.path}", markup=False)
 
 
 def _select(manifest: Manifest, names: list[str], all_files: bool) -> list[ManifestEntry]:
@@ -197,10 +226,10 @@ class DownloadProgress:
 def models(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     directory: Annotated[
-        Optional[Path], typer.Option("--dir", help="Weights folder to inspect (default: REFRESTORE_HOME/weights).")
+        Optional[Path], typer.Option("--dir", metavar="DIR", help="Weights folder to inspect (default: REFRESTORE_HOME/weights).")
     ] = None,
     manifest_file: Annotated[
-        Optional[Path], typer.Option("--manifest", help="Use another manifest of the same schema.")
+        Optional[Path], typer.Option("--manifest", metavar="FILE", help="Use another manifest of the same schema.")
     ] = None,
 ) -> None:
     """List every model and file: present or missing, size, licence, path, and what `fix` uses."""
@@ -268,6 +297,7 @@ def models_report(store: WeightStore) -> dict[str, Any]:
             "role": entry.role,
             "models": entry.models,
             "status": status.state,
+            "user_added": status.user_added,
             "problem": status.problem or None,
             "size": entry.size if entry.size is not None else status.size_on_disk,
             "sha256": entry.sha256 or (store.recorded_hash(entry) if status.present else None),
@@ -295,6 +325,7 @@ def models_report(store: WeightStore) -> dict[str, Any]:
             "commercial": all(e.commercial for e in entries),
             "embedded": all(e.embedded for e in entries),
             "on_request_only": any(e.on_request_only for e in entries),
+            "user_added": any(f["user_added"] for f in files if f["name"] in {e.name for e in entries}),
             "used_by_fix": choices.get(entries[0].role) == model,
         })
     return {
@@ -316,7 +347,7 @@ def _print_models(report: dict[str, Any]) -> None:
     used = {m["name"] for m in report["models"] if m["used_by_fix"]}
     colours = {"present": "green", "missing": "yellow", "corrupt": "red"}
     for row in report["files"]:
-        status = row["status"] + (" (embedded)" if row["embedded"] else "")
+        status = row["status"] + (" (embedded)" if row["embedded"] else "") + (" (user-added)" if row.get("user_added") else "")
         licence = row["license"]
         if not row["commercial"] and "non-commercial" not in licence.lower():
             licence += " (non-commercial)"

@@ -10,10 +10,12 @@ finds the finished file. Progress is reported through a callback, never printed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
 import shutil
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +65,23 @@ class _Retryable(Exception):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class DownloadFailed(WeightsError):
+    """Some files could not be fetched: ``failures`` holds one line per file."""
+
+    def __init__(self, failures: list[str], total: int) -> None:
+        self.failures = list(failures)
+        self.total = total
+        if len(failures) == 1:
+            super().__init__(failures[0])
+        else:
+            super().__init__(f"{len(failures)} of {total} downloads failed: " + "; ".join(failures))
+
+
+class _Unreachable(Exception):
+    """The host cannot be reached at all (no such name, connection refused, no route):
+    retrying within seconds cannot help, and other files from that host fail the same way."""
 
 
 class _RestartClean(Exception):
@@ -137,6 +156,7 @@ def download(
 
     results: list[Path] = []
     failures: list[str] = []
+    unreachable: dict[str, str] = {}  # host -> why: later files from it fail at once
     own_session = session is None
     http = session or _new_session()
     try:
@@ -147,8 +167,8 @@ def download(
                     emit(DownloadEvent("skip", entry.name, message="embedded", path=path))
                 else:
                     path = _fetch_entry(
-                        entry, sources[entry.name], store, http,
-                        force=force, emit=emit, timeout=timeout, retries=retries, backoff=backoff,
+                        entry, sources[entry.name], store, http, force=force, emit=emit,
+                        timeout=timeout, retries=retries, backoff=backoff, unreachable=unreachable,
                     )
                 results.append(path)
             except WeightsError as exc:
@@ -157,10 +177,8 @@ def download(
     finally:
         if own_session:
             http.close()
-    if len(failures) == 1:
-        raise WeightsError(failures[0])
     if failures:
-        raise WeightsError(f"{len(failures)} of {len(entries)} downloads failed: " + "; ".join(failures))
+        raise DownloadFailed(failures, len(entries))
     return results
 
 
@@ -218,6 +236,7 @@ def _fetch_entry(
     timeout: float,
     retries: int,
     backoff: float,
+    unreachable: dict[str, str] | None = None,
 ) -> Path:
     target = store.path(entry.name)
     if not force:
@@ -247,7 +266,18 @@ def _fetch_entry(
                     emit(DownloadEvent("skip", entry.name, entry.size or 0, entry.size, "present", found))
                     return found
         expected = entry.sha256 or (None if force else store.recorded_hash(entry))
-        return _transfer(entry, url, target, store, http, expected, emit, timeout, retries, backoff)
+        host = _host(url)
+        if unreachable is not None and host in unreachable:
+            raise WeightsError(f"{entry.name}: download failed: {unreachable[host]}")
+        try:
+            return _transfer(entry, url, target, store, http, expected, emit, timeout, retries, backoff)
+        except _Unreachable as exc:
+            if unreachable is not None:
+                unreachable[host] = str(exc)
+            raise WeightsError(
+                f"{entry.name}: download failed: {exc}"
+                + (" (the partial file is kept; run the command again to resume)" if _part_size(target.with_name(target.name + ".part")) else "")
+            ) from None
 
 
 def _transfer(
@@ -337,6 +367,9 @@ def _fetch_into(
     try:
         response = http.get(url, headers=headers, stream=True, timeout=(timeout, timeout))
     except requests.RequestException as exc:
+        cause = unreachable_cause(exc, url)
+        if cause is not None:
+            raise _Unreachable(cause) from None
         raise _Retryable(_short(exc)) from None
     with response:
         final = urlparse(response.url)
@@ -486,6 +519,50 @@ def _retry_after(response: requests.Response) -> float | None:
 
 def _host(url: str) -> str:
     return urlparse(url).netloc or url
+
+
+_UNREACHABLE_ERRNOS = {errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH}
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and everything it wraps: requests -> urllib3 MaxRetryError -> reason -> OSError."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        e = todo.pop(0)
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo += [a for a in getattr(e, "args", ()) if isinstance(a, BaseException)]
+        for attr in ("reason", "__cause__", "__context__"):
+            inner = getattr(e, attr, None)
+            if isinstance(inner, BaseException):
+                todo.append(inner)
+
+
+def unreachable_cause(exc: BaseException, url: str) -> str | None:
+    """One line saying why ``url``'s host cannot be reached at all, or None when the
+    failure may pass (a timeout, a reset connection, a server error)."""
+    parsed = urlparse(url)
+    host = parsed.hostname or parsed.netloc or url
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    causes = list(_causes(exc))
+    for e in causes:
+        if isinstance(e, socket.gaierror):
+            return f"cannot resolve host {host}: {e.strerror or e} (no network or no DNS?)"
+    for e in causes:
+        if type(e).__name__ == "NameResolutionError":
+            return f"cannot resolve host {host} (no network or no DNS?)"
+        if isinstance(e, OSError) and e.errno in _UNREACHABLE_ERRNOS:
+            what = "connection refused by" if e.errno == errno.ECONNREFUSED else "no route to"
+            return f"{what} {host}:{port} ({os.strerror(e.errno)})"
+    text = str(exc)
+    if "Name or service not known" in text or "Temporary failure in name resolution" in text or "nodename nor servname" in text:
+        return f"cannot resolve host {host} (no network or no DNS?)"
+    if "Connection refused" in text:
+        return f"connection refused by {host}:{port}"
+    return None
 
 
 def _short(exc: BaseException) -> str:

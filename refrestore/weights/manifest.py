@@ -25,7 +25,7 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]*$")
 # Names the store writes beside the weights; a manifest entry must never collide with them.
 RESERVED_SUFFIXES: tuple[str, ...] = (".part", ".lock")
-RESERVED_NAMES: frozenset[str] = frozenset({"recorded_hashes.json"})
+RESERVED_NAMES: frozenset[str] = frozenset({"recorded_hashes.json", "user_added.json"})
 
 _FIELDS = {
     "name", "role", "models", "url", "size", "sha256", "license", "commercial", "default",

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 VERIFIED_CACHE = ".verified.json"
 RECORDED_HASHES = "recorded_hashes.json"
+USER_ADDED = "user_added.json"  # files the user added as a named model (--from-file)
 _SIDECAR_LOCK = ".sidecars.lock"
 _CHUNK = 1 << 20
 
@@ -54,6 +55,7 @@ class FileStatus:
     state: str  # "present" | "missing" | "corrupt"
     size_on_disk: int | None
     problem: str = ""
+    user_added: bool = False  # the user's own file, checked against its recorded size and hash
 
     @property
     def present(self) -> bool:
@@ -109,6 +111,15 @@ class WeightStore:
         if not path.is_file():
             raise WeightsError(f"{path} is not a file")
         hint = self._fix_hint(entry)
+        user = self.user_added(entry.name)
+        if user is not None:
+            # The user's own file: its recorded size and hash stand in for the manifest's.
+            if stat.st_size != user["size"] or self._hash_cached(path, stat) != user["sha256"]:
+                raise WeightsError(
+                    f"{path} is not the file added with --from-file (sha256 {user['sha256'][:12]}...): "
+                    f"it was changed or replaced; {hint}"
+                )
+            return path
         if entry.size is not None and stat.st_size != entry.size:
             raise WeightsError(
                 f"{path} has {stat.st_size} bytes but the manifest says {entry.size} "
@@ -162,16 +173,35 @@ class WeightStore:
         entry = self.manifest.entry(name)
         path = self.path(name)
         size = path.stat().st_size if path.is_file() else None
+        user = self.user_added(name) is not None
         try:
             found = self.find(name)
         except WeightsError as exc:
-            return FileStatus(entry, path, "corrupt", size, str(exc))
-        return FileStatus(entry, path, "present" if found else "missing", size)
+            return FileStatus(entry, path, "corrupt", size, str(exc), user)
+        return FileStatus(entry, path, "present" if found else "missing", size, user_added=user and found is not None)
 
     def _fix_hint(self, entry: ManifestEntry) -> str:
         if entry.embedded:
             return "reinstall refrestore"
-        return f"run `{self.download_command(entry.name, force=True)}`"
+        own = self.download_command(entry.name)
+        return (f"run `{self.download_command(entry.name, force=True)}`, or to use a file of your own "
+                f"of the same architecture, `{own} --from-file FILE`")
+
+    # ---- files the user added (--from-file) ---------------------------------------------
+    def user_added(self, name: str) -> dict[str, Any] | None:
+        """The record of a file the user added as ``name``, or None."""
+        record = self._read_json(self.directory / USER_ADDED).get(name)
+        if not isinstance(record, dict):
+            return None
+        sha, size = record.get("sha256"), record.get("size")
+        if not (isinstance(sha, str) and len(sha) == 64 and isinstance(size, int)):
+            return None
+        return record
+
+    def record_user_added(self, entry: ManifestEntry, sha256: str, size: int, **facts: str) -> None:
+        log.info("recording %s as user-added (sha256 %s)", entry.name, sha256)
+        with self._update_json(USER_ADDED) as data:
+            data[entry.name] = {"sha256": sha256, "size": size, **facts}
 
     # ---- recorded hashes (trust on first use) ------------------------------------------
     def recorded_hash(self, entry: ManifestEntry) -> str | None:
@@ -262,23 +292,36 @@ class WeightStore:
 def file_lock(path: Path, on_wait: Any = None) -> Iterator[bool]:
     """Hold an exclusive flock on ``path``; yields True when it had to wait for another holder.
 
-    The lock file is left in place: deleting it while another process waits on it would let
-    a third process take a second, independent lock.
+    The holder deletes the lock file before releasing it, so no empty ``*.lock`` files are
+    left behind. A waiter that then gets the lock on the deleted file sees that the path no
+    longer names its file and starts over on a fresh one, so two processes never both hold
+    "the" lock.
     """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     waited = False
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        if fcntl is None:
+            break
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not waited and on_wait is not None:
+                on_wait()
+            waited = True
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the previous holder removed it: lock the file now at the path
     try:
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                waited = True
-                if on_wait is not None:
-                    on_wait()
-                fcntl.flock(fd, fcntl.LOCK_EX)
         yield waited
     finally:
         if fcntl is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(path)  # while still holding it: see above
             with contextlib.suppress(OSError):
                 fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
