@@ -1,0 +1,92 @@
+"""``fix`` on a Ray cluster, as one library call a notebook on the cluster can make.
+
+    from refrestore.distributed import fix_dataset
+    run = fix_dataset(["/archive/box1", "/archive/list.parquet"], "/archive/restored",
+                      refs=["/archive/family"], cluster=RayOptions(gpus_per_worker=0.25))
+    run.summary.counts()
+
+The gallery is indexed here, on the driver (or read from ``REFRESTORE_HOME/cache``), then
+shared read-only with every worker through Ray's object store.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .engines.inputs import expand_inputs
+from .engines.photo import BatchOptions
+from .engines.ray import INSTALL_HINT, PipelineSpec, RayEngineError, RayNotInstalled, RayOptions, RayRun, ReferencePlan, import_ray, run_ray
+from .engines.reports import ImageReport
+from .engines.tasks import Task, UsageError, plan_outputs
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "INSTALL_HINT", "PipelineSpec", "RayEngineError", "RayNotInstalled", "RayOptions", "RayRun",
+    "ReferencePlan", "fix_dataset", "fix_tasks", "reference_plan",
+]
+
+
+def reference_plan(refs: Sequence[os.PathLike[str] | str], ref: os.PathLike[str] | str | None,
+                   spec: PipelineSpec, notes: list[str] | None = None) -> ReferencePlan | None:
+    """Index the gallery once, here, in the form that goes to the workers."""
+    if not refs and ref is None:
+        return None
+    from .api import build_references
+    from .detection import init_detector
+    from .devices import pick_device
+
+    store = spec.store()
+    # The driver of a GPU cluster is often a CPU machine; indexing runs wherever it is.
+    dev = pick_device("cpu" if spec.device.startswith("cuda") else spec.device)
+    det = init_detector(spec.detector, store, dev)
+    source = build_references(refs, ref, det, store, dev, spec.top_k, notes)
+    return ReferencePlan.of(source)
+
+
+def fix_tasks(
+    tasks: list[Task],
+    spec: PipelineSpec,
+    *,
+    refs: Sequence[os.PathLike[str] | str] = (),
+    ref: os.PathLike[str] | str | None = None,
+    options: BatchOptions | None = None,
+    cluster: RayOptions | None = None,
+    on_done: Callable[[Task, ImageReport], None] = lambda t, r: None,
+    notes: list[str] | None = None,
+) -> RayRun:
+    """Planned tasks (``engines.plan_outputs``) on Ray, with the gallery indexed once here."""
+    import_ray()  # say what to install before indexing anything
+    plan = reference_plan(refs, ref, spec, notes)
+    return run_ray(tasks, spec, plan, options or BatchOptions(), cluster or RayOptions(), on_done)
+
+
+def fix_dataset(
+    inputs: Sequence[os.PathLike[str] | str],
+    output: os.PathLike[str] | str,
+    *,
+    refs: Sequence[os.PathLike[str] | str] = (),
+    ref: os.PathLike[str] | str | None = None,
+    spec: PipelineSpec | None = None,
+    options: BatchOptions | None = None,
+    cluster: RayOptions | None = None,
+    recursive: bool = False,
+    on_done: Callable[[Task, ImageReport], None] = lambda t, r: None,
+    notes: list[str] | None = None,
+) -> RayRun:
+    """Restore every photo named by ``inputs`` (files, folders, text/CSV/Parquet lists of
+    paths) into the folder ``output``, on Ray; outputs are named as ``refrestore fix -o``
+    names them, and finished ones are skipped, so calling it again resumes."""
+    spec = spec or PipelineSpec(with_detector=True)
+    out = Path(output)
+    paths = [Path(p) for p in inputs]
+    for src in paths:
+        if src.is_dir() and os.path.realpath(src) == os.path.realpath(out):
+            raise UsageError(f"the output folder {out} is the input folder: choose another output")
+    found, problems = expand_inputs(paths, recursive=recursive, exclude=[out])
+    tasks = plan_outputs(found, out, single_file=False)
+    run = fix_tasks(tasks, spec, refs=refs, ref=ref, options=options, cluster=cluster, on_done=on_done, notes=notes)
+    run.summary.images[:0] = [ImageReport(str(p), None, "error", reason) for p, reason in problems]
+    return run

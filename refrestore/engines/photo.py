@@ -1,0 +1,108 @@
+"""The steps every engine takes for one photo: decode, prepare, restore, paste back, write.
+
+The local runner and the Ray workers both go through these functions (the local runner
+only overlaps them on threads), which is what makes their outputs byte-identical.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from ..imageio import ImageReadError, ImageWriteError, LoadedImage, read_image, save_image
+from ..pipeline import FacePipeline, PhotoResult, PreparedPhoto
+from .reports import ImageReport, error_text
+from .tasks import Task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchOptions:
+    skip_existing: bool = True
+    save_faces: bool = False
+    compare: bool = False
+    jobs: int = 2
+    prefetch: int = 2
+    max_pixels: int | None = None
+    group_images: int = 1  # photos whose faces are restored in one batch (4 on a GPU)
+
+
+@dataclass
+class PhotoJob:
+    """An image between decoding and its written output."""
+
+    task: Task
+    report: ImageReport
+    started: float = field(default_factory=time.perf_counter)
+    loaded: LoadedImage | None = None
+    prepared: PreparedPhoto | None = None
+    result: PhotoResult | None = None
+
+    @classmethod
+    def start(cls, task: Task) -> "PhotoJob":
+        return cls(task, ImageReport(str(task.source.path), None, "error"))
+
+
+def load(task: Task, options: BatchOptions) -> LoadedImage:
+    return read_image(task.source.path, max_pixels=options.max_pixels)
+
+
+def prepare(job: PhotoJob, pipeline: FacePipeline) -> None:
+    """Detect, align and choose references."""
+    assert job.loaded is not None
+    job.report.warnings.extend(job.loaded.warnings)
+    job.prepared = pipeline.prepare(job.loaded.rgb, grayscale=job.loaded.grayscale)
+
+
+def finish(job: PhotoJob, pipeline: FacePipeline) -> None:
+    """Paste back the restored faces (after ``pipeline.restore_faces``) and fill in the report."""
+    assert job.prepared is not None
+    result = pipeline.finish(job.prepared)
+    job.report.warnings.extend(result.warnings)
+    job.report.faces = [o.report() for o in result.faces]
+    job.report.status = "ok" if result.faces else "no_faces"
+    job.result = result
+
+
+def write(job: PhotoJob, options: BatchOptions) -> None:
+    """The output (atomically) and, when asked, the face crops and comparison sheets."""
+    assert job.loaded is not None and job.result is not None
+    task = job.task
+    save_image(task.output, job.result.image, job.loaded)
+    if options.save_faces or options.compare:
+        # The face-crop writers live with the batch module's other public helpers.
+        from ..batch import _save_face_files
+
+        _save_face_files(job.result, task.output, job.loaded, options.save_faces, options.compare)
+    job.report.output = str(task.output)
+
+
+def fail(job: PhotoJob, exc: BaseException) -> None:
+    rep = job.report
+    rep.status, rep.output = "error", None
+    rep.error = error_text(exc)
+    if not isinstance(exc, (ImageReadError, ImageWriteError, MemoryError)):
+        log.debug("failed on %s", job.task.source.path, exc_info=(type(exc), exc, exc.__traceback__))
+
+
+def close(job: PhotoJob) -> ImageReport:
+    job.report.seconds = time.perf_counter() - job.started
+    job.loaded = job.prepared = job.result = None  # free the pixels early
+    return job.report
+
+
+def process_photo(task: Task, pipeline: FacePipeline, options: BatchOptions) -> ImageReport:
+    """One photo, start to finish, without threads; a failure is reported, never raised
+    (except ``ImageWriteError`` in the report's error, which callers treat as fatal)."""
+    job = PhotoJob.start(task)
+    try:
+        job.loaded = load(task, options)
+        prepare(job, pipeline)
+        assert job.prepared is not None
+        pipeline.restore_faces([job.prepared])
+        finish(job, pipeline)
+        write(job, options)
+    except Exception as exc:  # noqa: BLE001 - one photo must not stop the album
+        fail(job, exc)
+    return close(job)
