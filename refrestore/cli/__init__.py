@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Optional
 
 import typer
+from typer.core import TyperCommand
 
 from . import fix_cmd, match_cmd, train_cmd, weights_cmd
 from .common import PlainHelpCommand, PlainHelpGroup
@@ -44,7 +45,7 @@ def build_app() -> typer.Typer:
         module.register(app)
     for command in app.registered_commands:
         # Every command's help shows metavars, not Python types (see common.PlainHelpCommand).
-        if command.cls is None:
+        if command.cls is None or command.cls is TyperCommand:
             command.cls = PlainHelpCommand
     return app
 

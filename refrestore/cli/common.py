@@ -65,9 +65,14 @@ def is_terminal() -> bool:
 def _tidy_params(params: list[Any]) -> None:
     for p in params:
         if p.param_type_name == "argument":
+            if p.metavar is None:
+                p.metavar = p.name.upper() + ("..." if p.nargs != 1 else "")
             p.display_type_rich = lambda ctx: None  # the metavar already says it
-        elif getattr(p, "is_flag", False) and p.metavar is None:
-            p.metavar = ""
+        elif getattr(p, "is_flag", False) or getattr(p, "count", False):
+            if p.metavar is None:
+                p.metavar = ""
+        elif p.metavar is None:
+            p.metavar = p.name.upper()  # --weights-dir WEIGHTS_DIR, as argparse would say
 
 
 def _plain_help_option(option: Any) -> Any:
@@ -90,7 +95,7 @@ class PlainHelpCommand(TyperCommand):
         pieces = [self.options_metavar] if self.options_metavar else []
         for p in self.get_params(ctx):
             if p.param_type_name == "argument":
-                name = p.metavar or p.name.upper()
+                name = p.metavar or p.name.upper() + ("..." if p.nargs != 1 else "")
                 pieces.append(name if p.required else f"[{name}]")
         return pieces
 

@@ -1,181 +1,275 @@
-"""``refrestore fix``: restore every face in photos, guided by the user's gallery."""
+"""``refrestore fix``: restore every face in photos, guided by the user's gallery.
+
+The command line becomes one typed :class:`FixRequest`, built once in :func:`fix` and passed
+down; the work itself is the library's (``api.build_pipeline``, ``batch.run_batch``).
+"""
 from __future__ import annotations
 
 import logging
 import os
 import signal
+from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from .common import fail, is_terminal, setup_logging
+from .common import PlainHelpCommand, Verbosity, fail, is_terminal, setup_logging, verbosity_from
+
+if TYPE_CHECKING:
+    from ..batch import BatchSummary
 
 log = logging.getLogger("refrestore")
 
+# Kept in step with restorers.registry.restorer_names() by a test; listed here so that
+# `fix --help` does not import torch to name them.
+MODEL_HELP = (
+    "Restorer: auto (the best one present), refnet-small (uses references), gfpgan-v1.4, "
+    "restoreformer, codeformer (non-commercial, only when named) or resample (no network)."
+)
+FIDELITY_HELP = "0 = most detail, 1 = closest to the input (default: the model's own)."
+
 
 def register(app: typer.Typer) -> None:
-    app.command("fix", no_args_is_help=True)(fix)
+    app.command("fix", no_args_is_help=True, cls=PlainHelpCommand)(fix)
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+@dataclass(frozen=True)
+class FixRequest:
+    """Everything ``refrestore fix`` was asked to do, typed; built once from the command line."""
+
+    inputs: list[Path]
+    refs: list[Path] = field(default_factory=list)
+    ref: Path | None = None
+    output: Path | None = None
+    aligned: bool = False
+    model: str = "auto"
+    detector: str = "auto"
+    device: str = "auto"
+    upscale: int = 1
+    strength: float = 1.0
+    fidelity: float | None = None
+    only_center_face: bool = False
+    save_faces: bool = False
+    compare: bool = False
+    json_report: Path | None = None
+    html_report: Path | None = None
+    recursive: bool = False
+    skip_existing: bool = True
+    offline: bool = False
+    download: bool = False
+    top_k: int = 3
+    jobs: int = 2
+    prefetch: int = 2
+    max_pixels: int | None = None
+    weights_dir: Path | None = None
+    manifest: Path | None = None
+    verbosity: Verbosity = Verbosity.NORMAL
+    engine: str = "local"  # local | ray
+    ray_address: str | None = None
+    workers: int | None = None
+    gpus_per_worker: float = 0.0
+
+    @property
+    def debug(self) -> bool:
+        return self.verbosity >= Verbosity.DEBUG
+
+    @property
+    def quiet(self) -> bool:
+        return self.verbosity <= Verbosity.QUIET
+
+
 def fix(
-    inputs: list[Path] = typer.Argument(..., help="Photos or folders of photos to restore."),
-    refs: list[Path] = typer.Option([], "--refs", help="Gallery folder or photo of good references (repeatable)."),
-    ref: Optional[Path] = typer.Option(None, "--ref", help="Force this photo as the reference (single-face photos)."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file (one input) or folder."),
+    inputs: list[Path] = typer.Argument(..., metavar="INPUT...", help="Photos or folders of photos to restore."),
+    refs: list[Path] = typer.Option([], "--refs", metavar="DIR_OR_FILE", help="Gallery folder or photo of good references (repeatable)."),
+    ref: Optional[Path] = typer.Option(None, "--ref", metavar="FILE", help="Force this photo as the reference (single-face photos)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", metavar="PATH", help="Output file (one input) or folder."),
     aligned: bool = typer.Option(False, "--aligned", help="Inputs are already aligned face crops."),
-    model: str = typer.Option("auto", "--model", help="Restorer name, or auto."),
-    detector: str = typer.Option("auto", "--detector", help="auto, retinaface, retinaface_resnet50, retinaface_mobile0.25 or dlib."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
-    upscale: int = typer.Option(1, "--upscale", min=1, max=8, help="Upscale the whole photo by this factor."),
-    strength: float = typer.Option(1.0, "--strength", min=0.0, max=1.0, help="Blend between input (0) and restored (1)."),
+    model: str = typer.Option("auto", "--model", metavar="NAME", help=MODEL_HELP),
+    detector: str = typer.Option("auto", "--detector", metavar="NAME", help="auto, retinaface, retinaface_resnet50, retinaface_mobile0.25 or dlib."),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps."),
+    upscale: int = typer.Option(1, "--upscale", min=1, max=8, metavar="N", help="Upscale the whole photo by this factor."),
+    strength: float = typer.Option(1.0, "--strength", min=0.0, max=1.0, metavar="F", help="Blend between input (0) and restored (1)."),
+    fidelity: Optional[float] = typer.Option(None, "--fidelity", min=0.0, max=1.0, metavar="F", help=FIDELITY_HELP),
     only_center_face: bool = typer.Option(False, "--only-center-face", help="Restore only the face nearest the centre."),
     save_faces: bool = typer.Option(False, "--save-faces", help="Also write each face's input, restored and reference crops."),
     compare: bool = typer.Option(False, "--compare", help="Also write input | restored | reference per face."),
-    json_report: Optional[Path] = typer.Option(None, "--json", help="Write a machine-readable report here."),
+    json_report: Optional[Path] = typer.Option(None, "--json", metavar="FILE", help="Write a machine-readable report here."),
+    html_report: Optional[Path] = typer.Option(None, "--html", metavar="FILE", help="Write a report to look at in a browser here (images beside it)."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Walk sub-folders and mirror them under the output."),
     skip_existing: bool = typer.Option(True, "--skip-existing/--overwrite", help="Skip inputs whose output exists (default), or redo them."),
     offline: bool = typer.Option(False, "--offline", help="Never use the network (also REFRESTORE_OFFLINE=1)."),
     download: bool = typer.Option(False, "--download", help="Download the chosen model's weights first."),
-    top_k: int = typer.Option(3, "--top-k", min=1, max=16, help="References per face."),
-    jobs: int = typer.Option(2, "--jobs", min=1, max=64, help="Threads for decoding images."),
-    prefetch: int = typer.Option(2, "--prefetch", min=0, max=64, help="Images decoded ahead (0: none)."),
-    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="Refuse images larger than this many pixels."),
-    weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Weights folder for this run."),
-    manifest: Optional[Path] = typer.Option(None, "--manifest", help="Use another weights manifest."),
+    top_k: int = typer.Option(3, "--top-k", min=1, max=16, metavar="K", help="References per face."),
+    jobs: int = typer.Option(2, "--jobs", min=1, max=64, metavar="N", help="Threads for decoding images."),
+    prefetch: int = typer.Option(2, "--prefetch", min=0, max=64, metavar="N", help="Images decoded ahead (0: none)."),
+    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", metavar="N", help="Refuse images larger than this many pixels."),
+    weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", metavar="DIR", help="Weights folder for this run."),
+    manifest: Optional[Path] = typer.Option(None, "--manifest", metavar="FILE", help="Use another weights manifest."),
+    engine: str = typer.Option("local", "--engine", metavar="local|ray", help="Run here (local) or on a Ray cluster (ray; pip install 'refrestore[ray]')."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="ADDR", help="Ray cluster to use (default: RAY_ADDRESS, a running local one, or a new local one)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, metavar="N", help="Ray workers (default: as many as the cluster's CPUs or GPUs allow)."),
+    gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", min=0.0, metavar="F", help="GPUs per Ray worker (fractions share a GPU)."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="Only errors and the summary."),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Also log what each step does."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs."),
 ) -> None:
     """Restore the faces in photos and paste them back."""
-    setup_logging(debug)
+    request = FixRequest(
+        inputs=list(inputs), refs=list(refs), ref=ref, output=output, aligned=aligned, model=model,
+        detector=detector, device=device, upscale=upscale, strength=strength, fidelity=fidelity,
+        only_center_face=only_center_face, save_faces=save_faces, compare=compare,
+        json_report=json_report, html_report=html_report, recursive=recursive,
+        skip_existing=skip_existing, offline=offline, download=download, top_k=top_k, jobs=jobs,
+        prefetch=prefetch, max_pixels=max_pixels, weights_dir=weights_dir, manifest=manifest,
+        verbosity=verbosity_from(quiet, verbose, debug),
+        engine=engine, ray_address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker,
+    )
+    setup_logging(request.debug, request.verbosity)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        code = _fix(**locals())
+        code = run_fix(request)
     except typer.Exit:
         raise
     except KeyboardInterrupt:
         raise fail("interrupted", 130)
     except Exception as exc:  # noqa: BLE001 - one line unless --debug
-        if debug:
+        if request.debug:
             raise
         raise fail(f"{exc}".splitlines()[0] if str(exc) else type(exc).__name__)
     raise typer.Exit(code)
 
 
-def _fix(**a: object) -> int:
-    from ..batch import BatchOptions, ImageReport, UsageError, plan_outputs, write_report
-    from ..detection import DetectorError
-    from ..devices import DeviceError, pick_device
-    from ..discover import find_inputs
-    from ..paths import offline_from_env
+def _fix_options(req: FixRequest) -> Any:
     from ..pipeline import FixOptions
+
+    options = FixOptions(upscale=req.upscale, strength=req.strength, only_center_face=req.only_center_face, aligned=req.aligned)
+    if req.fidelity is not None:
+        import dataclasses
+
+        options = dataclasses.replace(options, fidelity=req.fidelity)
+    return options
+
+
+def _choose(req: FixRequest, offline: bool, err_console: Console) -> tuple[Any, Any]:
+    """(weights store, restorer choice), downloading first with --download."""
+    from ..devices import DeviceError, pick_device
     from ..restorers.registry import RestorerError, choose_restorer
     from ..weights import WeightsError, WeightStore, load_manifest
 
-    inputs: list[Path] = a["inputs"]  # type: ignore[assignment]
-    out_console = Console(highlight=False, soft_wrap=True)
-    err_console = Console(stderr=True, highlight=False, soft_wrap=True)
-    offline = bool(a["offline"]) or offline_from_env()
     try:
-        pick_device(str(a["device"]))  # a bad --device is a usage error before any work
-        store = WeightStore(a["weights_dir"], load_manifest(a["manifest"]) if a["manifest"] else None)  # type: ignore[arg-type]
-        choice = choose_restorer(str(a["model"]), store) if not a["download"] else None
+        pick_device(req.device)  # a bad --device is a usage error before any work
+        store = WeightStore(req.weights_dir, load_manifest(req.manifest) if req.manifest else None)
+        choice = choose_restorer(req.model, store) if not req.download else None
     except (DeviceError, RestorerError, WeightsError) as exc:
         raise fail(str(exc), 2)
-    if a["download"]:
-        if offline:
-            raise fail("--download and --offline together: nothing can be fetched offline", 2)
-        from ..weights import download
+    if not req.download:
+        return store, choice
+    if offline:
+        raise fail("--download and --offline together: nothing can be fetched offline", 2)
+    from ..weights import download
 
-        name = str(a["model"])
-        try:
-            if name == "auto":
-                entries = [e.name for e in store.manifest.default_entries()]
-            else:
-                entries = [e.name for e in store.manifest.for_model(name)]
-            from .weights_cmd import DownloadProgress
+    try:
+        if req.model == "auto":
+            entries = [e.name for e in store.manifest.default_entries()]
+        else:
+            entries = [e.name for e in store.manifest.for_model(req.model)]
+        from .weights_cmd import DownloadProgress
 
-            with DownloadProgress(err_console) as progress:
-                download(entries, store, offline=offline, progress=progress)
-            choice = choose_restorer(name, store)
-        except (RestorerError, WeightsError) as exc:
-            raise fail(str(exc), 1)
+        with DownloadProgress(err_console) as progress:
+            download(entries, store, offline=offline, progress=progress)
+        return store, choose_restorer(req.model, store)
+    except (RestorerError, WeightsError) as exc:
+        raise fail(str(exc), 1)
+
+
+def run_fix(req: FixRequest) -> int:
+    """The whole command: check the request, build the pipeline, run the album, report."""
+    from ..batch import BatchOptions, ImageReport, UsageError, plan_outputs
+    from ..discover import find_inputs
+    from ..paths import offline_from_env
+
+    out_console = Console(highlight=False, soft_wrap=True)
+    err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+    offline = req.offline or offline_from_env()
+    store, choice = _choose(req, offline, err_console)
     assert choice is not None
 
     from ..imageio import max_pixels_from_env
 
     try:
-        max_pixels = a["max_pixels"] if a["max_pixels"] is not None else max_pixels_from_env()
+        max_pixels = req.max_pixels if req.max_pixels is not None else max_pixels_from_env()
     except ValueError as exc:
         raise fail(str(exc), 2)
-    if max_pixels is not None and int(max_pixels) < 256:  # type: ignore[arg-type]
+    if max_pixels is not None and max_pixels < 256:
         raise fail(f"--max-pixels {max_pixels}: too small to hold a photo", 2)
-    exclude = [a["output"]] if a["output"] is not None else []
-    found, problems = find_inputs(inputs, recursive=bool(a["recursive"]), exclude=exclude)  # type: ignore[arg-type]
-    single = len(inputs) == 1 and inputs[0].is_file()
-    output: Path | None = a["output"]  # type: ignore[assignment]
-    if output is not None:
-        for src in inputs:
-            if src.is_dir() and os.path.realpath(src) == os.path.realpath(output):
-                raise fail(f"the output folder {output} is the input folder: choose another -o", 2)
+    for report_path, flag in ((req.json_report, "--json"), (req.html_report, "--html")):
+        if report_path is not None and report_path.is_dir():
+            raise fail(f"{flag} {report_path}: is a folder; give a file name", 2)
+    if req.output is not None:
+        for src in req.inputs:
+            if src.is_dir() and os.path.realpath(src) == os.path.realpath(req.output):
+                raise fail(f"the output folder {req.output} is the input folder: choose another -o", 2)
+    exclude = [req.output] if req.output is not None else []
+    from ..engines.inputs import PathListError, expand_inputs, is_path_list
+
+    try:  # text/CSV/Parquet lists of paths are expanded
+        found, problems = expand_inputs(req.inputs, recursive=req.recursive, exclude=exclude)
+    except PathListError as exc:
+        raise fail(str(exc), 2)
+    if not found:
+        # Nothing usable: name what was wrong with each input, as a usage error.
+        if problems:
+            raise fail("; ".join(f"{p}: {reason}" for p, reason in problems[:5]), 2)
+        raise fail(f"no photos found in {', '.join(str(p) for p in req.inputs)}", 2)
+    single = len(req.inputs) == 1 and req.inputs[0].is_file() and not is_path_list(req.inputs[0])
     try:
-        tasks = plan_outputs(found, output, single_file=single)
+        tasks = plan_outputs(found, req.output, single_file=single)
     except UsageError as exc:
         raise fail(str(exc), 2)
 
-    if choice.better is not None:
+    if choice.better is not None and not req.quiet:
         err_console.print(
             f"note: using {choice.spec.info.name}; 'refrestore download-weights {choice.better.info.name}' adds a better model"
         )
-    from ..api import build_pipeline
+    if req.engine != "local":
+        if req.engine != "ray":
+            raise fail(f"--engine {req.engine}: choose local or ray", 2)
+        from .fix_ray import run_ray_fix
 
-    try:
-        built = build_pipeline(
-            refs=a["refs"],  # type: ignore[arg-type]
-            ref=a["ref"],  # type: ignore[arg-type]
-            model=choice.spec.info.name,
-            detector=str(a["detector"]),
-            device=str(a["device"]),
-            options=FixOptions(upscale=int(a["upscale"]), strength=float(a["strength"]), only_center_face=bool(a["only_center_face"]), aligned=bool(a["aligned"])),  # type: ignore[arg-type]
-            top_k=int(a["top_k"]),  # type: ignore[arg-type]
-            store=store,
-        )
-    except (DetectorError, FileNotFoundError) as exc:
-        raise fail(str(exc), 2)
-    except (WeightsError, RestorerError) as exc:
-        raise fail(str(exc), 1)
+        return run_ray_fix(req, tasks, problems, store, choice, _fix_options(req), max_pixels, out_console, err_console)
+    built = _build(req, choice, store, err_console)
     for note in built.notes:
         err_console.print(f"warning: {note}")
     pipeline = built.pipeline
     det, restorer = pipeline.detector, pipeline.restorer
     options = BatchOptions(
-        skip_existing=bool(a["skip_existing"]),
-        save_faces=bool(a["save_faces"]),
-        compare=bool(a["compare"]),
-        jobs=int(a["jobs"]),  # type: ignore[arg-type]
-        prefetch=int(a["prefetch"]),  # type: ignore[arg-type]
-        max_pixels=int(max_pixels),  # type: ignore[arg-type]
+        skip_existing=req.skip_existing,
+        save_faces=req.save_faces,
+        compare=req.compare,
+        jobs=req.jobs,
+        prefetch=req.prefetch,
+        max_pixels=max_pixels,
         # On a GPU the faces of several photos share one batch; on the CPU there is nothing to gain.
         group_images=4 if restorer.device.type == "cuda" else 1,
     )
     pre = [ImageReport(str(p), None, "error", reason) for p, reason in problems]
-    summary = _run_with_progress(tasks, pipeline, options, out_console, err_console)
+    summary = _run_with_progress(tasks, pipeline, options, out_console, err_console, req.verbosity)
     summary.images[:0] = pre
-    if a["json_report"]:
-        write_report(
-            a["json_report"],  # type: ignore[arg-type]
-            summary,
-            {"restorer": restorer.info.name, "detector": getattr(det, "name", None), "device": str(restorer.device)},
-        )
-    _print_summary(summary, out_console)
+    meta = {"restorer": restorer.info.name, "detector": getattr(det, "name", None), "device": str(restorer.device)}
+    gallery_line = _gallery_line(getattr(built, "gallery", None))
+    if gallery_line:
+        meta["gallery"] = gallery_line
+    _write_reports(req, summary, meta, err_console)
+    print_summary(summary, out_console)
     if summary.fatal:
-        err_console.print(f"[bold red]error:[/] {summary.fatal}; stopped")
+        err_console.print(f"[bold red]error:[/] {summary.fatal}; stopped", markup=True)
         return 1
     if summary.interrupted:
         err_console.print("interrupted: finished outputs are complete; rerun to continue")
@@ -183,15 +277,99 @@ def _fix(**a: object) -> int:
     return 1 if summary.failed else 0
 
 
-def _run_with_progress(tasks, pipeline, options, out_console: Console, err_console: Console):  # type: ignore[no-untyped-def]
+def _build(req: FixRequest, choice: Any, store: Any, err_console: Console) -> Any:
+    """The pipeline, with a progress bar while the gallery is indexed and one line after it."""
+    from ..api import build_pipeline
+    from ..detection import DetectorError
+    from ..restorers.registry import RestorerError
+    from ..weights import WeightsError
+
+    kwargs: dict[str, Any] = dict(
+        refs=req.refs, ref=req.ref, model=choice.spec.info.name, detector=req.detector, device=req.device,
+        options=_fix_options(req), top_k=req.top_k, store=store,
+    )
+    try:
+        with GalleryProgress(err_console, live=is_terminal() and not req.quiet and bool(req.refs)) as progress:
+            built = build_pipeline(**kwargs, on_gallery_progress=progress)
+    except (DetectorError, FileNotFoundError) as exc:
+        raise fail(str(exc), 2)
+    except (WeightsError, RestorerError) as exc:
+        raise fail(str(exc), 1)
+    line = _gallery_line(getattr(built, "gallery", None))
+    if line and not req.quiet:
+        err_console.print(line, markup=False)
+    return built
+
+
+class GalleryProgress:
+    """A progress bar over the gallery's photos while it is indexed (on a terminal only)."""
+
+    def __init__(self, console: Console, live: bool) -> None:
+        self.console, self.live = console, live
+        self.progress: Any = None
+        self.task: Any = None
+
+    def __enter__(self) -> "GalleryProgress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def __call__(self, done: int, total: int, path: str) -> None:
+        if not self.live:
+            return
+        if self.progress is None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(
+                TextColumn("[bold]indexing gallery"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TextColumn("{task.fields[name]}"), console=self.console, transient=True,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task("gallery", total=total, name="")
+        self.progress.update(self.task, total=total, completed=done, name=Path(path).name)
+
+
+def _gallery_line(gallery: Any) -> str | None:
+    """faces, people (folders), photos, from the cache, identity model: what the gallery held."""
+    if gallery is None:
+        return None
+    stats = gallery.stats
+    people = {getattr(f, "person", None) or Path(f.path).parent.name for f in gallery.faces}
+    return (f"gallery: {len(gallery.faces)} faces of {len(people)} people (folders) in {stats.files} photos, "
+            f"{stats.from_cache} from the cache, {stats.indexed} indexed; identity model {gallery.identity_name}")
+
+
+def _write_reports(req: FixRequest, summary: "BatchSummary", meta: dict[str, Any], err_console: Console) -> None:
+    from ..report import build_document, write_json_report
+
+    if req.json_report is None and req.html_report is None:
+        return
+    document = build_document(summary, meta)
+    if req.json_report is not None:
+        write_json_report(req.json_report, document)
+    if req.html_report is not None:
+        from ..report import write_html_report
+
+        write_html_report(req.html_report, document, title="refrestore fix")
+        if not req.quiet:
+            err_console.print(f"report: {req.html_report}", markup=False)
+
+
+def _run_with_progress(tasks, pipeline, options, out_console: Console, err_console: Console, verbosity: Verbosity):  # type: ignore[no-untyped-def]
     from ..batch import run_batch
 
+    if verbosity <= Verbosity.QUIET:
+        return run_batch(tasks, pipeline, options)
     if not is_terminal():
         def done(task, rep):  # type: ignore[no-untyped-def]
             detail = rep.error or (f"{len(rep.faces)} face(s)" if rep.status != "skipped" else "output exists")
             out_console.print(f"{rep.status:<8} {task.source.path} -> {rep.output or '-'} ({detail})")
 
         return run_batch(tasks, pipeline, options, on_done=done)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TextColumn("{task.fields[name]}"), console=err_console, transient=False,
@@ -212,17 +390,35 @@ def _run_with_progress(tasks, pipeline, options, out_console: Console, err_conso
         return run_batch(tasks, pipeline, options, on_start=start, on_done=done, on_face=face)
 
 
-def _print_summary(summary, console: Console) -> None:  # type: ignore[no-untyped-def]
+def summary_lines(summary: "BatchSummary", shown: int = 3) -> list[str]:
+    """The summary: counts, skipped outputs and how to redo them, failures grouped by reason
+    with the files they hit."""
     counts = summary.counts()
+    lines = [f"done {counts['ok']}, skipped {counts['skipped']}, no faces {counts['no_faces']}, failed {counts['error']}"]
+    if counts["skipped"]:
+        lines.append(f"  skipped {counts['skipped']}: the output exists; --overwrite redoes them")
+    by_reason: dict[str, list[str]] = defaultdict(list)
+    for r in summary.images:
+        if r.status == "error":
+            by_reason[(r.error or "unknown error").split(":")[0]].append(r.input)
+    for reason, files in sorted(by_reason.items(), key=lambda kv: -len(kv[1])):
+        names = ", ".join(files[:shown]) + (f" and {len(files) - shown} more" if len(files) > shown else "")
+        lines.append(f"  failed ({len(files)}): {reason}: {names}")
+    return lines
+
+
+def print_summary(summary: "BatchSummary", console: Console) -> None:
+    lines = summary_lines(summary)
     if is_terminal():
+        from rich.table import Table
+
+        counts = summary.counts()
         table = Table(title="refrestore fix")
         for col in ("done", "skipped", "no faces", "failed"):
             table.add_column(col, justify="right")
         table.add_row(str(counts["ok"]), str(counts["skipped"]), str(counts["no_faces"]), str(counts["error"]))
         console.print(table)
     else:
-        console.print(f"done {counts['ok']}, skipped {counts['skipped']}, no faces {counts['no_faces']}, failed {counts['error']}")
-    for reason, n in summary.failure_reasons().most_common():
-        console.print(f"  failed ({n}): {reason}")
-
-
+        console.print(lines[0], markup=False)
+    for line in lines[1:]:
+        console.print(line, markup=False)
