@@ -5,14 +5,16 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from .common import fail, is_terminal, setup_logging
+
+if TYPE_CHECKING:  # numpy is imported when a sheet is drawn: `match --help` stays fast
+    import numpy as np
 
 log = logging.getLogger("refrestore")
 
@@ -26,6 +28,7 @@ def match(
     refs: list[Path] = typer.Option([], "--refs", help="Gallery folder or photo of good references (repeatable)."),
     ref: Path | None = typer.Option(None, "--ref", help="Force this photo as the reference (single-face photos)."),
     json_report: Path | None = typer.Option(None, "--json", help="Write a machine-readable report here."),
+    html_report: Path | None = typer.Option(None, "--html", help="Write a report to look at in a browser here (images beside it)."),
     top_k: int = typer.Option(3, "--top-k", min=1, max=16, help="References per face."),
     compare: Path | None = typer.Option(None, "--compare", help="Write a contact sheet per photo into this folder."),
     detector: str = typer.Option("auto", "--detector", help="auto, retinaface, retinaface_resnet50, retinaface_mobile0.25 or dlib."),
@@ -39,7 +42,7 @@ def match(
     setup_logging(debug)
     try:
         code = _match(inputs, refs, ref, json_report, top_k, compare, detector, identity, threshold,
-                      device, weights_dir)
+                      device, weights_dir, html_report)
     except typer.Exit:
         raise
     except KeyboardInterrupt:
@@ -53,8 +56,9 @@ def match(
 
 def _match(inputs: list[Path], refs: list[Path], ref: Path | None, json_report: Path | None, top_k: int,
            compare: Path | None, detector_name: str, identity_name: str, threshold: float | None,
-           device_name: str, weights_dir: Path | None) -> int:
-    from ..batch import BatchSummary, ImageReport, write_report
+           device_name: str, weights_dir: Path | None, html_report: Path | None = None) -> int:
+    from ..batch import BatchSummary, ImageReport
+    from ..report import build_document, write_html_report, write_json_report
     from ..detection import DetectorError, init_detector
     from ..devices import DeviceError, pick_device
     from ..discover import find_inputs
@@ -169,8 +173,8 @@ def _match(inputs: list[Path], refs: list[Path], ref: Path | None, json_report: 
     for r in summary.images:
         if r.status == "error":
             err.print(f"[bold red]error:[/] {r.input}: {r.error}")
-    if json_report is not None:
-        write_report(json_report, summary, {
+    if json_report is not None or html_report is not None:
+        document = build_document(summary, {
             "command": "match",
             "detector": getattr(det, "name", None),
             "identity_model": f"{model.name} {model.version}",
@@ -178,6 +182,10 @@ def _match(inputs: list[Path], refs: list[Path], ref: Path | None, json_report: 
                 "photos": gallery.stats.files, "faces": len(gallery.faces),
                 "problems": [{"path": str(p.path), "reason": p.reason} for p in gallery.problems]},
         })
+        if json_report is not None:
+            write_json_report(json_report, document)  # the user's umask, not mkstemp's 0600
+        if html_report is not None:
+            write_html_report(html_report, document, title="refrestore match")
     return 1 if summary.failed else 0
 
 
@@ -247,27 +255,63 @@ def _print_plain(console: Console, path: Path, rows: list[tuple]) -> None:
                           f"quality {_fmt(c.get('quality'))} total {_fmt(r.score)}", markup=False)
 
 
-def _contact_sheet(rows: list[tuple[np.ndarray, list, dict | None]], tile: int = 256) -> np.ndarray:
-    """One row per face: the face, then its chosen references (a grey tile reads "no match")."""
+CAPTION_LINES = 2
+CAPTION_SCALE = 0.45
+CAPTION_LINE_PX = 18
+
+
+def fit_caption(text: str, width: int, scale: float = CAPTION_SCALE) -> str:
+    """``text`` shortened in the middle ("abc...xyz") until it fits ``width`` pixels."""
     import cv2
+
+    def wide(t: str) -> int:
+        return cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0]
+
+    if wide(text) <= width:
+        return text
+    keep = len(text)
+    while keep > 2:
+        keep -= 1
+        head, tail = text[: (keep + 1) // 2], text[len(text) - keep // 2:]
+        if wide(f"{head}...{tail}") <= width:
+            return f"{head}...{tail}"
+    return "..."
+
+
+def _contact_sheet(rows: list[tuple[np.ndarray, list, dict | None]], tile: int = 256) -> np.ndarray:
+    """One row per face: the face, then its chosen references ("no match" when none).
+
+    Captions go in a strip under each tile, one item per line and shortened to the tile's
+    width, so they are never cut off by the next tile nor drawn over the face.
+    """
+    import cv2
+    import numpy as np
 
     width = max(1 + max((len(refs) for _, refs, _ in rows), default=0), 2)
     gap = 6
-    sheet = np.full((len(rows) * (tile + gap) + gap, width * (tile + gap) + gap, 3), 255, np.uint8)
+    strip = CAPTION_LINES * CAPTION_LINE_PX + 6
+    row_h = tile + strip + gap
+    sheet = np.full((len(rows) * row_h + gap, width * (tile + gap) + gap, 3), 255, np.uint8)
     for r, (aligned, refs, rep) in enumerate(rows):
-        tiles = [(aligned, "face")]
+        tiles: list[tuple[np.ndarray, list[str]]] = [(aligned, [f"face {r}", "input"])]
         if rep is None:
-            tiles.append((np.full((tile, tile, 3), 128, np.uint8), "no match"))
+            blank = np.full((tile, tile, 3), 200, np.uint8)
+            cv2.putText(blank, "no match", (tile // 2 - 45, tile // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.7,
+                        (60, 60, 60), 2, cv2.LINE_AA)
+            tiles.append((blank, ["no match", "restored without a reference"]))
         else:
-            tiles += [(ref.image, f"{ref.score:.2f} {Path(ref.path).name[:18]}") for ref in refs]
+            person = rep.get("person") if isinstance(rep, dict) else None
+            for k, ref in enumerate(refs):
+                first = f"{person}: " if person and k == 0 else ""
+                tiles.append((ref.image, [f"{first}{Path(ref.path).name} #{ref.face_index}", f"score {ref.score:.3f}"]))
         for c, (img, caption) in enumerate(tiles):
             small = cv2.resize(img, (tile, tile), interpolation=cv2.INTER_AREA)
-            y, x = gap + r * (tile + gap), gap + c * (tile + gap)
+            y, x = gap + r * row_h, gap + c * (tile + gap)
             sheet[y:y + tile, x:x + tile] = small
-            cv2.putText(sheet, caption, (x + 4, y + tile - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
-                        (0, 0, 0), 3, cv2.LINE_AA)
-            cv2.putText(sheet, caption, (x + 4, y + tile - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
-                        (255, 255, 255), 1, cv2.LINE_AA)
+            for k, line in enumerate(caption[:CAPTION_LINES]):
+                text = fit_caption(line, tile - 4)
+                cv2.putText(sheet, text, (x + 2, y + tile + (k + 1) * CAPTION_LINE_PX),
+                            cv2.FONT_HERSHEY_SIMPLEX, CAPTION_SCALE, (0, 0, 0), 1, cv2.LINE_AA)
     return sheet
 
 

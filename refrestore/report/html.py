@@ -176,9 +176,10 @@ class _Writer:
         crop_in, crop_out = f"{tag}_f{k:02d}_in.jpg", f"{tag}_f{k:02d}_out.jpg"
         has_in = _save_jpeg(_face_crop(before, box, 1.0), self.assets.folder / crop_in, FACE_SIDE)
         has_out = _save_jpeg(_face_crop(after, box, scale), self.assets.folder / crop_out, FACE_SIDE)
-        figures = [f'<figure>{_img(self.assets, crop_in if has_in else None, "input face")}<figcaption>input</figcaption></figure>',
-                   f'<figure>{_img(self.assets, crop_out if has_out else None, "restored face")}'
-                   f'<figcaption>restored ({_e(face.get("restorer") or "-")})</figcaption></figure>']
+        figures = [f'<figure>{_img(self.assets, crop_in if has_in else None, "input face")}<figcaption>input</figcaption></figure>']
+        if after is not None or face.get("restorer"):  # `match` restores nothing
+            figures.append(f'<figure>{_img(self.assets, crop_out if has_out else None, "restored face")}'
+                           f'<figcaption>restored ({_e(face.get("restorer") or "-")})</figcaption></figure>')
         ref = face.get("reference")
         refs = [ref, *(ref.get("alternatives") or [])] if ref else []
         if not refs:
@@ -251,8 +252,11 @@ def write_html_report(path: Path, document: dict[str, Any], title: str = "refres
                     f'<span class="status {_e(im.get("status"))}">{_e(STATUS_LABEL.get(im.get("status") or "", im.get("status")))}</span></li>'
                     for n, im in enumerate(images))
     meta = ", ".join(f"{k} {document[k]}" for k in ("restorer", "detector", "device") if document.get(k))
-    if document.get("gallery"):
-        meta += f"; {document['gallery']}"
+    gallery = document.get("gallery")
+    if isinstance(gallery, dict):  # match's report: counts, not fix's sentence
+        gallery = f"gallery: {gallery.get('faces')} faces in {gallery.get('photos')} photos"
+    if gallery:
+        meta += f"; {gallery}"
     page = Template(_resource("template.html")).substitute(
         title=_e(title), meta=_e(meta), summary=summary_html(document), index=index,
         photos="\n".join(photos), style=_resource("report.css"), script=_resource("report.js"),
