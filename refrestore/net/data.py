@@ -10,7 +10,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -74,22 +74,35 @@ def scan_people(data: Path, exclude: Sequence[str] = (), include: Sequence[str] 
 
 
 class FaceBank:
-    """All photos of a data folder, decoded once and kept in memory (uint8)."""
+    """All photos of a data folder (or of a ``refrestore.net.pack`` ``.npz``), decoded once and
+    kept in memory (uint8). ``keep(person)`` False leaves a person out."""
 
     def __init__(self, data: Path, size: int = 512, exclude: Sequence[str] = (),
-                 include: Sequence[str] | None = None) -> None:
-        self.people = scan_people(data, exclude, include)
+                 include: Sequence[str] | None = None, keep: Callable[[str], bool] | None = None) -> None:
         self.size = size
         self.images: dict[str, list[np.ndarray]] = {}
         self.digests: dict[str, list[str]] = {}
-        for person, files in self.people.items():
-            imgs, digs = [], []
-            for f in files:
-                img = resize_square(read_rgb(f), size)
-                imgs.append(img)
-                digs.append(hashlib.sha1(img.tobytes()).hexdigest())
+        self.people: dict[str, list[Path]] = {}
+
+        def wanted(p: str) -> bool:
+            return p not in exclude and (include is None or p in include) and (keep is None or keep(p))
+
+        data = Path(data)
+        if data.is_file() and data.suffix == ".npz":
+            from .pack import read_pack
+
+            _, packed = read_pack(data)
+            decoded = {p: imgs for p, imgs in packed.items() if wanted(p)}
+            self.people = {p: [Path(f"{data}#{p}/{i}") for i in range(len(v))] for p, v in decoded.items()}
+        else:
+            self.people = {p: f for p, f in scan_people(data, exclude, include).items() if wanted(p)}
+            decoded = {p: [read_rgb(f) for f in files] for p, files in self.people.items()}
+        if not decoded:
+            raise DataError(f"no people left in {data}")
+        for person, raw in decoded.items():
+            imgs = [resize_square(img, size) for img in raw]
             self.images[person] = imgs
-            self.digests[person] = digs
+            self.digests[person] = [hashlib.sha1(img.tobytes()).hexdigest() for img in imgs]
 
     def trainable_people(self) -> list[str]:
         return [p for p, imgs in self.images.items() if len(imgs) >= 2]

@@ -74,6 +74,8 @@ class TrainOptions:
     disc_lr: float = 2e-4
     identity_embedder: Path | None = None  # weights of refrestore.net.embedder (hard-example identity loss)
     loss_overrides: dict[str, float] = field(default_factory=dict)
+    max_seconds: float | None = None  # stop (with a checkpoint) after this long, e.g. on a lent GPU
+    workers: int = 0  # processes that prepare batches (degradation, flow warps) ahead of a GPU
 
 
 @dataclass
@@ -265,22 +267,47 @@ def build_sampler(opts: TrainOptions, cfg: RefNetConfig) -> tuple[MixedSampler, 
     """The training sampler over every data source, minus held-out people; returns the people
     left out (for the log and the checkpoint)."""
     sources = [DataSource(Path(opts.data), 512, opts.data_weight), *opts.extra_data]
-    from .data import scan_people
-
     left_out: list[str] = []
     parts = []
     for src in sources:
-        people = scan_people(src.path)
-        excl = [p for p in people if p in opts.exclude or (opts.held_out_split and is_held_out(p))]
-        left_out += excl
-        bank = FaceBank(src.path, size=src.size, exclude=excl)
+        def keep(p: str) -> bool:
+            if p in opts.exclude or (opts.held_out_split and is_held_out(p)):
+                left_out.append(p)
+                return False
+            return True
+
+        n_before = len(left_out)
+        bank = FaceBank(src.path, size=src.size, keep=keep)
         sampler = TrainSampler(bank, ref_size=cfg.core, prior_size=cfg.core // 4, max_refs=opts.max_refs,
                                extreme_prob=opts.extreme_prob, no_ref_prob=opts.no_ref_prob,
                                mild_prob=opts.mild_prob, self_ref_prob=opts.self_ref_prob, aligned=cfg.aligned)
         log.info("training data %s at %d px: %d photos of %d people (%d held out), weight %.2f",
-                 src.path, src.size, len(bank), len(bank.images), len(excl), src.weight)
+                 src.path, src.size, len(bank), len(bank.images), len(left_out) - n_before, src.weight)
         parts.append((sampler, src.weight))
     return MixedSampler(parts), sorted(set(left_out))
+
+
+class _BatchStream(torch.utils.data.IterableDataset):
+    """Endless batches from the sampler, each worker process with its own seed."""
+
+    def __init__(self, sampler: MixedSampler, batch: int, seed: int, step: int) -> None:
+        self.sampler, self.batch, self.seed, self.step = sampler, batch, seed, step
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        info = torch.utils.data.get_worker_info()
+        rng = np.random.default_rng([self.seed, self.step, 0 if info is None else info.id + 1])
+        while True:
+            yield self.sampler.sample(rng, self.batch)
+
+
+def _batches(sampler: MixedSampler, opts: TrainOptions, step: int) -> Any:
+    if opts.workers <= 0:
+        rng = np.random.default_rng([opts.seed, step])
+        while True:
+            yield sampler.sample(rng, opts.batch)
+    loader = torch.utils.data.DataLoader(_BatchStream(sampler, opts.batch, opts.seed, step), batch_size=None,
+                                         num_workers=opts.workers, prefetch_factor=4, persistent_workers=True)
+    yield from loader
 
 
 def train(opts: TrainOptions, on_step: Callable[[StepInfo], None] | None = None,
@@ -336,7 +363,8 @@ def train(opts: TrainOptions, on_step: Callable[[StepInfo], None] | None = None,
     identity_loss = embed is not None
     log.info("hard-example identity loss: %s", "on" if identity_loss else "off (no identity embedder)")
 
-    rng = np.random.default_rng([opts.seed, step])
+    rng = np.random.default_rng([opts.seed, step, 1 << 20])  # fidelity draws
+    batches = _batches(sampler, opts, step)
     torch.manual_seed(opts.seed * 1000003 + step)
     first_loss = math.nan
     last_loss = math.nan
@@ -345,8 +373,12 @@ def train(opts: TrainOptions, on_step: Callable[[StepInfo], None] | None = None,
     meta = {"config_name": opts.config, "identity_loss": identity_loss, "held_out": left_out,
             "held_out_rule": "refrestore.net.split.is_held_out"}
     model.train()
+    t_start = time.monotonic()
     while step < opts.steps and not (stop is not None and stop.is_set()):
-        batch = sampler.sample(rng, opts.batch).to(device)
+        if opts.max_seconds is not None and time.monotonic() - t_start >= opts.max_seconds:
+            log.info("time limit of %.0f s reached at step %d", opts.max_seconds, step)
+            break
+        batch = next(batches).to(device)
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, opts)
         fid = None
@@ -397,3 +429,81 @@ def train(opts: TrainOptions, on_step: Callable[[StepInfo], None] | None = None,
     if opts.export_path is not None:
         export_weights(ema, cfg, opts.export_path, {"step": step, **meta})
     return TrainResult(step, ckpt_path, first_loss, last_loss, identity_loss)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m refrestore.net.train``: the training entry point for a bare machine (torch,
+    numpy and OpenCV only: no typer, dlib, facexlib or spandrel), e.g. a lent GPU."""
+    import argparse
+    import json
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m refrestore.net.train", description=main.__doc__)
+    ap.add_argument("--data", type=Path, required=True, help="512 faces: a folder or a pack (.npz)")
+    ap.add_argument("--extra-data", action="append", default=[], help="PATH:SIZE:WEIGHT (folder or pack)")
+    ap.add_argument("--data-weight", type=float, default=1.0)
+    ap.add_argument("--config", default="tiny")
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="config KEY=VALUE")
+    ap.add_argument("--loss", action="append", default=[], help="loss weight NAME=VALUE")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--init-from", type=Path)
+    ap.add_argument("--steps", type=int, default=1_000_000)
+    ap.add_argument("--max-seconds", type=float)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("--mild-prob", type=float, default=0.3)
+    ap.add_argument("--extreme-prob", type=float, default=0.2)
+    ap.add_argument("--no-ref-prob", type=float, default=0.2)
+    ap.add_argument("--adv-start", type=int, default=300)
+    ap.add_argument("--identity-embedder", type=Path)
+    ap.add_argument("--ckpt-every", type=float, default=120.0)
+    ap.add_argument("--export", type=Path)
+    ap.add_argument("--workers", type=int, default=0)
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+
+    def kv(items: list[str], types: dict[str, type]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for item in items:
+            k, _, v = item.partition("=")
+            if k not in types:
+                raise SystemExit(f"unknown key {k!r}; expected one of {', '.join(types)}")
+            out[k] = v.lower() in ("1", "true", "yes", "on") if types[k] is bool else types[k](v)
+        return out
+
+    cfg_types = {f: type(v) for f, v in RefNetConfig().to_dict().items()}
+    sources = []
+    for item in a.extra_data:
+        path, size, weight = item.rsplit(":", 2)
+        sources.append(DataSource(Path(path), int(size), float(weight)))
+    opts = TrainOptions(data=a.data, config=a.config, out=a.out, steps=a.steps, batch=a.batch, lr=a.lr,
+                        device=a.device, resume=a.resume, init_from=a.init_from, threads=a.threads,
+                        mild_prob=a.mild_prob, extreme_prob=a.extreme_prob, no_ref_prob=a.no_ref_prob,
+                        adv_start=a.adv_start, identity_embedder=a.identity_embedder, ckpt_every_s=a.ckpt_every,
+                        export_path=a.export, extra_data=tuple(sources), data_weight=a.data_weight,
+                        config_overrides=kv(a.sets, cfg_types), loss_overrides={k: float(v) for k, v in
+                                                                                (x.split("=", 1) for x in a.loss)},
+                        max_seconds=a.max_seconds, workers=a.workers)
+    stop = threading.Event()
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    t0 = time.monotonic()
+
+    def on_step(info: StepInfo) -> None:
+        if info.step % 50 == 0:
+            log.info("step %d loss=%.4f %s (%.2f s/step)", info.step, info.loss,
+                     " ".join(f"{k}={v:.4f}" for k, v in info.parts.items()), info.seconds_per_step)
+
+    res = train(opts, on_step, stop)
+    print(json.dumps({"step": res.step, "checkpoint": str(res.checkpoint), "first_loss": res.first_loss,
+                      "last_loss": res.last_loss, "seconds": round(time.monotonic() - t0, 1)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
