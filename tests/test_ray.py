@@ -182,6 +182,36 @@ def test_cli_local_and_ray_give_identical_outputs_and_reports(ray_head, album, l
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "no temporary files left"
 
 
+def test_gallery_indexed_on_the_driver_gives_the_local_references(ray_head, shared_dir, whole_photos, tmp_path):
+    """--refs: the workers get the driver's gallery and choose the same references."""
+    people = shared_dir / "data" / "identities"
+    person = max((d for d in people.iterdir() if d.is_dir()), key=lambda d: (len(list(d.glob("*.jpg"))), d.name))
+    photos = sorted(person.glob("*.jpg"))
+    assert len(photos) >= 3, person
+    gallery, album = tmp_path / "gallery", tmp_path / "album"
+    (gallery / person.name).mkdir(parents=True)
+    album.mkdir()
+    for p in photos[1:]:
+        shutil.copyfile(p, gallery / person.name / p.name)
+    shutil.copyfile(photos[0], album / photos[0].name)  # the person, not in the gallery as this photo
+    for p in whole_photos[:2]:
+        shutil.copyfile(p, album / p.name)
+    runs = {}
+    for engine in ("local", "ray"):
+        out, report = tmp_path / engine, tmp_path / f"{engine}.json"
+        extra = ["--ray-address", ray_head] if engine == "ray" else []
+        proc = _cli(["fix", str(album), "--refs", str(gallery), "-o", str(out), "--json", str(report), "--engine", engine, *extra, *FAST],
+                    tmp_path / "home")
+        assert proc.returncode == 0, proc.stderr
+        runs[engine] = (out, json.loads(report.read_text()))
+    matched = [f["reference"] for e in runs["local"][1]["images"] for f in e["faces"] if f["reference"]]
+    assert matched and all(Path(r["path"]).parent.name == person.name for r in matched)
+    # The driver read the gallery from the cache the local run left; no worker indexes it.
+    assert f"{len(photos) - 1} from the cache, 0 indexed" in runs["ray"][1].pop("gallery")
+    runs["local"][1].pop("gallery")
+    _assert_like_local(*runs["ray"], runs["local"])
+
+
 def test_library_call_with_a_list_of_paths_reports_the_bad_file(ray_session, album, local_run, tmp_path):
     listing = tmp_path / "scans.csv"
     listing.write_text("path,box\n" + "".join(f"{p},1\n" for p in sorted(album.iterdir())))

@@ -56,7 +56,13 @@ def run_ray_fix(req: Any, tasks: list[Any], problems: list[tuple[Any, str]], sto
     summary = run.summary
     summary.images[:0] = [ImageReport(str(p), None, "error", reason) for p, reason in problems]
     meta = {"restorer": run.restorer or choice.spec.info.name, "detector": run.detector, "device": run.device}
-    from .fix_cmd import _write_reports
+    from .fix_cmd import _gallery_line, _write_reports
+
+    gallery_line = _gallery_line(run.gallery)
+    if gallery_line:
+        meta["gallery"] = gallery_line
+        if not req.quiet:
+            err_console.print(gallery_line, markup=False)
 
     _write_reports(req, summary, meta, err_console)
     print_summary(summary, out_console)

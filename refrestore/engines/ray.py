@@ -70,20 +70,19 @@ class PipelineSpec:
                            load_manifest(Path(self.manifest)) if self.manifest else None)
 
     def build(self, references: "ReferencePlan | None") -> FacePipeline:
-        """The pipeline ``api.build_pipeline`` would build, with the driver's references."""
+        """The pipeline ``api.build_pipeline`` builds, with the driver's references."""
+        from ..api import build_pipeline
         from ..detection import init_detector
-        from ..devices import pick_device
-        from ..parsing import init_parser
-        from ..restorers.registry import build_restorer, choose_restorer
 
         store = self.store()
-        dev = pick_device(self.device)
-        choice = choose_restorer(self.model, store)
-        det = init_detector(self.detector, store, dev) if self.with_detector else None
-        restorer = build_restorer(choice.spec, store, dev)
-        source = references.source(store, dev) if references is not None else None
-        parser = None if self.options.aligned else init_parser(store, dev)
-        return FacePipeline(det, restorer, source, self.options, parser)
+        built = build_pipeline(model=self.model, detector=self.detector, device=self.device, options=self.options,
+                               top_k=self.top_k, store=store)
+        pipeline = built.pipeline
+        if self.with_detector and pipeline.detector is None:  # aligned crops with references
+            pipeline.detector = init_detector(self.detector, store, built.device)
+        if references is not None:
+            pipeline.references = references.source(store, built.device)
+        return pipeline
 
 
 @dataclass(frozen=True)
@@ -147,6 +146,7 @@ class RayRun:
     detector: str | None = None
     device: str | None = None
     workers: int = 0
+    gallery: Any = None  # the gallery indexed on the driver, when there is one
 
 
 def group_images_for(pipeline: FacePipeline) -> int:
@@ -241,7 +241,7 @@ def run_ray(
     """
     ray = import_ray()
     summary = BatchSummary()
-    run = RayRun(summary)
+    run = RayRun(summary, gallery=references.gallery if references is not None else None)
     # Temporary files of a killed run are removed before any worker of this run can write.
     for folder in sorted({t.output.parent for t in tasks}):
         if folder.is_dir():
