@@ -74,7 +74,7 @@ def test_model_help_names_every_restorer(tmp_path: Path) -> None:
 def test_help_imports_nothing_heavy(tmp_path: Path) -> None:
     probe = ("import sys\nfrom refrestore.cli import main\nsys.argv = ['refrestore', 'fix', '--help']\n"
              "try:\n    main()\nexcept SystemExit:\n    pass\n"
-             "print('LOADED', sorted(m for m in ('torch', 'numpy', 'cv2', 'dlib', 'requests', 'PIL') if m in sys.modules))")
+             "print('LOADED', sorted(m for m in ('torch', 'numpy', 'cv2', 'dlib', 'requests', 'PIL', 'pydantic') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           env=dict(os.environ, **HELP_ENV), timeout=60)
     assert proc.returncode == 0, proc.stderr

@@ -78,6 +78,9 @@ def _tidy_params(params: list[Any]) -> None:
 def _plain_help_option(option: Any) -> Any:
     if option is not None:
         option.metavar = ""
+        if option.default is None:
+            # A bool, not None: typer coerces None through pydantic, a 0.3 s import per start.
+            option.default = False
     return option
 
 

@@ -186,7 +186,10 @@ def _choose(req: FixRequest, offline: bool, err_console: Console) -> tuple[Any, 
             download(entries, store, offline=offline, progress=progress)
         return store, choose_restorer(req.model, store)
     except (RestorerError, WeightsError) as exc:
-        raise fail(str(exc), 1)
+        failures = getattr(exc, "failures", None) or [str(exc)]  # one line per file that failed
+        for line in failures[:-1]:
+            fail(line)
+        raise fail(failures[-1], 1)
 
 
 def run_fix(req: FixRequest) -> int:

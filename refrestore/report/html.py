@@ -178,8 +178,9 @@ class _Writer:
         has_out = _save_jpeg(_face_crop(after, box, scale), self.assets.folder / crop_out, FACE_SIDE)
         figures = [f'<figure>{_img(self.assets, crop_in if has_in else None, "input face")}<figcaption>input</figcaption></figure>']
         if after is not None or face.get("restorer"):  # `match` restores nothing
+            caption = "left as it was" if face.get("left_as_is") else f'restored ({_e(face.get("restorer") or "-")})'
             figures.append(f'<figure>{_img(self.assets, crop_out if has_out else None, "restored face")}'
-                           f'<figcaption>restored ({_e(face.get("restorer") or "-")})</figcaption></figure>')
+                           f'<figcaption>{caption}</figcaption></figure>')
         ref = face.get("reference")
         refs = [ref, *(ref.get("alternatives") or [])] if ref else []
         if not refs:
@@ -190,8 +191,13 @@ class _Writer:
                            f' score {_fmt(r.get("score"))}</figcaption></figure>')
         facts = [("face", f"{k}" + (f" at {', '.join(f'{v:.0f}' for v in box)}" if box else "")),
                  ("detector", f"{face.get('detector') or '-'} ({_fmt(face.get('detector_score'))})"),
-                 ("restorer", face.get("restorer") or "-"),
+                 ("restorer", face.get("restorer") or ("none: it needed nothing" if face.get("left_as_is") else "-")),
                  ("restored", "yes" if face.get("restored") else "no")]
+        if isinstance(face.get("strength"), (int, float)) and face.get("restored"):
+            facts.append(("strength", _fmt(face["strength"])))
+        degradation = face.get("degradation")
+        if isinstance(degradation, dict) and "severity" in degradation:
+            facts.append(("degradation", f"{_fmt(degradation['severity'])} ({degradation.get('cause') or '-'})"))
         if ref:
             facts.append(("person", _person(ref)))
             facts.append(("RefSel", " ".join(f"{n} {_fmt(ref.get(n))}" for n in ("identity", "pose", "expression", "quality"))
