@@ -138,3 +138,13 @@ def test_user_file_is_added_after_a_strict_load_and_shown_as_user_added(tmp_path
         fh.write(b"\x00" * 16)
     listing = json.loads(refrestore(["models", "--json", "--dir", str(weights)], home).stdout)
     assert next(f for f in listing["files"] if f["name"] == src.name)["status"] == "corrupt"
+
+
+def test_quiet_download_prints_only_the_errors(tmp_path: Path) -> None:
+    manifest = manifest_at(tmp_path, "http://nonexistent.invalid")
+    proc = refrestore(["download-weights", "-q", "--manifest", str(manifest), "--dir", str(tmp_path / "w")],
+                      tmp_path / "home")
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == len(FILES) and all(line.startswith("error: ") for line in lines), proc.stderr
+    assert proc.stdout == ""

@@ -19,7 +19,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .common import PlainHelpCommand
+from .common import PlainHelpCommand, setup_logging, verbosity_from
 
 from ..weights.choose import preferred
 from ..weights.errors import WeightsError
@@ -97,8 +97,11 @@ def download_weights(
         typer.Option("--offline", help="Forbid network use (also REFRESTORE_OFFLINE=1); a local --mirror still works."),
     ] = False,
     timeout: Annotated[float, typer.Option("--timeout", min=0.1, metavar="SECONDS", help="Connect/read timeout in seconds.")] = 30.0,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only errors and the files installed.")] = False,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Also log each request and retry.")] = False,
 ) -> None:
     """Download model weights, verify their size and sha256, and install them atomically."""
+    setup_logging(False, verbosity_from(quiet, verbose))
     store = _open_store(directory, manifest_file)
     if from_file is not None:
         _add_from_file(store, names or [], from_file, force)
@@ -114,14 +117,15 @@ def download_weights(
     err = _err()
     fetch = [e for e in entries if not e.embedded]
     total = sum(e.size or 0 for e in fetch)
-    err.print(f"{len(entries)} file(s), {_mb(total)}, into {store.directory}")
-    for entry in entries:
-        if not entry.commercial:
-            err.print(f"note: {entry.name} is licensed {entry.license}: not for commercial use")
+    if not quiet:
+        err.print(f"{len(entries)} file(s), {_mb(total)}, into {store.directory}")
+        for entry in entries:
+            if not entry.commercial:
+                err.print(f"note: {entry.name} is licensed {entry.license}: not for commercial use")
 
     from ..weights.download import download
 
-    renderer = DownloadProgress(err)
+    renderer = DownloadProgress(err, silent=quiet)
     try:
         with renderer:
             paths = download(
@@ -171,9 +175,10 @@ class DownloadProgress:
     Use as ``with DownloadProgress(console) as p: download(..., progress=p)`` (also from
     other commands, e.g. ``fix --download``)."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, silent: bool = False) -> None:
         self.console = console
-        self.live = console.is_terminal
+        self.silent = silent  # -q: no bars, no lines; errors are reported by the caller
+        self.live = console.is_terminal and not silent
         self.progress: Progress | None = None
         self.tasks: dict[str, TaskID] = {}
 
@@ -191,6 +196,8 @@ class DownloadProgress:
             self.progress.stop()
 
     def __call__(self, event: DownloadEvent) -> None:
+        if self.silent:
+            return
         name = event.name
         if event.kind == "progress":
             if self.progress is not None and name in self.tasks:
