@@ -339,9 +339,17 @@ def _gallery_line(gallery: Any) -> str | None:
     if gallery is None:
         return None
     stats = gallery.stats
+    # People are folders, plus clusters where RefSel names them (a second face in a photo,
+    # top-level photos): both counts are shown so neither surprises.
     people = {getattr(f, "person", None) or Path(f.path).parent.name for f in gallery.faces}
-    return (f"gallery: {len(gallery.faces)} faces of {len(people)} people (folders) in {stats.files} photos, "
+    folders = {Path(f.path).parent for f in gallery.faces}
+    return (f"gallery: {len(gallery.faces)} faces of {_count(len(people), 'person', 'people')} "
+            f"({_count(len(folders), 'folder', 'folders')}) in {_count(stats.files, 'photo', 'photos')}, "
             f"{stats.from_cache} from the cache, {stats.indexed} indexed; identity model {gallery.identity_name}")
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 def _write_reports(req: FixRequest, summary: "BatchSummary", meta: dict[str, Any], err_console: Console) -> None:
