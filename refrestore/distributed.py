@@ -1,7 +1,7 @@
 """``fix`` on a Ray cluster, as one library call a notebook on the cluster can make.
 
-    from refrestore.distributed import fix_dataset
-    run = fix_dataset(["/archive/box1", "/archive/list.parquet"], "/archive/restored",
+    from refrestore.distributed import RayOptions, fix_dataset
+    run = fix_dataset(["/archive/box1", "/archive/list.parquet", "s3://scans/box2"], "s3://scans/restored",
                       refs=["/archive/family"], cluster=RayOptions(gpus_per_worker=0.25))
     run.summary.counts()
 
@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from .engines.inputs import expand_inputs
 from .engines.photo import BatchOptions
 from .engines.ray import INSTALL_HINT, PipelineSpec, RayEngineError, RayNotInstalled, RayOptions, RayRun, ReferencePlan, import_ray, run_ray
+from .engines.remote import RemoteFile, find_remote_inputs, is_uri, listed_remote, plan_remote
 from .engines.reports import ImageReport
-from .engines.tasks import Task, UsageError, plan_outputs
+from .engines.tasks import UsageError, plan_outputs
 
 log = logging.getLogger(__name__)
 
@@ -47,20 +48,20 @@ def reference_plan(refs: Sequence[os.PathLike[str] | str], ref: os.PathLike[str]
 
 
 def fix_tasks(
-    tasks: list[Task],
+    tasks: Sequence[Any],
     spec: PipelineSpec,
     *,
     refs: Sequence[os.PathLike[str] | str] = (),
     ref: os.PathLike[str] | str | None = None,
     options: BatchOptions | None = None,
     cluster: RayOptions | None = None,
-    on_done: Callable[[Task, ImageReport], None] = lambda t, r: None,
+    on_done: Callable[[Any, ImageReport], None] = lambda t, r: None,
     notes: list[str] | None = None,
 ) -> RayRun:
     """Planned tasks (``engines.plan_outputs``) on Ray, with the gallery indexed once here."""
     import_ray()  # say what to install before indexing anything
     plan = reference_plan(refs, ref, spec, notes)
-    return run_ray(tasks, spec, plan, options or BatchOptions(), cluster or RayOptions(), on_done)
+    return run_ray(list(tasks), spec, plan, options or BatchOptions(), cluster or RayOptions(), on_done)
 
 
 def fix_dataset(
@@ -73,20 +74,37 @@ def fix_dataset(
     options: BatchOptions | None = None,
     cluster: RayOptions | None = None,
     recursive: bool = False,
-    on_done: Callable[[Task, ImageReport], None] = lambda t, r: None,
+    on_done: Callable[[Any, ImageReport], None] = lambda t, r: None,
     notes: list[str] | None = None,
 ) -> RayRun:
-    """Restore every photo named by ``inputs`` (files, folders, text/CSV/Parquet lists of
-    paths) into the folder ``output``, on Ray; outputs are named as ``refrestore fix -o``
-    names them, and finished ones are skipped, so calling it again resumes."""
+    """Restore every photo named by ``inputs`` into the folder ``output``, on Ray.
+
+    ``inputs``: files, folders, and text/CSV/Parquet lists of paths; any of them, and
+    ``output``, may be a URI of a filesystem pyarrow understands (``s3://bucket/scans``,
+    ``gs://...``). Outputs are named as ``refrestore fix -o`` names them, and finished ones are
+    skipped, so calling it again resumes.
+    """
     spec = spec or PipelineSpec(with_detector=True)
-    out = Path(output)
-    paths = [Path(p) for p in inputs]
-    for src in paths:
-        if src.is_dir() and os.path.realpath(src) == os.path.realpath(out):
-            raise UsageError(f"the output folder {out} is the input folder: choose another output")
-    found, problems = expand_inputs(paths, recursive=recursive, exclude=[out])
-    tasks = plan_outputs(found, out, single_file=False)
+    raw = [str(p) for p in inputs]
+    out = str(output)
+    local = [Path(p) for p in raw if not is_uri(p)]
+    if not is_uri(out):
+        for src in local:
+            if src.is_dir() and os.path.realpath(src) == os.path.realpath(out):
+                raise UsageError(f"the output folder {out} is the input folder: choose another output")
+    listed: list[str] = []
+    found, problems = expand_inputs(local, recursive=recursive, exclude=[] if is_uri(out) else [Path(out)], remote=listed)
+    pre = [ImageReport(str(p), None, "error", reason) for p, reason in problems]
+    remote_roots = [p for p in raw if is_uri(p)]
+    tasks: list[Any]
+    if is_uri(out) or remote_roots or listed:
+        files = [RemoteFile(os.path.abspath(f.path), f.rel) for f in found]
+        more, remote_problems = find_remote_inputs(remote_roots, recursive)
+        files += more + listed_remote(listed)
+        pre += [ImageReport(u, None, "error", reason) for u, reason in remote_problems]
+        tasks = plan_remote(files, out if is_uri(out) else os.path.abspath(out))
+    else:
+        tasks = plan_outputs(found, Path(out), single_file=False)
     run = fix_tasks(tasks, spec, refs=refs, ref=ref, options=options, cluster=cluster, on_done=on_done, notes=notes)
-    run.summary.images[:0] = [ImageReport(str(p), None, "error", reason) for p, reason in problems]
+    run.summary.images[:0] = pre
     return run

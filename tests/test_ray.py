@@ -231,6 +231,21 @@ def test_library_call_with_a_list_of_paths_reports_the_bad_file(ray_session, alb
     assert _relative_report(report, out) == {k: v for k, v in _relative_report(local_report, local_out).items() if k in report}
 
 
+def test_pyarrow_filesystem_uris_in_and_out(ray_session, album, local_run, tmp_path):
+    """file:// goes through pyarrow's filesystem layer, as s3:// and gs:// do."""
+    out = tmp_path / "out"
+    run = fix_dataset([f"file://{album}"], f"file://{out}", spec=SPEC, cluster=RayOptions(workers=2))
+    by_name = {r.input.rsplit("/", 1)[-1]: r for r in run.summary.images}
+    assert all(r.input.startswith("file://") for r in run.summary.images)
+    bad = by_name.pop("not_a_photo.jpg")
+    assert bad.status == "error" and "not an image" in bad.error and "refrestore-ray-" not in bad.error
+    assert {r.status for r in by_name.values()} == {"ok"} and len(by_name) == PHOTOS
+    assert all(r.output == f"file://{out}/{Path(r.input).stem}_restored{Path(r.input).suffix}" for r in by_name.values())
+    assert _outputs(out) == _outputs(local_run[0])
+    again = fix_dataset([f"file://{album}"], f"file://{out}", spec=SPEC, cluster=RayOptions(workers=1))
+    assert sorted(r.status for r in again.summary.images) == ["error"] + ["skipped"] * PHOTOS
+
+
 def test_a_worker_killed_mid_run_still_leaves_every_output_complete(ray_session, album, local_run, tmp_path):
     out = tmp_path / "out"
     killed: list[int] = []
@@ -290,6 +305,16 @@ def test_driver_killed_then_the_same_command_finishes_identically(ray_head, albu
     local_out, _ = local_run
     assert _outputs(out) == _outputs(local_out)
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "temporary files of the killed run are gone"
+
+
+def test_gpus_per_worker_on_a_cluster_without_gpus_is_one_clear_line(ray_head, album, tmp_path):
+    proc = _cli(["fix", str(album), "-o", str(tmp_path / "out"), "--engine", "ray", "--ray-address", ray_head,
+                 "--gpus-per-worker", "0.5", *FAST], tmp_path / "home")
+    assert proc.returncode == 1
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert errors == ["error: the Ray cluster has 0 GPUs, too few for workers of 0.5 GPU; "
+                      "give --workers N to wait for an autoscaler to add them"], proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
 
 
 def test_without_ray_the_engine_says_what_to_install(album, tmp_path):

@@ -36,7 +36,13 @@ def _column(names: Sequence[str], where: Path) -> int:
 
 
 def read_path_list(path: Path) -> list[Path]:
-    """The paths listed in ``path``; relative entries are relative to the list's folder."""
+    """The local paths listed in ``path``; relative entries are relative to the list's folder."""
+    raw = _raw_entries(path)
+    base = path.parent
+    return [Path(p) if os.path.isabs(p) else base / p for p in read_path_entries(raw) if not _is_uri(p)]
+
+
+def _raw_entries(path: Path) -> list[str]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":
@@ -68,12 +74,30 @@ def read_path_list(path: Path) -> list[Path]:
         raise
     except Exception as exc:  # noqa: BLE001 - pyarrow's errors have no common base here
         raise PathListError(f"{path}: cannot read the list of inputs: {exc}".splitlines()[0]) from exc
-    base = path.parent
-    return [Path(p) if os.path.isabs(p) else base / p for p in (s.strip() for s in raw) if p]
+    return read_path_entries(raw)
 
 
-def expand_inputs(paths: list[Path], recursive: bool, *, exclude: Sequence[Path] = ()) -> tuple[list[InputFile], list[tuple[Path, str]]]:
-    """Like ``discover.find_inputs``, with path lists expanded into the files they name."""
+def read_path_entries(raw: list[str]) -> list[str]:
+    return [p for p in (s.strip() for s in raw) if p]
+
+
+def read_uri_list(path: Path) -> list[str]:
+    """The entries of a list of inputs that are URIs (``s3://...``); ``read_path_list`` has the rest."""
+    return [e for e in _raw_entries(path) if _is_uri(e)]
+
+
+def _is_uri(text: str) -> bool:
+    from .remote import is_uri
+
+    return is_uri(text)
+
+
+def expand_inputs(paths: list[Path], recursive: bool, *, exclude: Sequence[Path] = (),
+                  remote: list[str] | None = None) -> tuple[list[InputFile], list[tuple[Path, str]]]:
+    """Like ``discover.find_inputs``, with path lists expanded into the files they name.
+
+    URIs in the lists go to ``remote`` when it is given, else they are reported as problems.
+    """
     plain: list[Path] = []
     listed: list[InputFile] = []
     problems: list[tuple[Path, str]] = []
@@ -82,6 +106,11 @@ def expand_inputs(paths: list[Path], recursive: bool, *, exclude: Sequence[Path]
             plain.append(Path(p))
             continue
         entries = read_path_list(Path(p))
+        for uri in read_uri_list(Path(p)):
+            if remote is not None:
+                remote.append(uri)
+            else:
+                problems.append((Path(uri), "a remote path: refrestore.distributed.fix_dataset reads these, fix does not yet"))
         if not entries:
             continue
         root = Path(os.path.commonpath([os.path.abspath(e.parent) for e in entries]))

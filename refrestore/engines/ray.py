@@ -15,6 +15,7 @@ import dataclasses
 import json
 import logging
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -23,6 +24,7 @@ from ..discover import InputFile
 from ..imageio import remove_stale_temp_files
 from ..pipeline import FacePipeline, FixOptions
 from .photo import BatchOptions
+from .remote import RemoteTask, download, is_uri, split_finished_remote, upload
 from .reports import BatchSummary, ImageReport, error_text
 from .tasks import Task, split_finished
 
@@ -170,15 +172,30 @@ class PhotoWorker:
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
         from .local import run_local
 
-        tasks = [Task(InputFile(Path(str(i)), Path(str(r))), Path(str(o))) for i, r, o in zip(batch["input"], batch["rel"], batch["output"])]
-        summary = run_local(tasks, self.pipeline, self.options, clean_temp=False)
-        by_input = {r.input: r for r in summary.images}
+        rows = list(zip((int(i) for i in batch["index"]), (str(i) for i in batch["input"]), (str(r) for r in batch["rel"]), (str(o) for o in batch["output"])))
         out: dict[str, list[Any]] = {k: [] for k in ("index", "report", "seconds", "fatal", "restorer", "detector", "device")}
-        for index, task in zip(batch["index"], tasks):
-            rep = by_input.get(str(task.source.path))
+        with tempfile.TemporaryDirectory(prefix="refrestore-ray-") as stage:
+            staged = _Staging(Path(stage))
+            tasks: list[Task] = []
+            reports: dict[int, ImageReport] = {}
+            for index, inp, rel, outp in rows:
+                try:
+                    tasks.append(staged.task(index, inp, rel, outp))
+                except Exception as exc:  # noqa: BLE001 - an unreadable remote input is one failed photo
+                    reports[index] = ImageReport(inp, None, "error", f"cannot read {inp}: {error_text(exc)}")
+            summary = run_local(tasks, self.pipeline, self.options, clean_temp=False)
+            by_input = {r.input: r for r in summary.images}
+            for index, inp, rel, outp in rows:
+                if index in reports:
+                    continue
+                rep = by_input.get(str(Path(staged.local_input(index, inp))))
+                if rep is not None:
+                    reports[index] = staged.finish(index, inp, outp, rep)
+        for index, inp, rel, outp in rows:
+            rep = reports.get(index)
             if rep is None:  # not reached: the batch stopped at a fatal error
                 continue
-            out["index"].append(int(index))
+            out["index"].append(index)
             out["report"].append(json.dumps(rep.to_json()))
             out["seconds"].append(float(rep.seconds))
             out["fatal"].append(rep.error if summary.fatal and rep.error == summary.fatal else "")
@@ -186,6 +203,43 @@ class PhotoWorker:
             out["detector"].append(self.names[1] or "")
             out["device"].append(self.names[2])
         return out
+
+
+class _Staging:
+    """Local copies of remote inputs, and uploads of the outputs made from them."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def local_input(self, index: int, inp: str) -> str:
+        return str(self.folder / "in" / str(index) / Path(inp.rsplit("/", 1)[-1])) if is_uri(inp) else inp
+
+    def local_output(self, index: int, outp: str) -> str:
+        return str(self.folder / "out" / str(index) / outp.rsplit("/", 1)[-1]) if is_uri(outp) else outp
+
+    def task(self, index: int, inp: str, rel: str, outp: str) -> Task:
+        local_in = self.local_input(index, inp)
+        if local_in != inp:
+            download(inp, Path(local_in))
+        return Task(InputFile(Path(local_in), Path(rel)), Path(self.local_output(index, outp)))
+
+    def finish(self, index: int, inp: str, outp: str, rep: ImageReport) -> ImageReport:
+        """Upload what was written for this photo; the report names the URIs."""
+        local_in, local_out = self.local_input(index, inp), self.local_output(index, outp)
+        rep.input = inp
+        if rep.error:
+            rep.error = rep.error.replace(local_in, inp)
+        if local_out == outp or rep.output is None:
+            return rep
+        try:
+            made = Path(local_out).parent
+            base = outp.rsplit("/", 1)[0]
+            for f in sorted(q for q in made.rglob("*") if q.is_file()):  # the output and any face files
+                upload(f, base + "/" + f.relative_to(made).as_posix())
+            rep.output = outp
+        except Exception as exc:  # noqa: BLE001 - one photo's upload must not stop the batch
+            rep.status, rep.output, rep.error = "error", None, f"cannot write {outp}: {error_text(exc)}"
+        return rep
 
 
 def _connect(ray: Any, cluster: RayOptions) -> bool:
@@ -221,20 +275,25 @@ def _worker_count(ray: Any, cluster: RayOptions, todo: int) -> int:
         res = ray.cluster_resources()
         if cluster.gpus_per_worker > 0:
             n = int(res.get("GPU", 0) // cluster.gpus_per_worker)
+            if n == 0:  # the workers would wait for GPUs forever
+                raise RayEngineError(f"the Ray cluster has {res.get('GPU', 0):g} GPUs, too few for workers of "
+                                     f"{cluster.gpus_per_worker:g} GPU; give --workers N to wait for an autoscaler to add them")
         else:
             n = int(res.get("CPU", 1) // max(cluster.cpus_per_worker, 1e-6))
     return max(1, min(n, todo))
 
 
 def run_ray(
-    tasks: list[Task],
+    tasks: "list[Task] | list[RemoteTask] | list[Task | RemoteTask]",
     spec: PipelineSpec,
     references: ReferencePlan | None,
     options: BatchOptions,
     cluster: RayOptions,
-    on_done: Callable[[Task, ImageReport], None] = lambda t, r: None,
+    on_done: Callable[[Any, ImageReport], None] = lambda t, r: None,
 ) -> RayRun:
     """Process every task on Ray; reports come back in input order, as ``run_local``'s do.
+
+    ``RemoteTask`` inputs and outputs are URIs of any filesystem pyarrow understands.
 
     Ctrl-C or SIGTERM (KeyboardInterrupt) stops the run: finished outputs are complete, and
     the same call again does the rest.
@@ -243,10 +302,14 @@ def run_ray(
     summary = BatchSummary()
     run = RayRun(summary, gallery=references.gallery if references is not None else None)
     # Temporary files of a killed run are removed before any worker of this run can write.
-    for folder in sorted({t.output.parent for t in tasks}):
+    local = [t for t in tasks if isinstance(t, Task)]
+    for folder in sorted({t.output.parent for t in local}):
         if folder.is_dir():
             remove_stale_temp_files(folder)
-    todo, finished = split_finished(tasks, options.skip_existing)
+    todo_local, finished = split_finished(local, options.skip_existing)
+    todo_remote, finished_remote = split_finished_remote([t for t in tasks if isinstance(t, RemoteTask)], options.skip_existing)
+    todo: list[Task | RemoteTask] = [*todo_local, *todo_remote]
+    finished = [*finished, *finished_remote]
     for t, rep in finished:
         summary.images.append(rep)
         on_done(t, rep)
@@ -285,7 +348,7 @@ def run_ray(
                 break
     except KeyboardInterrupt:
         summary.interrupted = True
-    except RayNotInstalled:
+    except (RayNotInstalled, RayEngineError):
         raise
     except Exception as exc:  # noqa: BLE001 - Ray's errors carry whole remote tracebacks
         log.debug("Ray run failed", exc_info=True)
