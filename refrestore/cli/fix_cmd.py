@@ -19,7 +19,8 @@ from rich.console import Console
 from .common import PlainHelpCommand, Verbosity, fail, is_terminal, setup_logging, verbosity_from
 
 if TYPE_CHECKING:
-    from ..batch import BatchSummary
+    from ..batch import BatchOptions, BatchSummary, ImageReport, Task
+    from ..pipeline import FacePipeline
 
 log = logging.getLogger("refrestore")
 
@@ -368,13 +369,14 @@ def _write_reports(req: FixRequest, summary: "BatchSummary", meta: dict[str, Any
             err_console.print(f"report: {req.html_report}", markup=False)
 
 
-def _run_with_progress(tasks, pipeline, options, out_console: Console, err_console: Console, verbosity: Verbosity):  # type: ignore[no-untyped-def]
+def _run_with_progress(tasks: "list[Task]", pipeline: "FacePipeline", options: "BatchOptions", out_console: Console,
+                       err_console: Console, verbosity: Verbosity) -> "BatchSummary":
     from ..batch import run_batch
 
     if verbosity <= Verbosity.QUIET:
         return run_batch(tasks, pipeline, options)
     if not is_terminal():
-        def done(task, rep):  # type: ignore[no-untyped-def]
+        def done(task: "Task", rep: "ImageReport") -> None:
             detail = rep.error or (f"{len(rep.faces)} face(s)" if rep.status != "skipped" else "output exists")
             out_console.print(f"{rep.status:<8} {task.source.path} -> {rep.output or '-'} ({detail})")
 
@@ -388,14 +390,14 @@ def _run_with_progress(tasks, pipeline, options, out_console: Console, err_conso
         images = progress.add_task("images", total=len(tasks), name="")
         faces = progress.add_task("faces", total=None, name="")
 
-        def start(task):  # type: ignore[no-untyped-def]
+        def start(task: "Task") -> None:
             progress.update(images, name=task.source.path.name)
             progress.reset(faces, total=None)
 
         def face(i: int, n: int) -> None:
             progress.update(faces, total=n, completed=i + 1)
 
-        def done(task, rep):  # type: ignore[no-untyped-def]
+        def done(task: "Task", rep: "ImageReport") -> None:
             progress.advance(images)
 
         return run_batch(tasks, pipeline, options, on_start=start, on_done=done, on_face=face)
