@@ -1,7 +1,7 @@
 """Never a good face made worse: clean faces through the real `fix` path, output vs input.
 
     python benchmarks/bench_clean_faces.py [--shared ../shared] [--model auto] [--detector dlib]
-                                           [--upscale 1] [--threads 1] [--limit N] [--json OUT]
+                                           [--upscale 1] [--threads 1] [--limit N] [--png] [--json OUT]
 
 Every photo of ``shared/data/identities`` (real press photos, not degraded) goes through the
 batch runner `fix` uses (whole photos, paste-back, `--upscale 1` by default). For each face
@@ -32,7 +32,7 @@ import torch
 
 from refrestore.align import align_face
 from refrestore.api import build_pipeline
-from refrestore.batch import BatchOptions, plan_outputs, run_batch
+from refrestore.batch import BatchOptions, Task, plan_outputs, run_batch
 from refrestore.degradation import photo_window
 from refrestore.discover import find_inputs
 from refrestore.faces import DetectedFace
@@ -62,6 +62,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--limit", type=int, default=0, help="only the first N photos (0: all)")
     ap.add_argument("--not-adaptive", action="store_true", help="restore every face fully (the behaviour before issue 11)")
+    ap.add_argument("--png", action="store_true",
+                    help="write every output as PNG (lossless), to separate the restoration from JPEG re-encoding")
     ap.add_argument("--json", type=Path, default=None, help="write per-face figures here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -78,6 +80,8 @@ def main() -> int:
     options = FixOptions(upscale=args.upscale, adaptive=not args.not_adaptive)
     built = build_pipeline(model=args.model, detector=args.detector, device="cpu", options=options)
     tasks = plan_outputs(inputs, out, single_file=False)
+    if args.png:
+        tasks = [Task(t.source, t.output.with_suffix(".png")) for t in tasks]
     t0 = time.perf_counter()
     summary = run_batch(tasks, built.pipeline, BatchOptions(jobs=1, prefetch=0))
     seconds = time.perf_counter() - t0
@@ -127,7 +131,7 @@ def main() -> int:
     left = sum(r["left_as_is"] for r in rows)
     print()
     print(f"{len(summary.images)} photos, {n} faces, model {args.model}, detector {args.detector}, upscale {args.upscale}, "
-          f"adaptive {not args.not_adaptive}, {seconds:.1f} s, torch threads {args.threads}, CPU")
+          f"adaptive {not args.not_adaptive}, outputs {'PNG' if args.png else 'in the input format (JPEG q95)'}, {seconds:.1f} s, torch threads {args.threads}, CPU")
     print(f"faces left as they were: {left}/{n}")
     print(f"identity distance: mean {ids.mean():.4f}, median {np.median(ids):.4f}, max {ids.max():.4f}; <= {ID_MAX}: {np.mean(ids <= ID_MAX):.1%}")
     print(f"detail ratio: mean {det.mean():.3f}, median {np.median(det):.3f}, min {det.min():.3f}; >= {DETAIL_MIN}: {np.mean(det >= DETAIL_MIN):.1%}; "

@@ -24,11 +24,20 @@ __all__ = [
 ]
 
 
-def side_by_side(panels: list[np.ndarray], height: int = 512) -> np.ndarray:
+def side_by_side(panels: list[np.ndarray], height: int = 512, labels: list[str] | None = None) -> np.ndarray:
+    """Panels next to each other at one height; each ``labels`` entry is written on its panel."""
     out = []
-    for p in panels:
+    for i, p in enumerate(panels):
         if p.shape[0] != height:
             p = cv2.resize(p, (int(p.shape[1] * height / p.shape[0]), height), interpolation=cv2.INTER_AREA)
+        if labels is not None and i < len(labels) and labels[i]:
+            p = p.copy()
+            scale = height / 512.0
+            bar = int(round(34 * scale))
+            # Darken a strip rather than cover it, so the face under the label still shows.
+            p[:bar] = (p[:bar].astype(np.float32) * 0.35).astype(np.uint8)
+            cv2.putText(p, labels[i], (int(8 * scale), int(24 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.7 * scale,
+                        (255, 255, 255), max(1, int(round(2 * scale))), cv2.LINE_AA)
         out.append(p)
         out.append(np.full((height, 8, 3), 255, np.uint8))
     return np.concatenate(out[:-1], axis=1)
@@ -48,5 +57,12 @@ def _save_face_files(result: PhotoResult, output: Path, like: LoadedImage, save_
                 if img is not None:
                     save_image(folder / f"face{o.index:02d}_{tag}.png", img, plain)
         if compare:
-            sheet = side_by_side([o.aligned, restored, ref])
+            if o.error:
+                done = "not restored (failed)"
+            elif getattr(o, "left_as_is", False):
+                done = "left as it was"
+            else:
+                done = f"restored: {o.restorer}"
+            labels = ["input", done, "reference" if o.references else "no reference"]
+            sheet = side_by_side([o.aligned, restored, ref], labels=labels)
             save_image(output.with_name(f"{output.stem}_compare_face{o.index:02d}.jpg"), sheet, plain)

@@ -12,8 +12,9 @@ photo). The four measurements, each mapped to 0 (fine) .. 1 (badly damaged):
 - ``face_px``: the face's width in the output (photo pixels times the upscale): a sharp
   face that is small in the output still has little to show.
 
-``severity`` is the largest of the four scores: one bad property is enough to need
-restoration, and the report can say which one it was.
+``severity`` combines the four scores as independent damages, 1 - prod(1 - score): one bad
+property is enough to need restoration, and two moderate ones (a small face that is also
+soft, as in most old group photos) add up. ``cause`` names the largest.
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ class Degradation:
     noise: float  # noise sigma, 0..255
     blockiness: float  # JPEG block-edge ratio (1 = none)
     scores: dict[str, float]  # each measurement as damage 0..1
-    severity: float  # the largest score
+    severity: float  # 1 - prod(1 - score)
     cause: str  # which measurement set the severity
 
     def report(self) -> dict:
@@ -126,10 +127,11 @@ def _ramp(value: float, ok: float, bad: float) -> float:
     return float(min(1.0, max(0.0, t)))
 
 
-def native_view(aligned: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, float]:
-    """The aligned crop at the photo's own resolution (never above 512), and that resolution."""
+def native_view(aligned: np.ndarray, affine: np.ndarray, upscale: int = 1) -> tuple[np.ndarray, float]:
+    """The aligned crop at the output's resolution (the photo's own times ``upscale``, never
+    above the crop's), and the photo's own resolution of the template."""
     native = FFHQ_SIZE / max(affine_scale(affine), 1e-6) * (aligned.shape[0] / FFHQ_SIZE)
-    side = int(round(min(float(aligned.shape[0]), native)))
+    side = int(round(min(float(aligned.shape[0]), native * upscale)))
     side = max(side, 16)
     if side < aligned.shape[0]:
         return cv2.resize(aligned, (side, side), interpolation=cv2.INTER_AREA), native
@@ -158,7 +160,8 @@ def estimate(
     thresholds: Thresholds = Thresholds(),
 ) -> Degradation:
     """Measure one aligned face (``affine``: photo -> crop); ``photo`` adds the JPEG measure."""
-    view, native = native_view(aligned, affine)
+    # Upscaled, a face shows its blur larger: measure it as the output will show it.
+    view, native = native_view(aligned, affine, upscale)
     grey = _grey(_central(view))
     sharp = reblur_sharpness(grey)
     noise = noise_sigma(grey)
@@ -172,7 +175,8 @@ def estimate(
         "face_px": _ramp(face_px, t.size_ok, t.size_bad),
     }
     cause = max(scores, key=lambda k: scores[k])
+    severity = 1.0 - float(np.prod([1.0 - v for v in scores.values()]))
     return Degradation(
         face_px=float(face_px), native_px=float(native), sharpness=sharp, noise=noise, blockiness=block,
-        scores=scores, severity=scores[cause], cause=cause,
+        scores=scores, severity=severity, cause=cause,
     )

@@ -36,27 +36,30 @@ def detail_sigma(native_px: float, size: int = FFHQ_SIZE) -> float:
     return float(max(1.5, 2.0 * size / max(native_px, 1.0)))
 
 
-def temper(original: np.ndarray, restored: np.ndarray, amount: float, keep_detail: float, sigma: float) -> np.ndarray:
+def temper(original: np.ndarray, restored: np.ndarray, amount: float, keep_detail: float, sigma: float,
+           detail_amount: float | None = None) -> np.ndarray:
     """The restored crop, applied only as much as needed (all arrays S x S x 3 uint8).
 
-    Low frequencies (below ``sigma``) move from the original toward the restored face by
-    ``amount``. For the fine detail, each neighbourhood takes the richer of the original's
-    (weighted by ``keep_detail``: 0 when it is noise or blocks) and the restorer's (weighted
-    by ``amount``), by local energy, so a sharp face is never smoothed and a blurred one
-    gets the restorer's detail.
+    Low frequencies (below ``sigma``: the face's structure, where identity lives) move from
+    the original toward the restored face by ``amount``. For the fine detail, each
+    neighbourhood takes the richer of the original's (weighted by ``keep_detail``: 0 when it
+    is noise or blocks) and the restorer's (weighted by ``detail_amount``, default
+    ``amount``), by local energy, so a sharp face is never smoothed and a blurred one gets
+    the restorer's detail.
     """
     amount = float(np.clip(amount, 0.0, 1.0))
+    detail_amount = amount if detail_amount is None else float(np.clip(detail_amount, 0.0, 1.0))
     keep_detail = float(np.clip(keep_detail, 0.0, 1.0))
-    if amount >= 1.0 and keep_detail <= 0.0:
+    if amount >= 1.0 and detail_amount >= 1.0 and keep_detail <= 0.0:
         return restored
-    if amount <= 0.0 and keep_detail >= 1.0:
+    if amount <= 0.0 and detail_amount <= 0.0 and keep_detail >= 1.0:
         return original
     a = original.astype(np.float32)
     r = restored.astype(np.float32)
     low_a = cv2.GaussianBlur(a, (0, 0), sigma)
     low_r = cv2.GaussianBlur(r, (0, 0), sigma)
     hi_a = (a - low_a) * keep_detail
-    hi_r = (r - low_r) * amount
+    hi_r = (r - low_r) * detail_amount
     # Local detail energy over a few detail widths, on luminance-like sums of the channels.
     ea = cv2.GaussianBlur((hi_a ** 2).sum(axis=2), (0, 0), 2.0 * sigma)
     er = cv2.GaussianBlur((hi_r ** 2).sum(axis=2), (0, 0), 2.0 * sigma)

@@ -55,7 +55,8 @@ class FaceOutcome:
     restorer: str = ""
     error: str | None = None
     degradation: Degradation | None = None
-    amount: float = 1.0  # how much of the restoration was applied (after --strength)
+    amount: float = 1.0  # how much of the restored structure (low frequencies) was applied, after --strength
+    detail_amount: float = 1.0  # how much of the restorer's fine detail could replace the face's own
     keep_detail: float = 0.0  # how much of the face's own fine detail was kept
     left_as_is: bool = False  # it needed nothing: not restored, pasted as it was
 
@@ -77,6 +78,7 @@ class FaceOutcome:
             "restored": self.restored is not None and self.error is None and not self.left_as_is,
             "left_as_is": self.left_as_is,
             "strength": round(float(self.amount), 4),
+            "detail_strength": round(float(self.detail_amount), 4),
             "kept_detail": round(float(self.keep_detail), 4),
             "degradation": self.degradation.report() if self.degradation is not None else None,
             "error": self.error,
@@ -223,7 +225,8 @@ class FacePipeline:
         opts = self.options
         o.restorer = self.router.spec_for(bool(o.references)).info.name
         if not opts.adaptive:
-            o.amount, o.keep_detail = opts.strength, 0.0
+            o.amount = o.detail_amount = opts.strength
+            o.keep_detail = 0.0
             return
         t = opts.thresholds
         d = estimate(o.aligned, affine, rgb, upscale=1 if opts.aligned else opts.upscale, thresholds=t)
@@ -231,8 +234,13 @@ class FacePipeline:
         # The face's own detail is worth keeping unless it is noise or JPEG blocks.
         o.keep_detail = 1.0 - max(d.scores["noise"], d.scores["blockiness"])
         need = min(1.0, max(0.0, (d.severity - t.leave_below) / max(t.full_above - t.leave_below, 1e-6)))
-        o.amount = opts.strength * need
-        o.left_as_is = d.severity < t.leave_below or o.amount <= 0.0
+        # The structure (where identity lives) follows the square of the need: a doubtfully
+        # damaged face (a soft but clean portrait) keeps its own; a clearly damaged one gets
+        # the restorer's. Detail follows its square root: where the restorer has more detail
+        # than the face it may add it, and where the face has more it keeps its own anyway.
+        o.amount = opts.strength * need * need
+        o.detail_amount = opts.strength * float(np.sqrt(need))
+        o.left_as_is = d.severity < t.leave_below or o.detail_amount < 0.02
 
     def prepare(self, rgb: np.ndarray, grayscale: bool = False) -> "PreparedPhoto":
         """Detect, align, choose references and measure each face: everything before the network."""
@@ -277,7 +285,8 @@ class FacePipeline:
                     p.warnings.append(f"face {o.index}: {o.error}; pasted back unrestored")
                 elif self.options.adaptive:
                     native = o.degradation.native_px if o.degradation is not None else float(FFHQ_SIZE)
-                    o.restored = temper(o.aligned, res, o.amount, o.keep_detail, detail_sigma(native, o.aligned.shape[0]))
+                    o.restored = temper(o.aligned, res, o.amount, o.keep_detail, detail_sigma(native, o.aligned.shape[0]),
+                                        detail_amount=o.detail_amount)
                 else:
                     o.restored = res
         for p in photos:
