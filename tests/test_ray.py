@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -94,8 +95,12 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory):
     """``ray start --head`` in its own process group; yields the address ``--ray-address`` takes."""
     port = _free_port()
     log = tmp_path_factory.mktemp("head") / "ray-start.log"
+    # A temp dir of its own (short: Ray's socket paths must fit 107 bytes), so that the address
+    # file `ray start` leaves does not point later runs on this machine at a stopped cluster.
+    temp_dir = tempfile.mkdtemp(prefix="rayh", dir="/tmp")
     cmd = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
-           f"--object-store-memory={STORE_BYTES}", "--include-dashboard=false", "--disable-usage-stats"]
+           f"--object-store-memory={STORE_BYTES}", "--include-dashboard=false", "--disable-usage-stats",
+           f"--temp-dir={temp_dir}"]
     with open(log, "wb") as fh:
         head = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
                                 env=dict(os.environ, OMP_NUM_THREADS="1", RAY_AUTH_MODE="token"))
@@ -113,6 +118,7 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory):
         time.sleep(0.2)
     _stop_group(head.pid, signal.SIGKILL)
     head.wait(timeout=30)
+    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _stop_group(pgid: int, sig: int) -> None:

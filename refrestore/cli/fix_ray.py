@@ -31,6 +31,7 @@ def run_ray_fix(req: Any, tasks: list[Any], problems: list[tuple[Any, str]], sto
     if not req.debug:
         # Ray's own INFO lines (execution plans, log folders) would bury the progress bar.
         logging.getLogger("ray").setLevel(logging.WARNING)
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
     from ..distributed import fix_tasks
 
     spec = PipelineSpec(

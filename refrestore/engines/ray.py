@@ -15,6 +15,7 @@ import dataclasses
 import json
 import logging
 import os
+import socket
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -252,7 +253,11 @@ def _connect(ray: Any, cluster: RayOptions) -> bool:
                               "logging_level": logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.WARNING}
     if cluster.address:
         kwargs["address"] = cluster.address
-    else:
+    elif not _local_cluster_alive():
+        # A new Ray here: Ray itself would try, forever, to reach a local cluster that
+        # died without `ray stop` (its address file is left behind).
+        kwargs["address"] = "local"
+    if kwargs.get("address") == "local":  # sizes only for a Ray this call starts
         if cluster.num_cpus is not None:
             kwargs["num_cpus"] = cluster.num_cpus
         if cluster.object_store_memory is not None:
@@ -266,6 +271,27 @@ def _connect(ray: Any, cluster: RayOptions) -> bool:
             hint = " (a cluster with token authentication, Ray's default, needs RAY_AUTH_MODE=token here)"
         raise RayEngineError(f"cannot start or reach {where}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}{hint}") from exc
     return True
+
+
+def _local_cluster_alive() -> bool:
+    """Whether the environment or a cluster started on this machine (``ray start``) names a
+    Ray that answers; ``RAY_ADDRESS`` is always taken as given."""
+    if os.environ.get("RAY_ADDRESS"):
+        return True
+    try:
+        from ray._private.utils import read_ray_address  # where `ray start` leaves its address
+
+        address = read_ray_address()
+    except Exception:  # noqa: BLE001 - a private helper; without it, let Ray decide
+        return True
+    if not address:
+        return False
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=2):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def _worker_count(ray: Any, cluster: RayOptions, todo: int) -> int:
