@@ -237,6 +237,14 @@ def run_fix(req: FixRequest) -> int:
         tasks = plan_outputs(found, req.output, single_file=single)
     except UsageError as exc:
         raise fail(str(exc), 2)
+    from ..engines.clash import ClashError, check_run_writes
+
+    try:  # no file of this run may land on an input, a reference or another of its files
+        check_run_writes(tasks, [*req.refs, *([req.ref] if req.ref else [])], save_faces=req.save_faces,
+                         compare=req.compare, reports=[("--json", req.json_report), ("--html", req.html_report)],
+                         html=req.html_report)
+    except ClashError as exc:
+        raise fail(str(exc), 2)
 
     if choice.better is not None and not req.quiet:
         err_console.print(

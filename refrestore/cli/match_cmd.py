@@ -32,7 +32,7 @@ def match(
     top_k: int = typer.Option(3, "--top-k", min=1, max=16, help="References per face."),
     compare: Path | None = typer.Option(None, "--compare", help="Write a contact sheet per photo into this folder."),
     detector: str = typer.Option("auto", "--detector", help="auto, retinaface, retinaface_resnet50, retinaface_mobile0.25 or dlib."),
-    identity: str = typer.Option("auto", "--identity", help="Identity model: auto, dlib or arcface."),
+    identity: str = typer.Option("auto", "--identity", help="Identity model: auto, fused, faceid, dlib or arcface."),
     threshold: float | None = typer.Option(None, "--threshold", min=-1.0, max=1.0, help="Override the calibrated same-person threshold."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     weights_dir: Path | None = typer.Option(None, "--weights-dir", help="Weights folder for this run."),
@@ -82,6 +82,7 @@ def _match(inputs: list[Path], refs: list[Path], ref: Path | None, json_report: 
         raise fail(f"--ref {ref}: no such file", 2)
     if compare is not None and compare.exists() and not compare.is_dir():
         raise fail(f"--compare {compare}: exists and is not a folder", 2)
+    _refuse_clashes(inputs, [*refs, *([ref] if ref else [])], json_report, html_report, compare)
     try:
         device = pick_device(device_name)
         store = WeightStore(weights_dir)
@@ -147,7 +148,8 @@ def _match(inputs: list[Path], refs: list[Path], ref: Path | None, json_report: 
                 extra = {"selection": {"best_identity": round(float(sel.best_identity), 4),
                                        "threshold": round(sel.threshold, 4),
                                        "identity_model": sel.identity_model,
-                                       "candidates": len(sel.candidates)}}
+                                       "candidates": len(sel.candidates),
+                                       "person": sel.person, "decision": sel.explain()}}
             report.faces.append({
                 "index": i,
                 "box": [round(float(v), 2) for v in face.box],
@@ -189,6 +191,22 @@ def _match(inputs: list[Path], refs: list[Path], ref: Path | None, json_report: 
     return 1 if summary.failed else 0
 
 
+def _refuse_clashes(inputs: list[Path], refs: list[Path], json_report: Path | None, html_report: Path | None,
+                    compare: Path | None) -> None:
+    """Exit 2 before any work when a report or contact sheet would land on an input, a reference
+    or another file of the run."""
+    from ..discover import find_inputs
+    from ..engines.clash import ClashError, check_run_writes
+
+    found, _ = find_inputs(inputs, recursive=False)
+    sheets = [(f.path, compare / f"{f.path.stem}_match.png") for f in found] if compare is not None else []
+    try:
+        check_run_writes([], refs, reports=[("--json", json_report), ("--html", html_report)], html=html_report,
+                         sheets=sheets, protect=[f.path for f in found])
+    except ClashError as exc:
+        raise fail(str(exc), 2)
+
+
 def _build_gallery(gallery_cls: Any, refs: list[Path], det: Any, model: Any, cache: Path, err: Console) -> Any:
     if not is_terminal():
         return gallery_cls.build(refs, det, model, cache_dir=cache)
@@ -225,18 +243,44 @@ def _print_table(console: Console, path: Path, rows: list[tuple]) -> None:
     for i, face, _aligned, refs, rep, extra in rows:
         label = f"{i} ({face.width:.0f}px)"
         if rep is None:
-            best = extra.get("selection", {})
-            table.add_row(label, f"no match (best {best.get('best_identity', 0):.3f} < {best.get('threshold', 0):.3f})",
-                          "", "", "", "", "", "")
+            table.add_row(label, f"no match ({_why(extra)})", "", "", "", "", "", "")
             continue
+        person = rep.get("person")
         for k, r in enumerate(refs):
             c = r.components
             reg = r.regions
-            table.add_row(label if k == 0 else "", f"{Path(r.path).name}#{r.face_index}",
+            name = f"{Path(r.path).name}#{r.face_index}"
+            if k == 0 and person:
+                name = f"{person}: {name} ({_margins(rep.get('decision') or {})})"
+            table.add_row(label if k == 0 else "", name,
                           _fmt(c.get("identity")), _fmt(c.get("pose")), _fmt(c.get("expression")),
                           _fmt(c.get("quality")), _fmt(r.score),
                           "/".join(f"{reg.get(x, 0):.1f}" for x in ("eyes", "nose", "mouth", "outline")))
     console.print(table)
+
+
+def _why(extra: dict[str, Any]) -> str:
+    """Why a face got no match, with the numbers (best score, threshold, second person)."""
+    sel = extra.get("selection", {})
+    dec = sel.get("decision") or {}
+    best, thr = sel.get("best_identity", 0.0), sel.get("threshold", 0.0)
+    if dec.get("best_person") and best >= thr and dec.get("second_person"):
+        return (f"{dec['best_person']} {best:.3f} leads {dec['second_person']} {dec.get('second_score', 0):.3f} "
+                f"by less than {dec.get('required_gap', 0):.3f}")
+    who = f" {dec['best_person']}" if dec.get("best_person") else ""
+    return f"best{who} {best:.3f} < {thr:.3f}"
+
+
+def _margins(dec: dict[str, Any]) -> str:
+    """'score 0.953, threshold 0.930 (+0.023), second bob 0.901 (gap 0.052, needed 0.010)'."""
+    if not dec:
+        return ""
+    text = f"score {dec.get('best_score', 0):.3f}, threshold {dec.get('threshold', 0):.3f} ({dec.get('margin', 0):+.3f})"
+    if dec.get("second_person"):
+        gap = dec["best_score"] - dec["second_score"]
+        text += (f", second {dec['second_person']} {dec['second_score']:.3f} (gap {gap:.3f}, "
+                 f"needed {dec.get('required_gap', 0):.3f})")
+    return text
 
 
 def _print_plain(console: Console, path: Path, rows: list[tuple]) -> None:
@@ -244,10 +288,10 @@ def _print_plain(console: Console, path: Path, rows: list[tuple]) -> None:
     for i, face, _aligned, refs, rep, extra in rows:
         head = f"{path} face {i} ({face.width:.0f}px)"
         if rep is None:
-            best = extra.get("selection", {})
-            console.print(f"{head}: no match (best {best.get('best_identity', 0):.3f} < "
-                          f"{best.get('threshold', 0):.3f})", markup=False)
+            console.print(f"{head}: no match ({_why(extra)})", markup=False)
             continue
+        if rep.get("person"):
+            console.print(f"{head}: person {rep['person']} ({_margins(rep.get('decision') or {})})", markup=False)
         for k, r in enumerate(refs):
             c = r.components
             console.print(f"{head}: ref {k + 1} {r.path}#{r.face_index} identity {_fmt(c.get('identity'))} "
