@@ -334,3 +334,12 @@ def test_without_ray_the_engine_says_what_to_install(album, tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: --engine ray needs Ray: pip install 'refrestore[ray]'"
     assert not (tmp_path / "out").exists()
+
+
+def test_fix_help_names_the_extra_and_the_ray_flags(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "refrestore", "fix", "--help"], capture_output=True, text=True,
+                          env=dict(_env(tmp_path / "home"), COLUMNS="200"), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for flag in ("--engine", "--ray-address", "--workers", "--gpus-per-worker"):
+        assert flag in proc.stdout
+    assert "pip install 'refrestore[ray]'" in proc.stdout  # rich markup must not eat "[ray]"

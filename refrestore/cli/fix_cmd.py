@@ -113,7 +113,7 @@ def fix(
     max_pixels: Optional[int] = typer.Option(None, "--max-pixels", metavar="N", help="Refuse images larger than this many pixels."),
     weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", metavar="DIR", help="Weights folder for this run."),
     manifest: Optional[Path] = typer.Option(None, "--manifest", metavar="FILE", help="Use another weights manifest."),
-    engine: str = typer.Option("local", "--engine", metavar="local|ray", help="Run here (local) or on a Ray cluster (ray; pip install 'refrestore[ray]')."),
+    engine: str = typer.Option("local", "--engine", metavar="local|ray", help="Run here (local) or on a Ray cluster (ray; pip install 'refrestore\\[ray]')."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="ADDR", help="Ray cluster to use (default: RAY_ADDRESS, a running local one, or a new local one)."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, metavar="N", help="Ray workers (default: as many as the cluster's CPUs or GPUs allow)."),
     gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", min=0.0, metavar="F", help="GPUs per Ray worker (fractions share a GPU)."),
