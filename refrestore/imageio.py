@@ -53,6 +53,10 @@ MAX_ASPECT_RATIO = 100
 GREY_PROBE_SIDE = 256
 GREY_MAX_MEAN_CHROMA = 8.0
 GREY_MAX_P99_CHROMA = 24.0
+# Neutral pixels this bright (paper) or this dark (a scanner lid) are not content.
+PAPER_MIN_LEVEL = 235
+LID_MAX_LEVEL = 24
+MIN_CONTENT_FRACTION = 0.02
 
 # Formats Pillow may open for us; restricting the plugins keeps odd decoders (EPS runs
 # Ghostscript) out of reach of a file that merely claims to be something else.
@@ -309,7 +313,13 @@ def _near_grey(im: Image.Image) -> bool:
     if factor > 1:
         probe = im.reduce(factor)  # box average: cheap, and it averages out JPEG chroma noise
     arr = np.asarray(probe.convert("RGB"), dtype=np.uint8)
-    chroma = arr.max(axis=2).astype(np.int16) - arr.min(axis=2)
+    hi, lo = arr.max(axis=2), arr.min(axis=2)
+    chroma = hi.astype(np.int16) - lo
+    # Judge where the content is: a small colour print scanned on a white A4 page (or on a
+    # black scanner lid) is mostly neutral paper, which would outvote the photo's colours.
+    content = ~(((lo >= PAPER_MIN_LEVEL) | (hi <= LID_MAX_LEVEL)) & (chroma < GREY_MAX_P99_CHROMA))
+    if content.mean() >= MIN_CONTENT_FRACTION:
+        chroma = chroma[content]
     return bool(chroma.mean() <= GREY_MAX_MEAN_CHROMA and np.percentile(chroma, 99) <= GREY_MAX_P99_CHROMA)
 
 
@@ -402,6 +412,8 @@ def _decode(path: Path, f: IO[bytes], limit: int) -> LoadedImage:
         im.load()
         rgb, alpha, grey_source = _to_rgb(im, src_mode, icc, warn)
         grey = grey_source or _near_grey(rgb)
+        if grey and not grey_source:
+            warn.append("no real colour found: treated as a greyscale photo (written grey)")
         if orientation != 1:
             # Transposed copies now, arrays after the source is closed: at most two
             # full-size copies alive at once (a rotated 50 MP JPEG peaks near 450 MB).

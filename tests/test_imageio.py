@@ -591,3 +591,29 @@ def test_output_extension_is_chosen_from_the_input_name_before_decoding() -> Non
     assert output_ext_for_path(Path("x.avif")) == ".avif"
     assert output_ext_for_path(Path("anim.gif")) == ".png"
     assert output_ext_for_path(Path("scan_0001")) == ".png"
+
+
+def test_colour_print_on_a_white_page_stays_colour(tmp_path: Path, whole_dir: Path) -> None:
+    """A faded colour print scanned on a white A4 sheet: colour is judged where the content is."""
+    src = np.asarray(Image.open(whole_dir / "codeformer_00.jpg").convert("RGB")).astype(np.float32)
+    luma = src.mean(axis=2, keepdims=True)
+    faded = np.clip(luma + (src - luma) * 0.45, 0, 255).astype(np.uint8)
+    h, w = faded.shape[:2]
+    page = np.full((h * 5, w * 5, 3), 246, np.uint8)
+    page[2 * h:3 * h, 2 * w:3 * w] = faded
+    chroma = page.max(axis=2).astype(np.int16) - page.min(axis=2)
+    # over the whole page this is near-grey by the old rule: the paper outvotes the photo
+    assert chroma.mean() <= 8 and np.percentile(chroma, 99) <= 24
+    Image.fromarray(page).save(tmp_path / "scan.png")
+    loaded = read_image(tmp_path / "scan.png")
+    assert not loaded.grayscale
+    assert not any("greyscale" in w for w in loaded.warnings)
+
+
+def test_a_colour_file_treated_as_grey_says_so(tmp_path: Path, shared_dir: Path) -> None:
+    grey_print = shared_dir / "data" / "real_lq" / "gray_faces" / "codeformer_169_John_Lennon_00.png"
+    loaded = read_image(grey_print)  # an RGB file of a grey print with a faint scanner cast
+    assert loaded.grayscale
+    assert any("treated as a greyscale photo" in w for w in loaded.warnings)
+    Image.fromarray(loaded.rgb[..., 0]).save(tmp_path / "l.png")
+    assert read_image(tmp_path / "l.png").warnings == []  # a grey file is grey: nothing to say
