@@ -97,7 +97,16 @@ class ImageReadError(Exception):
 
 
 class ImageWriteError(Exception):
-    """An output cannot be written; the message is one line for the user."""
+    """An output cannot be written; the message is one line for the user.
+
+    ``stops_run``: the disk is full or the output folder cannot be written, so every later
+    image would fail too; anything else (a folder where the file goes, a name too long, an
+    image the format cannot hold) is that image's error only.
+    """
+
+    def __init__(self, message: str, stops_run: bool = False) -> None:
+        super().__init__(message)
+        self.stops_run = stops_run
 
 
 @dataclass
@@ -627,11 +636,11 @@ def _write_error(err: OSError, path: Path) -> ImageWriteError:
     code = err.errno
     if code in (errno.ENOSPC, errno.EDQUOT):
         what = "no space left on device" if code == errno.ENOSPC else "disk quota exceeded"
-        return ImageWriteError(f"{what} while writing {path}")
+        return ImageWriteError(f"{what} while writing {path}", stops_run=True)
     if code == errno.EROFS:
-        return ImageWriteError(f"output folder is read-only: {folder}")
+        return ImageWriteError(f"output folder is read-only: {folder}", stops_run=True)
     if code in (errno.EACCES, errno.EPERM):
-        return ImageWriteError(f"output folder is not writable (permission denied): {folder}")
+        return ImageWriteError(f"output folder is not writable (permission denied): {folder}", stops_run=True)
     if code == errno.ENOTDIR:
         return ImageWriteError(f"output folder is not a folder: {folder}")
     if code == errno.EISDIR:

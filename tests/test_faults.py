@@ -125,3 +125,41 @@ def test_full_disk_stops_the_run_without_corrupt_files(tmp_path, whole_photos):
     assert entries[-1]["status"] == "error" and "no space left" in entries[-1]["error"]
     assert len(entries) < len(whole_photos), "the run stops at the full disk"
     assert written == sum(1 for e in entries if e["status"] == "ok")  # every output complete (decoded above)
+
+
+def _noise(path: Path, h: int, w: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_one_images_write_problem_is_that_images_error(tmp_path, overwrite):
+    """A folder where an output goes, a WebP wider than 16383 px, a 251-character name: each is
+    its own image's error and the album goes on (issue 15, item 4)."""
+    album, out = tmp_path / "album", tmp_path / "out"
+    album.mkdir()
+    _noise(album / "a_folder_in_the_way.png", 40, 60, 1)
+    _noise(album / "b_wide.webp", 30, 2100, 2)  # x8: 16800 px wide, past WebP's 16383
+    long_name = album / ("c" + "x" * 246 + ".png")  # 251 characters; its output name is too long
+    _noise(long_name, 40, 60, 3)
+    _noise(album / "d_good.png", 40, 60, 4)
+    (out / "a_folder_in_the_way_restored.png").mkdir(parents=True)
+    before = {p.name: p.read_bytes() for p in album.iterdir()}
+    env = dict(os.environ, OMP_NUM_THREADS="1", REFRESTORE_HOME=str(tmp_path / "home"))
+    args = [sys.executable, "-m", "refrestore", "fix", str(album), "-o", str(out), "--upscale", "8",
+            "--model", "resample", "--detector", "dlib", "--json", str(tmp_path / "r.json")]
+    proc = subprocess.run(args + (["--overwrite"] if overwrite else []), capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and "stopped" not in proc.stderr
+    images = {Path(i["input"]).name: i for i in json.loads((tmp_path / "r.json").read_text())["images"]}
+    assert len(images) == 4
+    assert images["a_folder_in_the_way.png"]["status"] == "error"
+    assert "is a folder" in images["a_folder_in_the_way.png"]["error"]
+    assert images["b_wide.webp"]["status"] == "error" and "16383" in images["b_wide.webp"]["error"]
+    assert images[long_name.name]["status"] == "error" and "too long" in images[long_name.name]["error"]
+    assert images["d_good.png"]["status"] == "no_faces" and (out / "d_good_restored.png").is_file()
+    assert (out / "a_folder_in_the_way_restored.png").is_dir()  # the user's folder is left as it was
+    assert sorted(p.name for p in out.iterdir()) == ["a_folder_in_the_way_restored.png", "d_good_restored.png"]
+    assert {p.name: p.read_bytes() for p in album.iterdir()} == before

@@ -57,7 +57,7 @@ class _Runner:
     def close(self, job: PhotoJob, exc: BaseException | None = None) -> None:
         if exc is not None:
             photo.fail(job, exc)
-            if isinstance(exc, ImageWriteError):
+            if isinstance(exc, ImageWriteError) and exc.stops_run:
                 self.summary.fatal = job.report.error
         rep = photo.close(job)
         self.summary.images.append(rep)

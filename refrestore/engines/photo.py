@@ -94,7 +94,7 @@ def close(job: PhotoJob) -> ImageReport:
 
 def process_photo(task: Task, pipeline: FacePipeline, options: BatchOptions) -> ImageReport:
     """One photo, start to finish, without threads; a failure is reported, never raised
-    (except ``ImageWriteError`` in the report's error, which callers treat as fatal)."""
+    (an ``ImageWriteError`` with ``stops_run`` in the report's error, which callers treat as fatal)."""
     job = PhotoJob.start(task)
     try:
         job.loaded = load(task, options)

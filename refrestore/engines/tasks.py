@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,12 +64,21 @@ def plan_outputs(inputs: list[InputFile], output: Path | None, single_file: bool
     return tasks
 
 
+def _is_finished(output: Path) -> bool:
+    """A regular file at ``output``; a folder in its place, or a name the file system cannot
+    hold (that image's write will say so), is not a finished output."""
+    try:
+        return stat.S_ISREG(os.stat(output).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
 def split_finished(tasks: list[Task], skip_existing: bool) -> tuple[list[Task], list[tuple[Task, ImageReport]]]:
     """(tasks still to do, finished ones with their ``skipped`` reports): a rerun resumes."""
     todo: list[Task] = []
     done: list[tuple[Task, ImageReport]] = []
     for t in tasks:
-        if skip_existing and t.output.exists():
+        if skip_existing and _is_finished(t.output):
             done.append((t, ImageReport(str(t.source.path), str(t.output), "skipped", None)))
         else:
             todo.append(t)
