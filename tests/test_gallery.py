@@ -168,6 +168,8 @@ def test_corrupt_cache_is_rebuilt_with_a_warning(gallery_dir: Path, tmp_path: Pa
     cache = tmp_path / "cache"
     model = CountingDlib()
     first = Gallery.build([gallery_dir], detector, model, cache_dir=cache)
+    for snap in cache.rglob("snapshot.*"):  # the fast path would not read the entries at all
+        snap.unlink()
     entries = sorted(p for p in cache.rglob("*.json") if p.name != "files.json")
     entries[0].write_text("{ this is not json")
     npys = sorted(cache.rglob("*.npy"))
@@ -190,9 +192,58 @@ def test_pickled_cache_entry_is_not_loaded(gallery_dir: Path, tmp_path: Path, de
     Gallery.build([gallery_dir / "biden.jpg"], detector, model, cache_dir=cache)
     (npy,) = cache.rglob("*.npy")
     np.save(npy, np.array([{"evil": 1}], dtype=object), allow_pickle=True)
+    (snap,) = cache.rglob("snapshot.matrix")
+    with open(snap, "wb") as fh:
+        np.save(fh, np.array([{"evil": 1}], dtype=object), allow_pickle=True)
     model.calls = 0
     g = Gallery.build([gallery_dir / "biden.jpg"], detector, model, cache_dir=cache)
     assert model.calls == 1 and len(g.faces) == 1
+
+
+def test_snapshot_loads_without_hashing_and_survives_damage(gallery_dir: Path, tmp_path: Path, detector,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    from refrestore.gallery import index as index_mod
+
+    cache = tmp_path / "cache"
+    model = CountingDlib()
+    first = Gallery.build([gallery_dir], detector, model, cache_dir=cache)
+    hashed: list[Path] = []
+    real_hash = index_mod.file_sha256
+    monkeypatch.setattr(index_mod, "file_sha256", lambda p: hashed.append(Path(p)) or real_hash(p))
+    second = Gallery.build([gallery_dir], detector, model, cache_dir=cache)
+    assert hashed == [] and second.stats.from_cache == 5  # one stat per photo, nothing opened
+    np.testing.assert_array_equal(second.embeddings, first.embeddings)
+    # an edited photo (new mtime) is hashed again; its content is unchanged, so still a hit
+    import os
+
+    target = gallery_dir / "biden.jpg"
+    os.utime(target, ns=(target.stat().st_atime_ns, target.stat().st_mtime_ns + 10**9))
+    third = Gallery.build([gallery_dir], detector, model, cache_dir=cache)
+    assert hashed == [target.resolve()] and third.stats.indexed == 0
+    # a damaged snapshot is reported and the per-photo entries serve instead
+    (snap,) = cache.rglob("snapshot.matrix")
+    snap.write_bytes(snap.read_bytes()[:-8] + b"\0" * 8)
+    model.calls = 0
+    with caplog.at_level(logging.WARNING, logger="refrestore"):
+        fourth = Gallery.build([gallery_dir], detector, model, cache_dir=cache)
+    assert model.calls == 0 and fourth.stats.from_cache == 5
+    assert any("snapshot" in r.getMessage() and "damaged" in r.getMessage() for r in caplog.records)
+
+
+def test_adding_photos_indexes_only_the_new_ones(gallery_dir: Path, tmp_path: Path, shared_dir: Path, detector) -> None:  # type: ignore[no-untyped-def]
+    cache = tmp_path / "cache"
+    model = CountingDlib()
+    first = Gallery.build([gallery_dir], detector, model, cache_dir=cache)
+    ids = shared_dir / "data" / "identities"
+    new = [ids / "lennon" / "openface_lennon-2.jpg", ids / "clapton" / "openface_clapton-2.jpg"]
+    for src in new:
+        shutil.copy(src, gallery_dir / "family" / src.name)
+    model.calls = 0
+    second = Gallery.build([gallery_dir], detector, model, cache_dir=cache)
+    assert second.stats.indexed == len(new) and second.stats.from_cache == first.stats.indexed
+    assert model.calls == len(new)  # one face each: only the new photos were embedded
+    assert len(second.faces) == len(first.faces) + len(new)
 
 
 def test_missing_source_is_a_problem(tmp_path: Path, detector, identity) -> None:  # type: ignore[no-untyped-def]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 from typer.core import TyperCommand
 
-from . import fix_cmd, match_cmd, train_cmd, weights_cmd
+from . import fix_cmd, gallery_cmd, match_cmd, train_cmd, weights_cmd
 from .common import PlainHelpCommand, PlainHelpGroup
 
 
@@ -40,7 +40,7 @@ def build_app() -> typer.Typer:
         cls=PlainHelpGroup,
     )
     app.callback()(_root)
-    for module in (fix_cmd, match_cmd, weights_cmd, train_cmd):
+    for module in (fix_cmd, match_cmd, gallery_cmd, weights_cmd, train_cmd):
         module.register(app)
     for command in app.registered_commands:
         # Every command's help shows metavars, not Python types (see common.PlainHelpCommand).

@@ -8,7 +8,12 @@ and the identity model with its version (changing any of them starts a fresh, se
 - ``entries/<sha[:2]>/<sha256>.npy``: the (faces, dim) float32 embeddings, read with
   ``allow_pickle=False``;
 - ``files.json``: path -> content hash of the photos seen in earlier builds, used to notice
-  changed and deleted photos and to drop their stale entries.
+  changed and deleted photos and to drop their stale entries;
+- ``snapshot.index`` (JSON) + ``snapshot.matrix`` (``.npy`` format): the whole last build in two files (each path's size,
+  mtime and content hash, every entry's face records, one embedding matrix), so that a gallery
+  whose photos did not change loads with one JSON parse, one array read and a ``stat`` per
+  photo, without hashing or opening any photo (5,000 faces load in well under a second).
+  A photo whose size or mtime changed is hashed and looked up as before.
 
 Entries are keyed by content, so a photo that was moved or copied is still a cache hit and an
 edited photo is a miss. Every write goes to a temporary file in the same folder and is then
@@ -137,6 +142,72 @@ class IndexCache:
                 pass
             except OSError as exc:
                 logger.debug("could not remove %s: %s", p, exc)
+
+    # --- the whole last build in two files ----------------------------------------------------
+
+    def _snapshot_paths(self) -> tuple[Path, Path]:
+        # Own suffixes: *.json / *.npy stay the per-photo entries (and files.json) only.
+        return self.dir / "snapshot.index", self.dir / "snapshot.matrix"
+
+    def drop_snapshot(self) -> None:
+        for p in self._snapshot_paths():
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+
+    def load_snapshot(self) -> tuple[dict[str, tuple[int, int, str]], dict[str, tuple[dict[str, Any], np.ndarray]]]:
+        """(path -> (size, mtime_ns, sha), sha -> (record, embeddings)); empty when absent or damaged."""
+        jpath, npath = self._snapshot_paths()
+        if not jpath.exists() or not npath.exists():
+            return {}, {}
+        try:
+            doc = json.loads(jpath.read_text(encoding="utf-8"))
+            for key, value in self.meta.items():
+                if doc.get(key) != value:
+                    raise ValueError(f"snapshot has {key}={doc.get(key)!r}")
+            raw = npath.read_bytes()
+            # the JSON names the exact array it was written with: a crash between the two
+            # writes, or a stray copy, can never pair records with another build's embeddings
+            if hashlib.sha256(raw).hexdigest() != doc.get("matrix_sha256"):
+                raise ValueError("snapshot.matrix is not the array snapshot.index was written with")
+            import io
+
+            matrix = np.load(io.BytesIO(raw), allow_pickle=False)
+            if matrix.dtype != np.float32 or matrix.ndim != 2 or matrix.shape[1] != self.dim:
+                raise ValueError(f"snapshot matrix {matrix.dtype} {matrix.shape}")
+            files = {str(k): (int(v[0]), int(v[1]), str(v[2])) for k, v in doc["files"].items()}
+            entries = {}
+            for sha, (row, record) in doc["entries"].items():
+                n = len(record["faces"])
+                if row < 0 or row + n > len(matrix):
+                    raise ValueError("snapshot row out of range")
+                entries[str(sha)] = (record, matrix[row:row + n])
+            if not np.isfinite(matrix).all():
+                raise ValueError("snapshot embeddings are not finite")
+            return files, entries
+        except (OSError, ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as exc:
+            logger.warning("gallery snapshot %s is damaged (%s); using the per-photo entries", jpath, exc)
+            return {}, {}
+
+    def save_snapshot(self, files: dict[str, tuple[int, int, str]],
+                      entries: dict[str, tuple[dict[str, Any], np.ndarray]]) -> None:
+        rows, blocks, doc_entries = 0, [], {}
+        for sha, (record, emb) in entries.items():
+            emb = np.asarray(emb, dtype=np.float32).reshape(-1, self.dim)
+            doc_entries[sha] = [rows, record]
+            blocks.append(emb)
+            rows += len(emb)
+        matrix = np.concatenate(blocks) if blocks else np.zeros((0, self.dim), dtype=np.float32)
+        raw = _npy_bytes(matrix)
+        doc = {**self.meta, "files": {k: list(v) for k, v in files.items()}, "entries": doc_entries,
+               "matrix_sha256": hashlib.sha256(raw).hexdigest()}
+        try:
+            npath, jpath = self._snapshot_paths()[::-1]
+            _atomic_write_bytes(npath, raw)
+            _atomic_write_bytes(jpath, json.dumps(doc, separators=(",", ":")).encode("utf-8"))
+        except OSError as exc:
+            logger.warning("could not write the gallery snapshot: %s", exc)
 
     # --- which path had which content last time -------------------------------------------
 

@@ -9,6 +9,7 @@ embedding, head pose, expression cues and quality. Results are cached on disk pe
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -56,6 +57,8 @@ class GalleryFace:
     quality: Quality
     image_size: tuple[int, int]  # (width, height) of the photo
     sha256: str = ""
+    person: str = ""  # who this is: the photo's folder, or a cluster of top-level photos
+    labelled: bool = False  # the person comes from a folder name (not from clustering)
 
     @property
     def label(self) -> str:
@@ -232,6 +235,46 @@ class Gallery:
                             if self.faces else np.zeros((0, dim), dtype=np.float32))
         return self._matrix
 
+    @property
+    def persons(self) -> list[str]:
+        """The person of every face (a face without one counts as a person of its own)."""
+        return [f.person or f"{f.path}#{f.face_index}" for f in self.faces]
+
+    def assign_people(self, roots: Sequence[Path]) -> None:
+        """Name the person of every face: folder labels, clusters for the top-level photos."""
+        from .people import UNLABELLED, assign_people, folder_label
+        from .select import rule_for, thresholds_for
+
+        rule = rule_for(self.identity_name)
+        same = rule.gallery if rule is not None else thresholds_for(self.identity_name).gallery
+        labels = assign_people([f.path for f in self.faces], [f.face_index for f in self.faces],
+                               self.embeddings, roots, same)
+        for f, person in zip(self.faces, labels):
+            f.person = person
+            f.labelled = folder_label(f.path, roots) == person != UNLABELLED
+        self._derived.clear()
+
+    def people(self) -> list[Any]:
+        """One :class:`~.people.PersonSummary` per person, largest first, with suspected label errors."""
+        from .people import PersonSummary, label_problems
+        from .select import rule_for, thresholds_for
+
+        rule = rule_for(self.identity_name)
+        same = rule.gallery if rule is not None else thresholds_for(self.identity_name).gallery
+        persons = self.persons
+        problems = label_problems([f.path for f in self.faces], [f.face_index for f in self.faces],
+                                  self.embeddings, persons, [f.labelled for f in self.faces], same)
+        out = []
+        for name in sorted(set(persons)):
+            faces = [f for f, p in zip(self.faces, persons) if p == name]
+            q = [f.quality.total for f in faces]
+            out.append(PersonSummary(name=name, labelled=any(f.labelled for f in faces), faces=len(faces),
+                                     photos=len({f.path for f in faces}), quality_mean=float(np.mean(q)),
+                                     quality_best=float(np.max(q)),
+                                     suspects=[p for p in problems if p.person == name]))
+        out.sort(key=lambda s: (-s.faces, s.name))
+        return out
+
     def derived(self, key: Any, compute: Callable[[], Any]) -> Any:
         """A value computed from this gallery's faces, computed once and kept with it."""
         if key not in self._derived:
@@ -293,6 +336,7 @@ class Gallery:
         builder.stats.seconds = time.perf_counter() - start
         gallery = cls(builder.faces, builder.problems, identity.name, identity.version, builder.stats)
         gallery._analyzer = builder.analyzer
+        gallery.assign_people([Path(s).expanduser().resolve() for s in sources])
         return gallery
 
 
@@ -310,19 +354,29 @@ class _Builder:
         self.problems: list[GalleryProblem] = []
         self.stats = BuildStats()
         self.analyzer: FaceAnalyzer | None = None
+        # The last build in two files (see cache.py): unchanged photos skip hashing and entries.
+        self.snap_files, self.snap_entries = cache.load_snapshot()
+        self.new_files: dict[str, tuple[int, int, str]] = {}
+        self.new_entries: dict[str, tuple[dict[str, Any], np.ndarray]] = {}
 
     def _fail(self, path: Path, reason: str) -> None:
         self.problems.append(GalleryProblem(path, reason))
         self.stats.failed += 1
 
     def add(self, path: Path) -> None:
+        key = str(path)
         try:
-            sha = file_sha256(path)
+            st = os.stat(path)
+            known = self.snap_files.get(key)
+            if known is not None and known[:2] == (st.st_size, st.st_mtime_ns):
+                sha = known[2]
+            else:
+                sha = file_sha256(path)
         except OSError as exc:
             self._fail(path, f"cannot read: {exc.strerror or exc}")
             return
-        key = str(path)
         self.current[key] = sha
+        self.new_files[key] = (int(st.st_size), int(st.st_mtime_ns), sha)
         if sha in self.seen:
             logger.info("%s has the same content as %s; indexed once", path, self.seen[sha])
             return
@@ -341,6 +395,7 @@ class _Builder:
                 self.analyzer = FaceAnalyzer()
             record, emb = index_photo(image, self.detector, self.identity, self.analyzer)
             self.cache.store(sha, record, emb)
+            self.new_entries[sha] = (record, np.asarray(emb, dtype=np.float32))
             faces = _faces_from_record(path, sha, record, np.asarray(emb, dtype=np.float32))
             self.stats.indexed += 1
         if not faces:
@@ -349,10 +404,13 @@ class _Builder:
 
     def _cached(self, path: Path, sha: str) -> list[GalleryFace] | None:
         try:
-            entry = self.cache.load(sha)
+            entry = self.snap_entries.get(sha)
+            if entry is None:
+                entry = self.cache.load(sha)
             if entry is None:
                 return None
             faces = _faces_from_record(path, sha, *entry)
+            self.new_entries[sha] = entry
         except CacheCorrupt as exc:
             logger.warning("gallery cache entry for %s is damaged (%s); rebuilding it", path, exc)
             self.cache.drop(sha)
@@ -375,3 +433,5 @@ class _Builder:
                 self.cache.drop(old)
         if merged != self.previous:
             self.cache.save_files(merged)
+        if self.new_files != self.snap_files or set(self.new_entries) != set(self.snap_entries):
+            self.cache.save_snapshot(self.new_files, self.new_entries)

@@ -31,6 +31,7 @@ from refrestore.identity import IdentityModel
 from refrestore.imageio import ImageReadError
 
 from .index import Gallery, GalleryFace, aligned_crop_of, find_faces, load_rgb
+from .people import MatchRule, PersonDecision, decide
 from .pose import FaceAnalyzer
 from .quality import assess
 
@@ -91,6 +92,30 @@ WEIGHTS = {"identity": 0.35, "pose": 0.25, "expression": 0.10, "quality": 0.30}
 QUERY_SLACK = 0.02
 
 
+# Person-level rules (threshold and margin over the second person, rising as the query loses
+# detail), calibrated on the TRAINING people of shared/data/faces by benchmarks/eval_identity.py
+# and checked on the held-out people; the figures are in README.md ("References (RefSel)").
+# Detail anchors: the median detail of 24 px, 48 px and clean training queries. Each quality's
+# (threshold, gap) has the best identification among those rejecting >= 99.5% of strangers,
+# except that a blurrier query never gets a lower threshold than a sharper one: the 24 px
+# optimum (dlib 0.9375, identifying 3.8% of training queries) let a blurred stranger match a
+# background face of the held-out test gallery, so 24 px keeps the 48 px threshold.
+RULES: dict[str, MatchRule] = {
+    "dlib": MatchRule(details=(0.441, 0.762, 1.0), thresholds=(0.9525, 0.9525, 0.9600),
+                      gaps=(0.02, 0.02, 0.01), gallery=0.935),
+    # dlib weight 0.98 (refrestore.identity.fused.DLIB_WEIGHT); see README for why this is not
+    # the default: faceid-small has memorised the training people, so this rule is fitted on
+    # scores that are better than a stranger's photos will give.
+    "fused": MatchRule(details=(0.441, 0.762, 1.0), thresholds=(0.9375, 0.9375, 0.9450),
+                       gaps=(0.02, 0.02, 0.02), gallery=0.92),
+}
+
+
+def rule_for(identity_name: str) -> MatchRule | None:
+    """The person-level rule of an identity model (None: the photo-level thresholds apply)."""
+    return RULES.get(identity_name)
+
+
 def thresholds_for(identity_name: str) -> Thresholds:
     try:
         return THRESHOLDS[identity_name]
@@ -112,8 +137,11 @@ class QueryFace:
     face_width: float | None  # px in its photo, when known
 
 
-def _views(aligned: np.ndarray) -> list[np.ndarray]:
-    """The crop as is, mirrored, after a light restoration, and slightly zoomed in."""
+def _views(aligned: np.ndarray, count: int = 4) -> list[np.ndarray]:
+    """The crop as is, mirrored, after a light restoration, and slightly zoomed in (the first
+    ``count`` of them)."""
+    if count == 2:
+        return [aligned, np.ascontiguousarray(aligned[:, ::-1])]
     size = aligned.shape[0]
     small = cv2.resize(aligned, (128, 128), interpolation=cv2.INTER_AREA)
     smooth = cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC)
@@ -123,7 +151,8 @@ def _views(aligned: np.ndarray) -> list[np.ndarray]:
 
 
 def robust_embedding(aligned: np.ndarray, identity: IdentityModel) -> np.ndarray:
-    emb = identity.embed(_views(aligned)).astype(np.float64).sum(0)
+    # Models trained with degraded positives need no restoration view: as is + mirrored.
+    emb = identity.embed(_views(aligned, getattr(identity, "query_views", 4))).astype(np.float64).sum(0)
     return (emb / max(np.linalg.norm(emb), 1e-12)).astype(np.float32)
 
 
@@ -174,7 +203,7 @@ class Candidate:
                 "quality": round(self.quality, 4), "total": round(self.total, 4)}
 
     def as_dict(self) -> dict[str, Any]:
-        return {"path": str(self.face.path), "face_index": self.face.face_index,
+        return {"path": str(self.face.path), "face_index": self.face.face_index, "person": self.face.person,
                 "score": round(self.total, 4), **self.components(), "regions": self.regions,
                 "yaw": round(self.face.yaw, 1), "pitch": round(self.face.pitch, 1)}
 
@@ -189,16 +218,33 @@ class Selection:
     candidates: list[Candidate]  # ranked, best first; the first len(references) were chosen
     threshold: float = 0.0
     identity_model: str = ""
+    decision: PersonDecision | None = None  # the person-level decision, where the model has a rule
+
+    @property
+    def person(self) -> str | None:
+        """The gallery person the face was matched to (None: no match)."""
+        if not self.matched:
+            return None
+        if self.decision is not None:
+            return self.decision.person
+        return self.candidates[0].face.person if self.candidates else None
+
+    def explain(self) -> dict[str, Any]:
+        """Every number behind the decision (for ``match`` and the reports)."""
+        if self.decision is not None:
+            return self.decision.as_dict()
+        return {"matched": self.matched, "person": self.person, "best_score": round(self.best_identity, 4),
+                "threshold": round(self.threshold, 4), "margin": round(self.best_identity - self.threshold, 4)}
 
     def report(self) -> dict[str, Any] | None:
         """The JSON ``reference`` object of a report, None when nothing matched."""
         if not self.matched or not self.references:
             return None
         ref = self.references[0]
-        out: dict[str, Any] = {"path": ref.path, "face_index": ref.face_index,
+        out: dict[str, Any] = {"path": ref.path, "face_index": ref.face_index, "person": self.person,
                                "score": round(ref.score, 4), **ref.components,
                                "regions": ref.regions, "identity_model": self.identity_model,
-                               "threshold": round(self.threshold, 4)}
+                               "threshold": round(self.threshold, 4), "decision": self.explain()}
         out["alternatives"] = [{"path": r.path, "face_index": r.face_index, "score": round(r.score, 4),
                                 **r.components, "regions": r.regions} for r in self.references[1:]]
         return out
@@ -222,11 +268,46 @@ def hubness(gallery: Gallery, same_person: float, prior: float, k: int = HUB_K) 
 def rank_candidates(gallery: Gallery, query: QueryFace, threshold: float | None = None,
                     identity_name: str | None = None) -> tuple[list[Candidate], float, float]:
     """(same-person candidates ranked best first, best identity score, threshold used)."""
+    cands, best, thr, _ = rank_with_decision(gallery, query, threshold, identity_name)
+    return cands, best, thr
+
+
+def _score(query: QueryFace, g: GalleryFace, sim: float, raw: float, floor: float, best_sim: float) -> Candidate:
+    id_rank = float(np.clip((sim - floor) / max(best_sim - floor, 1e-6), 0.0, 1.0))
+    pose = _gauss(abs(query.yaw - g.yaw), 25) * _gauss(abs(query.pitch - g.pitch), 20)
+    expr = _gauss(abs(query.eye_open - g.eye_open), 0.12) * _gauss(abs(query.mouth_open - g.mouth_open), 0.15)
+    qual = g.quality.total
+    total = (WEIGHTS["identity"] * id_rank + WEIGHTS["pose"] * pose
+             + WEIGHTS["expression"] * expr + WEIGHTS["quality"] * qual)
+    return Candidate(g, sim, id_rank, pose, expr, qual, total, region_compatibility(query, g), identity_raw=raw)
+
+
+def rank_with_decision(gallery: Gallery, query: QueryFace, threshold: float | None = None,
+                       identity_name: str | None = None
+                       ) -> tuple[list[Candidate], float, float, PersonDecision | None]:
+    """As :func:`rank_candidates`, plus the person-level decision where the model has a rule."""
     name = identity_name or gallery.identity_name
+    rule = rule_for(name)
+    if rule is not None:
+        emb = gallery.embeddings
+        raw = emb @ query.embedding if len(emb) else np.zeros(0, dtype=np.float32)
+        persons = gallery.persons
+        dec = decide(raw, persons, query.detail, rule, threshold)
+        if not dec.matched:
+            return [], dec.best_score, dec.threshold, dec
+        # The gallery's labels (folders, clusters) say which faces are this person; faces of
+        # the person far below the threshold from this query (a profile, a child photo) are left out.
+        idx = [i for i, p in enumerate(persons) if p == dec.person]
+        best = max(idx, key=lambda i: raw[i])
+        floor = dec.threshold - QUERY_SLACK
+        picks = [i for i in idx if i == best or raw[i] >= floor]
+        out = [_score(query, gallery.faces[i], float(raw[i]), float(raw[i]), floor, dec.best_score) for i in picks]
+        out.sort(key=lambda c: c.total, reverse=True)
+        return out, dec.best_score, dec.threshold, dec
     th = thresholds_for(name)
     thr = float(threshold) if threshold is not None else th.at(query.detail)
     if not gallery.faces:
-        return [], -1.0, thr  # cosine floor: nothing to compare with
+        return [], -1.0, thr, None  # cosine floor: nothing to compare with
     emb = gallery.embeddings
     raw = emb @ query.embedding
     weight = th.hub_weight_at(query.detail)
@@ -241,25 +322,14 @@ def rank_candidates(gallery: Gallery, query: QueryFace, threshold: float | None 
     best = int(np.argmax(sims))
     best_sim = float(sims[best])
     if best_sim < thr:
-        return [], best_sim, thr
+        return [], best_sim, thr, None
     anchor = emb @ emb[best]
     picks = [i for i in range(len(gallery.faces))
              if i == best or (anchor[i] >= th.gallery and sims[i] >= thr - QUERY_SLACK)]
     floor = thr - QUERY_SLACK
-    out = []
-    for i in picks:
-        g = gallery.faces[i]
-        sim = float(sims[i])
-        id_rank = float(np.clip((sim - floor) / max(best_sim - floor, 1e-6), 0.0, 1.0))
-        pose = _gauss(abs(query.yaw - g.yaw), 25) * _gauss(abs(query.pitch - g.pitch), 20)
-        expr = _gauss(abs(query.eye_open - g.eye_open), 0.12) * _gauss(abs(query.mouth_open - g.mouth_open), 0.15)
-        qual = g.quality.total
-        total = (WEIGHTS["identity"] * id_rank + WEIGHTS["pose"] * pose
-                 + WEIGHTS["expression"] * expr + WEIGHTS["quality"] * qual)
-        out.append(Candidate(g, sim, id_rank, pose, expr, qual, total, region_compatibility(query, g),
-                             identity_raw=float(raw[i])))
+    out = [_score(query, gallery.faces[i], float(sims[i]), float(raw[i]), floor, best_sim) for i in picks]
     out.sort(key=lambda c: c.total, reverse=True)
-    return out, best_sim, thr
+    return out, best_sim, thr, None
 
 
 def _to_reference(gallery: Gallery, c: Candidate, with_image: bool) -> Reference:
@@ -273,10 +343,10 @@ def select_from_query(gallery: Gallery, query: QueryFace, top_k: int = 3,
     """Selection for an already described face (see :func:`describe_query`)."""
     if top_k < 1:
         raise ValueError("top_k must be at least 1")
-    cands, best, thr = rank_candidates(gallery, query, threshold)
+    cands, best, thr, dec = rank_with_decision(gallery, query, threshold)
     refs = [_to_reference(gallery, c, with_images) for c in cands[:top_k]]
     return Selection(references=refs, matched=bool(refs), best_identity=best, candidates=cands,
-                     threshold=thr, identity_model=gallery.identity_name)
+                     threshold=thr, identity_model=gallery.identity_name, decision=dec)
 
 
 def select_references(gallery: Gallery, aligned_face: np.ndarray, face: DetectedFace | None,

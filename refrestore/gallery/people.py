@@ -1,0 +1,261 @@
+"""People in a gallery, and the person-level "who is it?" decision.
+
+*People, not photos.* A folder of the gallery is a person (``family/grandma/*.jpg`` is
+``grandma``: the folder that holds the photo). Photos at the top level of a gallery source (and
+sources given as single files) are unlabelled: each of their faces joins the labelled person it
+clearly resembles, or else a cluster of unlabelled faces (``person-1``, ``person-2``, ...,
+single linkage at the gallery's same-person threshold). In a labelled folder, a photo with
+several faces gives the folder's name to the face that resembles the folder's other faces most;
+its other faces are unlabelled (the people standing beside).
+
+*Label check.* A labelled face whose mean score to another person's faces beats its mean score
+to the other faces of its own person (and reaches the same-person threshold) is a suspected
+label error.
+
+*The decision.* Scores are per person (the best cosine over that person's faces). A match needs
+the best person's score to reach a threshold that rises as the query loses detail, and to beat
+the second person's by a margin that also grows with degradation (:class:`MatchRule`).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+UNLABELLED = ""
+CLUSTER_PREFIX = "person-"
+
+
+@dataclass(frozen=True)
+class MatchRule:
+    """Threshold and margin over the second person, piecewise linear in the query's detail.
+
+    ``details`` are ascending anchor values of the sharpness score (the median detail of 24 px,
+    48 px and clean queries); ``thresholds`` and ``gaps`` are their calibrated values. ``gallery``
+    is the same-person threshold between two clean gallery faces.
+    """
+
+    details: tuple[float, ...]
+    thresholds: tuple[float, ...]
+    gaps: tuple[float, ...]
+    gallery: float
+    calibrated: bool = True
+
+    def threshold_at(self, detail: float) -> float:
+        return float(np.interp(detail, self.details, self.thresholds))
+
+    def gap_at(self, detail: float) -> float:
+        return float(np.interp(detail, self.details, self.gaps))
+
+    def clean_threshold(self) -> float:
+        return float(self.thresholds[-1])
+
+
+@dataclass
+class PersonDecision:
+    """Who a query face is, with every number behind the decision."""
+
+    matched: bool
+    person: str | None  # the matched person, None when no match
+    best_person: str | None
+    best_score: float
+    second_person: str | None
+    second_score: float | None
+    threshold: float
+    required_gap: float
+    reason: str
+
+    @property
+    def margin(self) -> float:
+        """How far the best score is above the threshold (negative: below)."""
+        return self.best_score - self.threshold
+
+    @property
+    def second_margin(self) -> float | None:
+        """How far the lead over the second person exceeds the required gap (None: no second)."""
+        if self.second_score is None:
+            return None
+        return self.best_score - self.second_score - self.required_gap
+
+    def as_dict(self) -> dict[str, Any]:
+        r = lambda v: None if v is None else round(float(v), 4)  # noqa: E731
+        return {"matched": self.matched, "person": self.person, "best_person": self.best_person,
+                "best_score": r(self.best_score), "second_person": self.second_person,
+                "second_score": r(self.second_score), "threshold": r(self.threshold),
+                "required_gap": r(self.required_gap), "margin": r(self.margin),
+                "second_margin": r(self.second_margin), "reason": self.reason}
+
+
+def best_per_person(sims: np.ndarray, persons: Sequence[str]) -> dict[str, tuple[float, int]]:
+    """person -> (best score, index of that face)."""
+    out: dict[str, tuple[float, int]] = {}
+    for i, (s, p) in enumerate(zip(sims.tolist(), persons)):
+        if p not in out or s > out[p][0]:
+            out[p] = (float(s), i)
+    return out
+
+
+def decide(sims: np.ndarray, persons: Sequence[str], detail: float, rule: MatchRule,
+           threshold: float | None = None) -> PersonDecision:
+    """The person-level decision for one query's scores against every gallery face."""
+    thr = float(threshold) if threshold is not None else rule.threshold_at(detail)
+    gap = rule.gap_at(detail)
+    if len(sims) == 0:
+        return PersonDecision(False, None, None, -1.0, None, None, thr, gap, "empty gallery")
+    ranked = sorted(best_per_person(sims, persons).items(), key=lambda kv: kv[1][0], reverse=True)
+    (p1, (s1, _)) = ranked[0]
+    p2, s2 = (ranked[1][0], ranked[1][1][0]) if len(ranked) > 1 else (None, None)
+    if s1 < thr:
+        return PersonDecision(False, None, p1, s1, p2, s2, thr, gap, f"best {s1:.3f} below threshold {thr:.3f}")
+    if s2 is not None and s1 - s2 < gap:
+        return PersonDecision(False, None, p1, s1, p2, s2, thr, gap,
+                              f"{p1} leads {p2} by {s1 - s2:.3f} < {gap:.3f}")
+    return PersonDecision(True, p1, p1, s1, p2, s2, thr, gap, "match")
+
+
+# ---- labels -----------------------------------------------------------------------------------
+
+
+def folder_label(path: Path, roots: Sequence[Path]) -> str:
+    """The person a photo's folder names: the first folder under the gallery root that holds it
+    ('' for top-level photos and single-file sources)."""
+    p = Path(path)
+    for root in roots:
+        root = Path(root)
+        if root in p.parents:
+            parts = p.relative_to(root).parts
+            return parts[0] if len(parts) > 1 else UNLABELLED
+    return UNLABELLED
+
+
+@dataclass
+class LabelProblem:
+    """A labelled face that looks more like somebody else."""
+
+    path: Path
+    face_index: int
+    person: str
+    own_score: float  # best score to the other faces of its own person (-1: none)
+    other_person: str
+    other_score: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "face_index": self.face_index, "person": self.person,
+                "own_score": round(self.own_score, 4), "closer_to": self.other_person,
+                "other_score": round(self.other_score, 4)}
+
+
+@dataclass
+class PersonSummary:
+    name: str
+    labelled: bool  # from a folder (False: a cluster of top-level photos)
+    faces: int
+    photos: int
+    quality_mean: float
+    quality_best: float
+    suspects: list[LabelProblem] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"person": self.name, "labelled": self.labelled, "faces": self.faces, "photos": self.photos,
+                "quality_mean": round(self.quality_mean, 4), "quality_best": round(self.quality_best, 4),
+                "suspected_label_errors": [s.as_dict() for s in self.suspects]}
+
+
+def assign_people(paths: Sequence[Path], face_indices: Sequence[int], embeddings: np.ndarray,
+                  roots: Sequence[Path], same_person: float) -> list[str]:
+    """The person of every face: folder labels, then clusters for the unlabelled faces."""
+    n = len(paths)
+    labels = [folder_label(p, roots) for p in paths]
+    if n == 0:
+        return labels
+    photo_of: dict[Path, int] = {}
+    photo = np.array([photo_of.setdefault(Path(p), len(photo_of)) for p in paths])
+    # A labelled photo with several faces: only the face most like the folder keeps the label.
+    by_photo: dict[int, list[int]] = {}
+    for i, ph in enumerate(photo.tolist()):
+        by_photo.setdefault(ph, []).append(i)
+    lab = np.array(labels, dtype=object)
+    for idx in by_photo.values():
+        if len(idx) < 2 or not labels[idx[0]]:
+            continue
+        others = np.flatnonzero((lab == labels[idx[0]]) & (photo != photo[idx[0]]))
+        if len(others):
+            keep = max(idx, key=lambda i: float((embeddings[others] @ embeddings[i]).max()))
+        else:
+            keep = min(idx, key=lambda i: face_indices[i])  # the largest face
+        for i in idx:
+            if i != keep:
+                labels[i] = UNLABELLED
+    lab = np.array(labels, dtype=object)
+    free = np.flatnonzero(lab == UNLABELLED)
+    if not len(free):
+        return labels
+    sims = embeddings[free] @ embeddings.T  # (free, n)
+    sims[:, free] = np.where(photo[free][:, None] == photo[free][None, :], -np.inf, sims[:, free])
+    # Unlabelled faces join the labelled person they resemble best, when that reaches the
+    # same-person threshold ...
+    named = lab != UNLABELLED
+    if named.any():
+        masked = np.where(named[None, :], sims, -np.inf)
+        j = masked.argmax(1)
+        joined = masked[np.arange(len(free)), j] >= same_person
+        for k in np.flatnonzero(joined):
+            labels[int(free[k])] = str(lab[j[k]])
+    # ... or else cluster among themselves (single linkage, union-find).
+    rest = [k for k in range(len(free)) if not labels[int(free[k])]]
+    parent = {k: k for k in rest}
+
+    def find(k: int) -> int:
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    if rest:
+        sub = sims[np.ix_(rest, free[rest])]
+        for a, b in zip(*np.nonzero(np.triu(sub >= same_person, 1))):
+            parent[find(rest[a])] = find(rest[b])
+    clusters: dict[int, list[int]] = {}
+    for k in rest:
+        clusters.setdefault(find(k), []).append(int(free[k]))
+    # Numbered by first appearance, so names stay stable when photos are added at the end.
+    for c, members in enumerate(sorted(clusters.values(), key=min), start=1):
+        for i in members:
+            labels[i] = f"{CLUSTER_PREFIX}{c}"
+    return labels
+
+
+def label_problems(paths: Sequence[Path], face_indices: Sequence[int], embeddings: np.ndarray,
+                   persons: Sequence[str], labelled: Sequence[bool], same_person: float) -> list[LabelProblem]:
+    """Labelled faces closer to another person than to their own person.
+
+    "Closer to a person" is the mean similarity to that person's faces (the face itself left
+    out), not the best one: one mislabelled photo in a folder must not make the photos of the
+    person it really shows look mislabelled in turn."""
+    out: list[LabelProblem] = []
+    names = sorted(set(persons))
+    if len(names) < 2:
+        return out
+    col = {p: k for k, p in enumerate(names)}
+    member = np.zeros((len(persons), len(names)), dtype=np.float32)
+    member[np.arange(len(persons)), [col[p] for p in persons]] = 1.0
+    counts = member.sum(0)
+    lab = np.flatnonzero(np.asarray(labelled, dtype=bool))
+    for start in range(0, len(lab), 1024):  # chunks keep memory flat for big galleries
+        rows = lab[start:start + 1024]
+        sims = embeddings[rows] @ embeddings.T
+        sums = sims @ member
+        for r, i in enumerate(rows.tolist()):
+            k = col[persons[i]]
+            mean = sums[r] / np.maximum(counts, 1)
+            own_n = counts[k] - 1
+            own = float((sums[r, k] - sims[r, i]) / own_n) if own_n > 0 else -1.0
+            mean[k] = -np.inf
+            j = int(np.argmax(mean))
+            other = float(mean[j])
+            if other > own and other >= same_person:
+                out.append(LabelProblem(Path(paths[i]), int(face_indices[i]), str(persons[i]), own, names[j], other))
+    return out
