@@ -138,7 +138,7 @@ def max_pixels_from_env() -> int:
         return DEFAULT_MAX_PIXELS
     try:
         value = int(float(raw)) if any(c in raw for c in ".eE") else int(raw.replace("_", ""))
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: 1e400 is inf
         value = 0
     if value <= 0:
         raise ValueError(f"{ENV_MAX_PIXELS} must be a positive number of pixels, got {raw!r}")
@@ -225,6 +225,43 @@ def _check_geometry(width: int, height: int, limit: int) -> None:
         )
     if min(width, height) < MIN_SIDE:
         raise ImageReadError(f"image too small ({width}x{height}); at least {MIN_SIDE}x{MIN_SIDE} needed")
+
+
+def largest_upscale(width: int, height: int, limit: int) -> int:
+    """The largest whole upscale whose output stays within ``limit`` pixels (0: none)."""
+    k = 0
+    while width * height * (k + 1) ** 2 <= limit:
+        k += 1
+    return k
+
+
+def check_output_size(width: int, height: int, upscale: int, limit: int) -> None:
+    """Refuse, from the header, an image whose upscaled output would pass the pixel limit."""
+    pixels = width * height * upscale * upscale
+    if upscale > 1 and pixels > limit:
+        fits = largest_upscale(width, height, limit)
+        hint = f"--upscale {fits} is the largest that fits" if fits > 1 else "use no --upscale"
+        raise ImageReadError(
+            f"output too large: {width}x{height} at --upscale {upscale} is {_mp(pixels)}, over the "
+            f"{_limit_text(limit)} limit; {hint} (or raise --max-pixels)"
+        )
+
+
+def image_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from the header alone, or None when it cannot be read (reading the
+    image will say why)."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
+        with open(path, "rb") as f:
+            if sniff_bytes(f.read(32)) is None:
+                return None
+            f.seek(0)
+            im, _ = _open(f, 2**62)
+            with im:
+                return im.size
+    except Exception:  # noqa: BLE001 - any unreadable header is read_image's to report
+        return None
 
 
 def _is_16bit_source(im: Image.Image) -> bool:
@@ -341,14 +378,15 @@ def _open(f: IO[bytes], limit: int) -> tuple[Image.Image, bool]:
     return im, _exif_warned(caught)
 
 
-def read_image(path: Path, max_pixels: int | None = None) -> LoadedImage:
+def read_image(path: Path, max_pixels: int | None = None, upscale: int = 1) -> LoadedImage:
     """Decode ``path`` into an upright 8-bit RGB ``LoadedImage``.
 
     Raises ``ImageReadError`` (one line) for anything unusable: missing, empty, truncated or
     non-image files, images under ``MIN_SIDE`` or beyond ``MAX_ASPECT_RATIO``, and images over
     ``max_pixels`` (default: ``REFRESTORE_MAX_PIXELS`` or ``DEFAULT_MAX_PIXELS``), which are
     refused from their header before any pixel is decoded. Recoverable oddities (animation,
-    16 bits, CMYK, bad EXIF) become ``warnings`` on the result.
+    16 bits, CMYK, bad EXIF) become ``warnings`` on the result. With ``upscale``, an image
+    whose output would pass the same limit is refused from its header too.
     """
     path = Path(path)
     limit = max_pixels if max_pixels is not None else max_pixels_from_env()
@@ -371,7 +409,7 @@ def read_image(path: Path, max_pixels: int | None = None) -> LoadedImage:
             if kind == "AVIF" and "AVIF" not in _READ_FORMATS:
                 raise ImageReadError("AVIF images are not supported by this Pillow build")
             f.seek(0)
-            return _decode(path, f, limit)
+            return _decode(path, f, limit, upscale)
     except ImageReadError:
         raise
     except Image.DecompressionBombError as err:
@@ -397,7 +435,7 @@ def read_image(path: Path, max_pixels: int | None = None) -> LoadedImage:
         raise ImageReadError(f"corrupt {kind or 'image'} data: {err}".splitlines()[0]) from err
 
 
-def _decode(path: Path, f: IO[bytes], limit: int) -> LoadedImage:
+def _decode(path: Path, f: IO[bytes], limit: int, upscale: int = 1) -> LoadedImage:
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         # Some other code in this process asked Pillow to pad truncated files silently;
         # we cannot undo that per call, so at least say so.
@@ -408,6 +446,7 @@ def _decode(path: Path, f: IO[bytes], limit: int) -> LoadedImage:
         fmt = im.format or "unknown"
         width, height = im.size
         _check_geometry(width, height, limit)
+        check_output_size(width, height, upscale, limit)
         n_frames = getattr(im, "n_frames", 1) if fmt != "MPO" else 1  # MPO: 2nd is a preview
         if n_frames > 1:
             what = "animated GIF" if fmt == "GIF" else f"multi-page {fmt}" if fmt == "TIFF" else fmt

@@ -163,3 +163,44 @@ def test_one_images_write_problem_is_that_images_error(tmp_path, overwrite):
     assert (out / "a_folder_in_the_way_restored.png").is_dir()  # the user's folder is left as it was
     assert sorted(p.name for p in out.iterdir()) == ["a_folder_in_the_way_restored.png", "d_good_restored.png"]
     assert {p.name: p.read_bytes() for p in album.iterdir()} == before
+
+
+def _fix(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    full_env = dict(os.environ, OMP_NUM_THREADS="1", REFRESTORE_HOME=str(tmp_path / "home"), **env)
+    return subprocess.run([sys.executable, "-m", "refrestore", "fix", *args, "--model", "resample",
+                           "--detector", "dlib"], capture_output=True, text=True, env=full_env, timeout=300)
+
+
+def test_output_pixel_limit_is_checked_before_any_work(tmp_path):
+    """--upscale 8 on a 4000x2650 photo would be a 678 MP output: one line naming the largest
+    upscale that fits, exit 2, nothing written (issue 15, item 5)."""
+    Image.fromarray(np.full((2650, 4000, 3), 120, np.uint8)).save(tmp_path / "big.jpg")
+    proc = _fix([str(tmp_path / "big.jpg"), "-o", str(tmp_path / "out.jpg"), "--upscale", "8"], tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "678.4 MP" in lines[0] and "--upscale 4 is the largest that fits" in lines[0]
+    assert not (tmp_path / "out.jpg").exists()
+
+
+def test_output_pixel_limit_in_an_album_is_that_photos_error(tmp_path):
+    album = tmp_path / "album"
+    album.mkdir()
+    _noise(album / "a_big.png", 300, 400, 1)  # x8: 7.68 MP, over the 1 MP limit
+    _noise(album / "b_small.png", 60, 80, 2)  # x8: 0.31 MP
+    proc = _fix([str(album), "-o", str(tmp_path / "out"), "--upscale", "8", "--max-pixels", "1000000",
+                 "--json", str(tmp_path / "r.json")], tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    images = {Path(i["input"]).name: i for i in json.loads((tmp_path / "r.json").read_text())["images"]}
+    assert images["a_big.png"]["status"] == "error"
+    assert "--upscale 2 is the largest that fits" in images["a_big.png"]["error"]
+    assert images["b_small.png"]["status"] == "no_faces"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["b_small_restored.png"]
+
+
+@pytest.mark.parametrize("value", ["1e400", "inf", "nan", "-5"])
+def test_a_bad_pixel_limit_in_the_environment_is_a_usage_error(tmp_path, value):
+    _noise(tmp_path / "a.png", 40, 60, 1)
+    proc = _fix([str(tmp_path / "a.png"), "-o", str(tmp_path / "o.png")], tmp_path, REFRESTORE_MAX_PIXELS=value)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "REFRESTORE_MAX_PIXELS" in proc.stderr
+    assert not (tmp_path / "o.png").exists()

@@ -245,6 +245,8 @@ def run_fix(req: FixRequest) -> int:
                          html=req.html_report)
     except ClashError as exc:
         raise fail(str(exc), 2)
+    if single and req.upscale > 1 and not req.aligned:
+        _refuse_oversized_output(tasks[0].source.path, req.upscale, max_pixels)
 
     if choice.better is not None and not req.quiet:
         err_console.print(
@@ -287,6 +289,20 @@ def run_fix(req: FixRequest) -> int:
         err_console.print("interrupted: finished outputs are complete; rerun to continue")
         return 130
     return 1 if summary.failed else 0
+
+
+def _refuse_oversized_output(path: Path, upscale: int, max_pixels: int | None) -> None:
+    """One photo whose upscaled output would pass the pixel limit: a usage error before any
+    work (in an album it is that photo's error, from its header, and the rest go on)."""
+    from ..imageio import ImageReadError, check_output_size, image_size, max_pixels_from_env
+
+    size = image_size(path)
+    if size is None:
+        return  # reading it will say what is wrong
+    try:
+        check_output_size(*size, upscale, max_pixels if max_pixels is not None else max_pixels_from_env())
+    except ImageReadError as exc:
+        raise fail(f"{path}: {exc}", 2)
 
 
 def _build(req: FixRequest, choice: Any, store: Any, err_console: Console) -> Any:

@@ -17,13 +17,14 @@ from .reports import BatchSummary, ImageReport
 from .tasks import Task, split_finished
 
 
-def _prefetch(tasks: list[Task], workers: int, depth: int, max_pixels: int | None) -> Iterator[tuple[Task, "Future[LoadedImage]"]]:
+def _prefetch(tasks: list[Task], workers: int, depth: int, max_pixels: int | None,
+              upscale: int = 1) -> Iterator[tuple[Task, "Future[LoadedImage]"]]:
     """Yield tasks with their decode futures, at most ``depth`` decoded ahead."""
     if depth <= 0:
         for t in tasks:
             fut: Future[LoadedImage] = Future()
             try:
-                fut.set_result(read_image(t.source.path, max_pixels=max_pixels))
+                fut.set_result(read_image(t.source.path, max_pixels=max_pixels, upscale=upscale))
             except BaseException as exc:  # noqa: BLE001 - delivered to the consumer
                 fut.set_exception(exc)
             yield t, fut
@@ -33,7 +34,7 @@ def _prefetch(tasks: list[Task], workers: int, depth: int, max_pixels: int | Non
         it = iter(tasks)
         try:
             for t in it:
-                pending.append((t, pool.submit(read_image, t.source.path, max_pixels)))
+                pending.append((t, pool.submit(read_image, t.source.path, max_pixels, upscale)))
                 if len(pending) > depth:
                     yield pending.pop(0)
             while pending:
@@ -41,6 +42,12 @@ def _prefetch(tasks: list[Task], workers: int, depth: int, max_pixels: int | Non
         finally:
             for _, fut in pending:
                 fut.cancel()
+
+
+def _upscale_of(pipeline: FacePipeline) -> int:
+    """The whole-photo upscale (1 for aligned crops, whose output is the crop's size)."""
+    opts = pipeline.options
+    return 1 if getattr(opts, "aligned", False) else int(getattr(opts, "upscale", 1))
 
 
 class _Runner:
@@ -134,7 +141,8 @@ def run_local(
     with ThreadPoolExecutor(max_workers=max(1, options.jobs), thread_name_prefix="encode") as writer:
         runner = _Runner(pipeline, options, summary, on_done, on_face, writer)
         try:
-            for task, fut in _prefetch(todo, options.jobs, options.prefetch, options.max_pixels):
+            for task, fut in _prefetch(todo, options.jobs, options.prefetch, options.max_pixels,
+                                       _upscale_of(pipeline)):
                 if summary.fatal:
                     break
                 on_start(task)

@@ -44,8 +44,8 @@ class PhotoJob:
         return cls(task, ImageReport(str(task.source.path), None, "error"))
 
 
-def load(task: Task, options: BatchOptions) -> LoadedImage:
-    return read_image(task.source.path, max_pixels=options.max_pixels)
+def load(task: Task, options: BatchOptions, upscale: int = 1) -> LoadedImage:
+    return read_image(task.source.path, max_pixels=options.max_pixels, upscale=upscale)
 
 
 def prepare(job: PhotoJob, pipeline: FacePipeline) -> None:
@@ -97,7 +97,8 @@ def process_photo(task: Task, pipeline: FacePipeline, options: BatchOptions) -> 
     (an ``ImageWriteError`` with ``stops_run`` in the report's error, which callers treat as fatal)."""
     job = PhotoJob.start(task)
     try:
-        job.loaded = load(task, options)
+        opts = pipeline.options
+        job.loaded = load(task, options, 1 if getattr(opts, "aligned", False) else int(getattr(opts, "upscale", 1)))
         prepare(job, pipeline)
         assert job.prepared is not None
         pipeline.restore_faces([job.prepared])
