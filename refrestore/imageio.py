@@ -447,6 +447,8 @@ def _decode(path: Path, f: IO[bytes], limit: int, upscale: int = 1) -> LoadedIma
         width, height = im.size
         _check_geometry(width, height, limit)
         check_output_size(width, height, upscale, limit)
+        if fmt in ("JPEG", "MPO"):
+            _check_jpeg_size(f, width, height)
         n_frames = getattr(im, "n_frames", 1) if fmt != "MPO" else 1  # MPO: 2nd is a preview
         if n_frames > 1:
             what = "animated GIF" if fmt == "GIF" else f"multi-page {fmt}" if fmt == "TIFF" else fmt
@@ -458,6 +460,8 @@ def _decode(path: Path, f: IO[bytes], limit: int, upscale: int = 1) -> LoadedIma
         dpi = im.info.get("dpi")
         orientation, exif = _read_exif(im, limit, warn, exif_corrupt)
         im.load()
+        if fmt in ("JPEG", "MPO"):
+            _warn_truncated_jpeg(im, f, warn)
         rgb, alpha, grey_source = _to_rgb(im, src_mode, icc, warn)
         grey = grey_source or _near_grey(rgb)
         if grey and not grey_source:
@@ -494,6 +498,35 @@ def _decode(path: Path, f: IO[bytes], limit: int, upscale: int = 1) -> LoadedIma
         path=path, rgb=rgb_arr, alpha=alpha_arr, grayscale=grey, bit_depth=16 if deep else 8,
         format=fmt, mode=src_mode, icc_profile=icc, exif=exif, warnings=warn, dpi=dpi_t,
     )
+
+
+def _check_jpeg_size(f: IO[bytes], width: int, height: int) -> None:
+    """A 12 KB file whose header claims 14000x14000 is forged or broken: refused unread."""
+    from .jpegscan import implausibly_small
+
+    size = os.fstat(f.fileno()).st_size
+    if implausibly_small(size, width, height):
+        raise ImageReadError(f"corrupt JPEG: {size} bytes cannot hold the {width}x{height} pixels its header declares")
+
+
+def _warn_truncated_jpeg(im: Image.Image, f: IO[bytes], warn: list[str]) -> None:
+    """Pillow decodes a cut JPEG silently (grey or blurred where data is missing): say so."""
+    from .jpegscan import grey_rows_at_bottom, progressive_scans_missing
+
+    if im.info.get("progressive") or im.info.get("progression"):
+        f.seek(0)
+        if progressive_scans_missing(f.read()):
+            warn.append("truncated JPEG: its last scans are missing (decoded blurred)")
+        return
+    if im.mode not in ("RGB", "L"):
+        return
+    w, h = im.size
+    # Cheap test first (the bottom 16 rows); the whole band is measured only for broken files.
+    if not np.all(np.asarray(im.crop((0, max(0, h - 16), w, h))) == 128):
+        return
+    rows = grey_rows_at_bottom(np.asarray(im))
+    if rows >= 8:
+        warn.append(f"truncated JPEG: the bottom {100 * rows // h}% is missing (decoded as grey)")
 
 
 def _clean_dpi(dpi: object, swap: bool) -> tuple[float, float] | None:

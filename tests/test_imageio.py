@@ -617,3 +617,39 @@ def test_a_colour_file_treated_as_grey_says_so(tmp_path: Path, shared_dir: Path)
     assert any("treated as a greyscale photo" in w for w in loaded.warnings)
     Image.fromarray(loaded.rgb[..., 0]).save(tmp_path / "l.png")
     assert read_image(tmp_path / "l.png").warnings == []  # a grey file is grey: nothing to say
+
+
+def _cut_with_eoi(data: bytes, fraction: float) -> bytes:
+    return data[: int(len(data) * fraction)] + b"\xff\xd9"
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_a_jpeg_cut_short_with_an_end_marker_is_reported(tmp_path: Path, whole_dir: Path, progressive: bool) -> None:
+    """Cut at 60% and an end-of-image marker appended: Pillow decodes it without a word."""
+    Image.open(whole_dir / "codeformer_00.jpg").save(tmp_path / "whole.jpg", quality=90, progressive=progressive)
+    whole = read_image(tmp_path / "whole.jpg")
+    assert not any("truncated" in w for w in whole.warnings)
+    (tmp_path / "cut.jpg").write_bytes(_cut_with_eoi((tmp_path / "whole.jpg").read_bytes(), 0.6))
+    cut = read_image(tmp_path / "cut.jpg")
+    assert any(w.startswith("truncated JPEG") for w in cut.warnings), cut.warnings
+
+
+def test_no_real_jpeg_is_called_truncated(whole_dir: Path) -> None:
+    files = sorted(whole_dir.glob("*.jp*g"))
+    assert files
+    for p in files:
+        assert not any("truncated" in w for w in read_image(p).warnings), p
+
+
+def test_a_jpeg_too_small_for_its_declared_pixels_is_refused(tmp_path: Path, whole_dir: Path) -> None:
+    """A 12 KB JPEG whose header claims 14000x14000 would be a 196 MP grey picture."""
+    Image.open(whole_dir / "codeformer_00.jpg").save(tmp_path / "small.jpg", quality=30)
+    data = bytearray((tmp_path / "small.jpg").read_bytes())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = (14000).to_bytes(2, "big") + (14000).to_bytes(2, "big")
+    (tmp_path / "liar.jpg").write_bytes(bytes(data))
+    with pytest.raises(ImageReadError, match=r"cannot hold the 14000x14000 pixels"):
+        read_image(tmp_path / "liar.jpg")
+    # a genuinely uniform picture of that size compresses far less: it is read
+    Image.fromarray(np.full((3000, 3000), 200, np.uint8)).save(tmp_path / "flat.jpg", quality=10)
+    assert read_image(tmp_path / "flat.jpg").rgb.shape == (3000, 3000, 3)
