@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--identity", default="dlib")
     p.add_argument("--detector", default="dlib")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--profile", action="store_true", help="profile the cache load")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     faces_dir, ids = SHARED / "data" / "faces", SHARED / "data" / "identities"
@@ -89,9 +90,18 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         g1 = Gallery.build([root], detector, identity, cache_dir=cache_root)
         t_first = time.perf_counter() - start
+        if args.profile:
+            import cProfile
+            import pstats
+
+            prof = cProfile.Profile()
+            prof.enable()
         start = time.perf_counter()
         g2 = Gallery.build([root], detector, identity, cache_dir=cache_root)
         t_load = time.perf_counter() - start
+        if args.profile:
+            prof.disable()
+            pstats.Stats(prof).sort_stats("cumulative").print_stats(18)
         print(f"first build from per-photo entries: {t_first:.2f} s ({g1.stats.from_cache} from cache, "
               f"{g1.stats.indexed} indexed, {len(set(g1.persons))} people)")
         print(f"cache load (snapshot): {t_load:.3f} s for {len(g2.faces)} faces, {g2.stats.indexed} indexed "

@@ -97,11 +97,13 @@ def walk_sources(sources: Iterable[Path]) -> tuple[list[Path], list[GalleryProbl
     """Image files under the given folders (recursive) and files, in a stable order."""
     from refrestore.discover import find_inputs
 
-    found, problems = find_inputs([Path(s).expanduser() for s in sources], recursive=True)
+    found, problems = find_inputs([Path(s).expanduser().resolve() for s in sources], recursive=True)
     files: list[Path] = []
     seen: set[Path] = set()
     for item in found:
-        key = item.path.resolve()
+        # under resolved roots an absolute path is enough (no per-file resolve: 5,000 photos);
+        # a photo reached twice through a link is still indexed once, by its content hash
+        key = Path(os.path.abspath(item.path))
         if key not in seen:
             seen.add(key)
             files.append(key)

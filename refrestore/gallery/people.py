@@ -18,6 +18,7 @@ the second person's by a margin that also grows with degradation (:class:`MatchR
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,15 +120,16 @@ def decide(sims: np.ndarray, persons: Sequence[str], detail: float, rule: MatchR
 # ---- labels -----------------------------------------------------------------------------------
 
 
-def folder_label(path: Path, roots: Sequence[Path]) -> str:
+def folder_label(path: Path | str, roots: Sequence[Path]) -> str:
     """The person a photo's folder names: the first folder under the gallery root that holds it
     ('' for top-level photos and single-file sources)."""
-    p = Path(path)
+    # string work, not pathlib: this runs for every face of 5,000-face galleries at each load
+    p = str(path)
     for root in roots:
-        root = Path(root)
-        if root in p.parents:
-            parts = p.relative_to(root).parts
-            return parts[0] if len(parts) > 1 else UNLABELLED
+        prefix = str(root).rstrip(os.sep) + os.sep
+        if p.startswith(prefix):
+            rel = p[len(prefix):].split(os.sep)
+            return rel[0] if len(rel) > 1 else UNLABELLED
     return UNLABELLED
 
 
