@@ -20,6 +20,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from .document import printable_name
 from .json import current_umask, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def files_folder(page: Path) -> Path:
 
 
 def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
+    return html.escape(printable_name("" if value is None else str(value)), quote=True)
 
 
 def _resource(name: str) -> str:

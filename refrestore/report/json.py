@@ -40,5 +40,8 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def write_json_report(path: Path, document: dict[str, Any]) -> None:
-    """The report document (``report.build_document``) as indented JSON."""
-    write_text_atomic(path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    """The report document (``report.build_document``) as indented JSON; file names that are
+    not UTF-8 are written with ``\\xNN`` escapes (``document.printable``)."""
+    from .document import printable
+
+    write_text_atomic(path, json.dumps(printable(document), indent=2, ensure_ascii=False) + "\n")
