@@ -133,3 +133,26 @@ def test_arcface_real_weights_separate_people(refbench_faces: dict[str, list[np.
     lab = np.array(labels)
     same = (lab[:, None] == lab[None]) & ~np.eye(len(lab), dtype=bool)
     assert sims[same].min() > sims[lab[:, None] != lab[None]].max()
+
+
+def test_own_and_fused_models_on_real_faces(refbench_faces: dict[str, list[np.ndarray]]) -> None:
+    """faceid-small behind IdentityModel, and the fused score is exactly the weighted cosine mix."""
+    from refrestore.identity.fused import FusedIdentity
+    from refrestore.identity.own import OwnIdentity
+
+    own = init_identity_model("faceid")
+    assert isinstance(own, OwnIdentity) and own.version.startswith("faceid-small-")
+    labels, crops = zip(*[(name, img) for name, imgs in refbench_faces.items() for img in imgs[:3]])
+    e = own.embed(list(crops))
+    assert e.shape == (len(crops), own.dim) and np.allclose(np.linalg.norm(e, axis=1), 1, atol=1e-5)
+    assert own.embed([]).shape == (0, own.dim)
+    fused = FusedIdentity(dlib_weight=0.9, own=own)
+    f = fused.embed(list(crops[:4]))
+    d, o = fused.dlib.embed(list(crops[:4])), e[:4]
+    np.testing.assert_allclose(f @ f.T, 0.9 * (d @ d.T) + 0.1 * (o @ o.T), atol=1e-5)
+    dl, ow = fused.split_scores(f[0], f)
+    np.testing.assert_allclose(dl, d @ d[0], atol=1e-5)
+    np.testing.assert_allclose(ow, o @ o[0], atol=1e-5)
+    assert init_identity_model("fused").name == "fused"
+    with pytest.raises(ValueError):
+        FusedIdentity(dlib_weight=1.5, own=own)
