@@ -59,9 +59,18 @@ def test_match_report_table_and_contact_sheets(setup: dict[str, Path]) -> None:
     assert Path(ref["path"]).name.startswith("obama_") and ref["face_index"] == 0
     assert {"score", "identity", "pose", "expression", "quality", "regions"} <= set(ref)
     assert len(ref["alternatives"]) == 1 and Path(ref["alternatives"][0]["path"]).name.startswith("obama_")
+    # the gallery's photos are all at its top level: obama's two photos are clustered into one
+    # person, named in the report with every number of the decision
+    assert ref["person"] and ref["person"].startswith("person-")
+    dec = ref["decision"]
+    assert dec["matched"] and dec["person"] == ref["person"] and dec["margin"] >= 0
+    assert dec["second_person"] and dec["second_person"] != ref["person"]
+    assert dec["best_score"] - dec["second_score"] >= dec["required_gap"]
+    assert f"person {ref['person']}" in res.stdout
     (stranger,) = images["b_stranger.jpg"]["faces"]
     assert stranger["reference"] is None
     assert stranger["selection"]["best_identity"] < stranger["selection"]["threshold"]
+    assert stranger["selection"]["person"] is None and not stranger["selection"]["decision"]["matched"]
     for name in ("a_obama", "b_stranger"):
         sheet = Image.open(sheets / f"{name}_match.png")
         assert sheet.width > sheet.height  # face + references in a row
