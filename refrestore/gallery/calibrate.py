@@ -1,5 +1,10 @@
 """Calibrate and check the "same person" thresholds on real photos of known people.
 
+History: this photo-level calibration (issue 4) is what ArcFace still uses. dlib and the fused
+model now use person-level rules calibrated on shared/data/faces by
+``benchmarks/eval_identity.py`` (issue 14, :data:`refrestore.gallery.select.RULES`); the
+figures below are those of the earlier dlib thresholds.
+
 Run ``python benchmarks/calibrate_gallery.py [IDENTITIES_DIR]`` (default ``../shared/data/identities``):
 it indexes every photo (one folder per person; a folder with one photo is a person who must
 match nobody), then for the main (largest) face of every photo builds two queries, the clean

@@ -3,15 +3,18 @@
 Following RefSTAR's reference-selection idea, the best reference is the same person with the
 most compatible, highest-quality face, not just the nearest embedding:
 
-1. *Who is it?* The degraded face is embedded robustly (several views: as is, mirrored, after a
-   light restoration by a downscale/upscale round trip, slightly zoomed; the unit embeddings are
-   averaged). Its best cosine similarity over the gallery is compared with a calibrated
-   threshold that depends on how much detail the face has (see :mod:`.calibrate`); below it
-   there is no match and the face is restored without a reference.
-2. *Which photos of that person?* Gallery faces that are close to the best match in the clean
-   gallery-to-gallery space (reliable even when the query is a blur) and not far below the
-   threshold from the query are the same-person candidates. A gallery with several people can
-   thus give different faces of one photo different people.
+1. *Who is it?* The degraded face is embedded robustly (several views: as is, mirrored, and for
+   dlib a light restoration by a downscale/upscale round trip and a slight zoom; the unit
+   embeddings are averaged). Its score for each gallery person (folders; top-level photos
+   clustered, see :mod:`.people`) is the best over that person's faces. With a person-level
+   rule (:data:`RULES`, calibrated on shared/data/faces) the best person must reach a threshold
+   and lead the second person by a margin, both read from the face's detail; below either there
+   is no match and the face is restored without a reference. Models without a rule (ArcFace)
+   keep the photo-level thresholds of :data:`THRESHOLDS` with the hubness correction.
+2. *Which photos of that person?* The matched person's faces that are not far below the
+   threshold from the query (without a rule: faces close to the best match in the clean
+   gallery-to-gallery space). A gallery with several people can thus give different faces of
+   one photo different people.
 3. *Which are most useful?* Candidates are ranked by a weighted sum of identity (relative to the
    best match), pose closeness, expression closeness (eyes and mouth open) and quality, and the
    top K are returned, each with per-region compatibility (eyes, nose, mouth, outline, 0..1).
