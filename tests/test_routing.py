@@ -202,3 +202,33 @@ def test_every_damaged_real_face_still_changes(whole_photos):
                 assert path.name == "gfpgan_Blake_Lively.jpg", (path.name, f.index, f.degradation)
                 assert lap(after) >= 0.95 * lap(before)
     assert n >= 24 and changed >= n - 2  # both faces of the Blake Lively photo are nearly clean
+
+
+def test_fix_cli_routes_each_face_with_model_auto(tmp_path, shared_dir):
+    """The command line, not only the library: `fix --refs` with a downloaded blind restorer
+    sends the gallery person to refnet-small and the stranger to gfpgan-v1.4 in one photo."""
+    import os
+    import subprocess
+    import sys
+
+    ids = shared_dir / "data" / "identities"
+    gallery = tmp_path / "family"
+    for person in ("angelina_jolie", "obama", "biden"):
+        shutil.copytree(ids / person, gallery / person)
+    (gallery / "angelina_jolie" / "deepface_img1.jpg").unlink()
+    photo = tmp_path / "two.png"
+    _two_people(ids, photo)
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    _random_checkpoint("gfpgan", weights / "GFPGANv1.4.pth")
+    store_for(weights, "GFPGANv1.4.pth", "restorer", "gfpgan-v1.4")
+    report = tmp_path / "r.json"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    res = subprocess.run([sys.executable, "-m", "refrestore", "fix", str(photo), "-o", str(tmp_path / "out.png"),
+                          "--refs", str(gallery), "--detector", "dlib", "--device", "cpu", "--top-k", "2",
+                          "--weights-dir", str(weights), "--manifest", str(weights / "test-manifest.toml"),
+                          "--json", str(report)], env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    faces = json.loads(report.read_text())["images"][0]["faces"]
+    by_match = {f["reference"] is not None: f["restorer"] for f in faces}
+    assert by_match == {True: "refnet-small", False: "gfpgan-v1.4"}, faces

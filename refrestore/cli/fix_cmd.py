@@ -312,8 +312,10 @@ def _build(req: FixRequest, choice: Any, store: Any, err_console: Console) -> An
     from ..restorers.registry import RestorerError
     from ..weights import WeightsError
 
+    # The user's --model ("auto" routes each face: matched -> refnet-small, stranger -> best blind);
+    # choose_restorer above only checked that it can be built.
     kwargs: dict[str, Any] = dict(
-        refs=req.refs, ref=req.ref, model=choice.spec.info.name, detector=req.detector, device=req.device,
+        refs=req.refs, ref=req.ref, model=req.model, detector=req.detector, device=req.device,
         options=_fix_options(req), top_k=req.top_k, store=store,
     )
     try:

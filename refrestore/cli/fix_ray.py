@@ -35,7 +35,7 @@ def run_ray_fix(req: Any, tasks: list[Any], problems: list[tuple[Any, str]], sto
     from ..distributed import fix_tasks
 
     spec = PipelineSpec(
-        model=choice.spec.info.name, detector=req.detector, device=req.device, options=fix_options,
+        model=req.model, detector=req.detector, device=req.device, options=fix_options,
         top_k=req.top_k, weights_dir=str(store.directory), manifest=str(req.manifest) if req.manifest else None,
         with_detector=not req.aligned or bool(req.refs) or req.ref is not None,
     )
