@@ -204,3 +204,41 @@ def test_a_bad_pixel_limit_in_the_environment_is_a_usage_error(tmp_path, value):
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and "REFRESTORE_MAX_PIXELS" in proc.stderr
     assert not (tmp_path / "o.png").exists()
+
+
+def _faces_complete(out: Path, stem: str, n_faces: int) -> bool:
+    folder = out / f"{stem}_restored_faces"
+    want = {f"face{i:02d}_{tag}.png" for i in range(n_faces) for tag in ("input", "restored")}
+    return folder.is_dir() and want <= {p.name for p in folder.iterdir()}
+
+
+def test_sigkill_during_save_faces_leaves_no_permanent_gap(tmp_path, whole_photos):
+    """SIGKILL while the face crops are written: an image whose output exists has all of its
+    face crops, and the rerun completes the rest and leaves no temporary file (issue 15, item 8)."""
+    import signal
+    import time
+
+    photo = next(p for p in whole_photos if p.name == "codeformer_02.png")  # four faces
+    album, out = tmp_path / "album", tmp_path / "out"
+    album.mkdir()
+    for i in range(3):
+        shutil.copyfile(photo, album / f"p{i}.png")
+    env = dict(os.environ, OMP_NUM_THREADS="1", REFRESTORE_HOME=str(tmp_path / "home"))
+    args = [sys.executable, "-m", "refrestore", "fix", str(album), "-o", str(out), "--save-faces",
+            "--model", "resample", "--detector", "dlib", "--jobs", "1", "--json", str(tmp_path / "r.json")]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (out / "p0_restored_faces").is_dir():
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)  # the first image's crops are being written right now
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    for i in range(3):
+        if (out / f"p{i}_restored.png").exists():
+            assert _faces_complete(out, f"p{i}", 4), f"p{i}: output written before its face crops"
+    rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    for i in range(3):
+        assert (out / f"p{i}_restored.png").is_file() and _faces_complete(out, f"p{i}", 4)
+    leftovers = [p for p in tmp_path.rglob(".refrestore-*")]
+    assert leftovers == []

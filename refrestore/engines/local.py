@@ -131,7 +131,10 @@ def run_local(
     if clean_temp:
         # A run killed outright (SIGKILL, power cut) cannot remove its temporary files; the
         # next run does, for folders it writes to and only for processes no longer alive.
-        for folder in sorted({t.output.parent for t in tasks}):
+        folders = {t.output.parent for t in tasks}
+        if options.save_faces:
+            folders |= {t.output.with_name(t.output.stem + "_faces") for t in tasks}
+        for folder in sorted(folders):
             if folder.is_dir():
                 remove_stale_temp_files(folder)
     todo, finished = split_finished(tasks, options.skip_existing)

@@ -66,15 +66,18 @@ def finish(job: PhotoJob, pipeline: FacePipeline) -> None:
 
 
 def write(job: PhotoJob, options: BatchOptions) -> None:
-    """The output (atomically) and, when asked, the face crops and comparison sheets."""
+    """The face crops and comparison sheets when asked, then the output (each atomically).
+
+    The output goes last: a rerun skips an image whose output exists, so it must only exist
+    once everything else of that image is complete (a SIGKILL in between leaves a redo)."""
     assert job.loaded is not None and job.result is not None
     task = job.task
-    save_image(task.output, job.result.image, job.loaded)
     if options.save_faces or options.compare:
         # The face-crop writers live with the batch module's other public helpers.
         from ..batch import _save_face_files
 
         _save_face_files(job.result, task.output, job.loaded, options.save_faces, options.compare)
+    save_image(task.output, job.result.image, job.loaded)
     job.report.output = str(task.output)
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,13 @@ def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename; mode 0666 & ~umask."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".refrestore-", suffix=path.suffix + ".tmp", dir=path.parent)
+    from ..discover import TEMP_PREFIX
+    from ..imageio import remove_stale_temp_files
+
+    remove_stale_temp_files(path.parent)  # a killed run's leftovers (only of dead processes)
+    # Named like the image writer's temporary files (prefix and pid) so a rerun can clean them.
+    tmp = str(path.parent / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}{path.suffix}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
