@@ -165,3 +165,19 @@ def test_gallery_command_flags_a_mislabelled_photo(held_out, tmp_path: Path) -> 
     bad = subprocess.run([sys.executable, "-m", "refrestore", "gallery", str(tmp_path / "nope")],
                          capture_output=True, text=True, env=env, timeout=120, check=False)
     assert bad.returncode == 2 and "no such file or folder" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_a_face_too_small_to_identify_is_never_matched() -> None:
+    """The README demo's 22-px blob was matched to a background face: under 32 px, no match,
+    whatever the scores say (and the report says why)."""
+    from refrestore.gallery.people import MIN_MATCH_FACE_PX
+    from refrestore.gallery.select import rule_for
+
+    rule = rule_for("dlib")
+    assert rule is not None
+    sims = np.array([0.99, 0.90, 0.80])
+    persons = ["anna", "bert", "carl"]
+    assert decide(sims, persons, 0.0, rule, face_width=60.0).person == "anna"
+    small = decide(sims, persons, 0.0, rule, face_width=22.0)
+    assert not small.matched and small.person is None and "too small" in small.reason
+    assert decide(sims, persons, 0.0, rule, face_width=MIN_MATCH_FACE_PX).matched

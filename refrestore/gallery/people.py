@@ -99,13 +99,22 @@ def best_per_person(sims: np.ndarray, persons: Sequence[str]) -> dict[str, tuple
     return out
 
 
+# Faces narrower than this in their photo are never matched: on held-out people dlib identifies
+# 1.3% of 24-px faces correctly (benchmarks/eval_identity.py), so a match there is mostly risk; in
+# the README demo a 22-px blob was matched to a background face of another person's photo.
+MIN_MATCH_FACE_PX = 32.0
+
+
 def decide(sims: np.ndarray, persons: Sequence[str], detail: float, rule: MatchRule,
-           threshold: float | None = None) -> PersonDecision:
+           threshold: float | None = None, face_width: float | None = None) -> PersonDecision:
     """The person-level decision for one query's scores against every gallery face."""
     thr = float(threshold) if threshold is not None else rule.threshold_at(detail)
     gap = rule.gap_at(detail)
     if len(sims) == 0:
         return PersonDecision(False, None, None, -1.0, None, None, thr, gap, "empty gallery")
+    if face_width is not None and face_width < MIN_MATCH_FACE_PX:
+        return PersonDecision(False, None, None, float(np.max(sims)), None, None, thr, gap,
+                              f"face {face_width:.0f} px wide: too small to identify (< {MIN_MATCH_FACE_PX:.0f} px)")
     ranked = sorted(best_per_person(sims, persons).items(), key=lambda kv: kv[1][0], reverse=True)
     (p1, (s1, _)) = ranked[0]
     p2, s2 = (ranked[1][0], ranked[1][1][0]) if len(ranked) > 1 else (None, None)

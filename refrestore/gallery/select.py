@@ -295,7 +295,7 @@ def rank_with_decision(gallery: Gallery, query: QueryFace, threshold: float | No
         emb = gallery.embeddings
         raw = emb @ query.embedding if len(emb) else np.zeros(0, dtype=np.float32)
         persons = gallery.persons
-        dec = decide(raw, persons, query.detail, rule, threshold)
+        dec = decide(raw, persons, query.detail, rule, threshold, face_width=query.face_width)
         if not dec.matched:
             return [], dec.best_score, dec.threshold, dec
         # The gallery's labels (folders, clusters) say which faces are this person; faces of
