@@ -52,8 +52,8 @@ def temper(original: np.ndarray, restored: np.ndarray, amount: float, keep_detai
     keep_detail = float(np.clip(keep_detail, 0.0, 1.0))
     if amount >= 1.0 and detail_amount >= 1.0 and keep_detail <= 0.0:
         return restored
-    if amount <= 0.0 and detail_amount <= 0.0 and keep_detail >= 1.0:
-        return original
+    if amount <= 0.0 and detail_amount <= 0.0:
+        return original  # nothing of the restorer's: the face as it was (--strength 0)
     a = original.astype(np.float32)
     r = restored.astype(np.float32)
     low_a = cv2.GaussianBlur(a, (0, 0), sigma)
@@ -109,6 +109,8 @@ def paste_faces(photo: np.ndarray, jobs: list[PasteJob], upscale: int = 1, grays
     out = upscale_photo(photo, upscale)
     h, w = out.shape[:2]
     for job in jobs:
+        if job.restored is job.original or np.array_equal(job.restored, job.original):
+            continue  # the face as it was: warping it back would only resample it
         size = job.restored.shape[0]
         mask = job.mask if job.mask is not None else face_mask(size)
         face = match_colour(job.restored, job.original, mask)

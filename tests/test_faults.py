@@ -242,3 +242,27 @@ def test_sigkill_during_save_faces_leaves_no_permanent_gap(tmp_path, whole_photo
         assert (out / f"p{i}_restored.png").is_file() and _faces_complete(out, f"p{i}", 4)
     leftovers = [p for p in tmp_path.rglob(".refrestore-*")]
     assert leftovers == []
+
+
+@pytest.mark.parametrize("upscale", [1, 2])
+def test_strength_zero_returns_the_input_exactly(tmp_path, whole_photos, upscale):
+    """--strength 0 keeps every face as it was: not one level changed (issue 15, item 9)."""
+    from refrestore.pasteback import upscale_photo
+
+    photo = next(p for p in whole_photos if p.name == "codeformer_02.png")
+    proc = _fix([str(photo), "-o", str(tmp_path / "s0.png"), "--strength", "0", "--upscale", str(upscale),
+                 "--json", str(tmp_path / "r.json")], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert len(json.loads((tmp_path / "r.json").read_text())["images"][0]["faces"]) == 4
+    src = np.asarray(Image.open(photo).convert("RGB"))
+    out = np.asarray(Image.open(tmp_path / "s0.png").convert("RGB"))
+    assert np.array_equal(out, upscale_photo(src, upscale))
+
+
+def test_a_fifo_given_as_manifest_is_refused_not_read(tmp_path):
+    _noise(tmp_path / "a.png", 40, 60, 1)
+    os.mkfifo(tmp_path / "fifo")
+    proc = _fix([str(tmp_path / "a.png"), "-o", str(tmp_path / "o.png"), "--manifest", str(tmp_path / "fifo")],
+                tmp_path)  # a blocking read would hang until the timeout
+    assert proc.returncode == 2, proc.stderr
+    assert "not a regular file" in proc.stderr and "Traceback" not in proc.stderr

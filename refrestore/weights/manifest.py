@@ -6,7 +6,10 @@ schema (``--manifest``) for private models; only such a user-given manifest may 
 """
 from __future__ import annotations
 
+import errno
+import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -179,6 +182,28 @@ def default_manifest_path() -> Path:
     return paths.models_dir() / MANIFEST_FILE
 
 
+MAX_MANIFEST_BYTES = 4 << 20  # the packaged one is a few KB
+
+
+def read_regular_text(path: Path, max_bytes: int) -> str:
+    """A regular file's UTF-8 text, never blocking: opened non-blocking so a FIFO or device
+    in its place is refused (OSError) instead of hanging, and refused above ``max_bytes``."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        if st.st_size > max_bytes:
+            raise OSError(errno.EFBIG, f"larger than {max_bytes} bytes")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(max_bytes + 1)
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise OSError(errno.EFBIG, f"larger than {max_bytes} bytes")
+    return data.decode("utf-8")
+
+
 def load_manifest(path: Path | None = None, *, user_supplied: bool | None = None) -> Manifest:
     """Read and validate a manifest (default: the packaged one). Errors are one line.
 
@@ -189,11 +214,12 @@ def load_manifest(path: Path | None = None, *, user_supplied: bool | None = None
     if user_supplied is None:
         user_supplied = path is not None and _resolved(source) != _resolved(default)
     try:
-        text = source.read_text(encoding="utf-8")
+        text = read_regular_text(source, MAX_MANIFEST_BYTES)
     except FileNotFoundError:
         raise WeightsError(f"manifest not found: {source}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise WeightsError(f"cannot read manifest {source}: {exc}") from None
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise WeightsError(f"cannot read manifest {source}: {why}") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
