@@ -266,3 +266,45 @@ def test_a_fifo_given_as_manifest_is_refused_not_read(tmp_path):
                 tmp_path)  # a blocking read would hang until the timeout
     assert proc.returncode == 2, proc.stderr
     assert "not a regular file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_output_names_the_user_meant(tmp_path):
+    """-o o4.jpg with the same photo named twice is that photo's output file; -o dir.v2/ (a
+    trailing slash) is a folder; -o x.jpg for two photos is refused (issue 15, item 9)."""
+    _noise(tmp_path / "a.png", 40, 60, 1)
+    _noise(tmp_path / "b.png", 40, 60, 2)
+    a = str(tmp_path / "a.png")
+    assert _fix([a, a, "-o", str(tmp_path / "o4.jpg")], tmp_path).returncode == 0
+    assert (tmp_path / "o4.jpg").is_file()
+    assert _fix([a, "-o", str(tmp_path / "restored.v2") + "/"], tmp_path).returncode == 0
+    assert (tmp_path / "restored.v2" / "a_restored.png").is_file()
+    proc = _fix([a, str(tmp_path / "b.png"), "-o", str(tmp_path / "o5.jpg")], tmp_path)
+    assert proc.returncode == 2 and "several photos need a folder" in proc.stderr
+    assert not (tmp_path / "o5.jpg").exists()
+
+
+def test_a_second_sigterm_does_not_lose_the_report(tmp_path, whole_photos):
+    import signal
+    import time
+
+    photo = next(p for p in whole_photos if p.name == "codeformer_02.png")
+    album, out = tmp_path / "album", tmp_path / "out"
+    album.mkdir()
+    for i in range(4):
+        shutil.copyfile(photo, album / f"p{i}.png")
+    env = dict(os.environ, OMP_NUM_THREADS="1", REFRESTORE_HOME=str(tmp_path / "home"))
+    proc = subprocess.Popen([sys.executable, "-m", "refrestore", "fix", str(album), "-o", str(out), "--upscale", "4",
+                             "--model", "resample", "--detector", "dlib", "--json", str(tmp_path / "r.json")],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (out.is_dir() and any(out.iterdir())):
+        time.sleep(0.005)  # the first output is being encoded
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # impatient: a second one while the writes finish
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["interrupted"] is True
+    written = {p.name for p in out.iterdir()}
+    assert {Path(i["output"]).name for i in report["images"] if i["output"]} == written

@@ -38,6 +38,9 @@ def register(app: typer.Typer) -> None:
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
+    # The first SIGTERM stops the run; later ones must not cut short the writes in flight
+    # and the report, which are what make the stop clean.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
@@ -49,6 +52,7 @@ class FixRequest:
     refs: list[Path] = field(default_factory=list)
     ref: Path | None = None
     output: Path | None = None
+    output_is_folder: bool = False  # -o ended in a slash: a folder even when named like a file
     aligned: bool = False
     model: str = "auto"
     detector: str = "auto"
@@ -90,7 +94,7 @@ def fix(
     inputs: list[Path] = typer.Argument(..., metavar="INPUT...", help="Photos or folders of photos to restore."),
     refs: list[Path] = typer.Option([], "--refs", metavar="DIR_OR_FILE", help="Gallery folder or photo of good references (repeatable)."),
     ref: Optional[Path] = typer.Option(None, "--ref", metavar="FILE", help="Force this photo as the reference (single-face photos)."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", metavar="PATH", help="Output file (one input) or folder."),
+    output: Optional[str] = typer.Option(None, "-o", "--output", metavar="PATH", help="Output file (one input) or folder (a trailing / says folder)."),
     aligned: bool = typer.Option(False, "--aligned", help="Inputs are already aligned face crops."),
     model: str = typer.Option("auto", "--model", metavar="NAME", help=MODEL_HELP),
     detector: str = typer.Option("auto", "--detector", metavar="NAME", help="auto, retinaface, retinaface_resnet50, retinaface_mobile0.25 or dlib."),
@@ -123,7 +127,8 @@ def fix(
 ) -> None:
     """Restore the faces in photos and paste them back."""
     request = FixRequest(
-        inputs=list(inputs), refs=list(refs), ref=ref, output=output, aligned=aligned, model=model,
+        inputs=list(inputs), refs=list(refs), ref=ref, output=Path(output) if output else None,
+        output_is_folder=bool(output) and output.endswith(("/", os.sep)), aligned=aligned, model=model,
         detector=detector, device=device, upscale=upscale, strength=strength, fidelity=fidelity,
         only_center_face=only_center_face, save_faces=save_faces, compare=compare,
         json_report=json_report, html_report=html_report, recursive=recursive,
@@ -232,9 +237,11 @@ def run_fix(req: FixRequest) -> int:
         if problems:
             raise fail("; ".join(f"{p}: {reason}" for p, reason in problems[:5]), 2)
         raise fail(f"no photos found in {', '.join(str(p) for p in req.inputs)}", 2)
-    single = len(req.inputs) == 1 and req.inputs[0].is_file() and not is_path_list(req.inputs[0])
+    # One photo, even when named twice: -o is then its output file
+    single = (len(found) == 1 and all(p.is_file() and not is_path_list(p) for p in req.inputs)
+              and len({os.path.realpath(p) for p in req.inputs}) == 1)
     try:
-        tasks = plan_outputs(found, req.output, single_file=single)
+        tasks = plan_outputs(found, req.output, single_file=single, output_is_folder=req.output_is_folder)
     except UsageError as exc:
         raise fail(str(exc), 2)
     from ..engines.clash import ClashError, check_run_writes

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..discover import InputFile
-from ..imageio import output_ext_for_path
+from ..imageio import ImageWriteError, output_ext_for_path, output_format
 from .reports import ImageReport
 
 OUTPUT_SUFFIX = "_restored"
@@ -23,7 +23,16 @@ class Task:
     output: Path
 
 
-def plan_outputs(inputs: list[InputFile], output: Path | None, single_file: bool, suffix: str = OUTPUT_SUFFIX) -> list[Task]:
+def output_format_or_none(path: Path) -> str | None:
+    """The image format ``path``'s extension names, or None."""
+    try:
+        return output_format(path)
+    except ImageWriteError:
+        return None
+
+
+def plan_outputs(inputs: list[InputFile], output: Path | None, single_file: bool, suffix: str = OUTPUT_SUFFIX,
+                 *, output_is_folder: bool = False) -> list[Task]:
     """Where each input's output goes; refuses any plan that would write over an input.
 
     One file: ``-o`` is the output file (or a folder to put it in); default next to the
@@ -37,7 +46,7 @@ def plan_outputs(inputs: list[InputFile], output: Path | None, single_file: bool
         ext = None
         if output is None:
             target = src.path.with_name(src.path.stem + suffix)
-        elif output.is_dir() or not output.suffix:  # no extension: a folder to put it in
+        elif output_is_folder or output.is_dir() or not output.suffix:  # no extension: a folder to put it in
             target = output / (src.path.stem + suffix)
         else:
             target, ext = output, output.suffix
@@ -49,6 +58,9 @@ def plan_outputs(inputs: list[InputFile], output: Path | None, single_file: bool
             raise UsageError("several inputs or a folder: give an output folder with -o")
         if output.exists() and not output.is_dir():
             raise UsageError(f"-o {output}: exists and is not a folder")
+        if not output_is_folder and not output.exists() and output_format_or_none(output) is not None:
+            raise UsageError(f"-o {output}: names an image file, but several photos need a folder "
+                             f"(end it with / to mean a folder)")
         for src in inputs:
             rel = src.rel.parent / (src.rel.stem + suffix)
             tasks.append(Task(src, (output / rel).with_suffix(output_ext_for_path(src.path))))
