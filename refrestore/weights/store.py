@@ -32,6 +32,7 @@ except ImportError:  # pragma: no cover - Windows
 log = logging.getLogger(__name__)
 
 VERIFIED_CACHE = ".verified.json"
+MAX_SIDECAR_BYTES = 16 << 20  # thousands of entries fit in far less
 RECORDED_HASHES = "recorded_hashes.json"
 USER_ADDED = "user_added.json"  # files the user added as a named model (--from-file)
 _SIDECAR_LOCK = ".sidecars.lock"
@@ -259,11 +260,15 @@ class WeightStore:
     # ---- small JSON sidecars ----------------------------------------------------------------
     @staticmethod
     def _read_json(path: Path) -> dict[str, Any]:
+        from .manifest import read_regular_text
+
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            # Regular files only (a FIFO would hang the read), capped in size; deep nesting
+            # raises RecursionError in the parser: each is a sidecar to ignore and rewrite.
+            data = json.loads(read_regular_text(path, MAX_SIDECAR_BYTES))
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             log.warning("ignoring unreadable %s: %s", path, exc)
             return {}
         return data if isinstance(data, dict) else {}
