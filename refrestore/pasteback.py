@@ -109,8 +109,6 @@ def paste_faces(photo: np.ndarray, jobs: list[PasteJob], upscale: int = 1, grays
     out = upscale_photo(photo, upscale)
     h, w = out.shape[:2]
     for job in jobs:
-        if job.restored is job.original or np.array_equal(job.restored, job.original):
-            continue  # the face as it was: warping it back would only resample it
         size = job.restored.shape[0]
         mask = job.mask if job.mask is not None else face_mask(size)
         face = match_colour(job.restored, job.original, mask)
