@@ -64,6 +64,33 @@ def fix_tasks(
     return run_ray(list(tasks), spec, plan, options or BatchOptions(), cluster or RayOptions(), on_done)
 
 
+def plan_dataset(inputs: Sequence[os.PathLike[str] | str], output: os.PathLike[str] | str,
+                 recursive: bool = False) -> tuple[list[Any], list[ImageReport]]:
+    """(tasks, error reports of inputs that could not be read) for :func:`fix_dataset`; local
+    paths and URIs of any pyarrow filesystem alike."""
+    raw = [str(p) for p in inputs]
+    out = str(output)
+    local = [Path(p) for p in raw if not is_uri(p)]
+    if not is_uri(out):
+        for src in local:
+            if src.is_dir() and os.path.realpath(src) == os.path.realpath(out):
+                raise UsageError(f"the output folder {out} is the input folder: choose another output")
+    listed: list[str] = []
+    found, problems = expand_inputs(local, recursive=recursive, exclude=[] if is_uri(out) else [Path(out)], remote=listed)
+    pre = [ImageReport(str(p), None, "error", reason) for p, reason in problems]
+    remote_roots = [p for p in raw if is_uri(p)]
+    tasks: list[Any]
+    if is_uri(out) or remote_roots or listed:
+        files = [RemoteFile(os.path.abspath(f.path), f.rel) for f in found]
+        more, remote_problems = find_remote_inputs(remote_roots, recursive)
+        files += more + listed_remote(listed)
+        pre += [ImageReport(u, None, "error", reason) for u, reason in remote_problems]
+        tasks = plan_remote(files, out if is_uri(out) else os.path.abspath(out))
+    else:
+        tasks = plan_outputs(found, Path(out), single_file=False)
+    return tasks, pre
+
+
 def fix_dataset(
     inputs: Sequence[os.PathLike[str] | str],
     output: os.PathLike[str] | str,
@@ -85,26 +112,7 @@ def fix_dataset(
     skipped, so calling it again resumes.
     """
     spec = spec or PipelineSpec(with_detector=True)
-    raw = [str(p) for p in inputs]
-    out = str(output)
-    local = [Path(p) for p in raw if not is_uri(p)]
-    if not is_uri(out):
-        for src in local:
-            if src.is_dir() and os.path.realpath(src) == os.path.realpath(out):
-                raise UsageError(f"the output folder {out} is the input folder: choose another output")
-    listed: list[str] = []
-    found, problems = expand_inputs(local, recursive=recursive, exclude=[] if is_uri(out) else [Path(out)], remote=listed)
-    pre = [ImageReport(str(p), None, "error", reason) for p, reason in problems]
-    remote_roots = [p for p in raw if is_uri(p)]
-    tasks: list[Any]
-    if is_uri(out) or remote_roots or listed:
-        files = [RemoteFile(os.path.abspath(f.path), f.rel) for f in found]
-        more, remote_problems = find_remote_inputs(remote_roots, recursive)
-        files += more + listed_remote(listed)
-        pre += [ImageReport(u, None, "error", reason) for u, reason in remote_problems]
-        tasks = plan_remote(files, out if is_uri(out) else os.path.abspath(out))
-    else:
-        tasks = plan_outputs(found, Path(out), single_file=False)
+    tasks, pre = plan_dataset(inputs, output, recursive=recursive)
     run = fix_tasks(tasks, spec, refs=refs, ref=ref, options=options, cluster=cluster, on_done=on_done, notes=notes)
     run.summary.images[:0] = pre
     return run

@@ -343,3 +343,16 @@ def test_fix_help_names_the_extra_and_the_ray_flags(tmp_path):
     for flag in ("--engine", "--ray-address", "--workers", "--gpus-per-worker"):
         assert flag in proc.stdout
     assert "pip install 'refrestore[ray]'" in proc.stdout  # rich markup must not eat "[ray]"
+
+
+def test_cli_takes_uris_of_pyarrow_filesystems(ray_head, album, local_run, tmp_path):
+    """`fix file://... -o file://... --engine ray` (s3:// and gs:// take the same path); URIs
+    without --engine ray are a usage error."""
+    out = tmp_path / "out"
+    proc = _cli(["fix", f"file://{album}", "-o", f"file://{out}", "--engine", "ray", "--ray-address", ray_head,
+                 "--workers", "1", *FAST], tmp_path / "home")
+    assert proc.returncode == 1, proc.stderr  # the text file
+    assert "Traceback" not in proc.stderr + proc.stdout and "not_a_photo.jpg" in proc.stdout
+    assert _outputs(out) == _outputs(local_run[0])
+    local = _cli(["fix", f"file://{album}", "-o", str(tmp_path / "x"), *FAST], tmp_path / "home")
+    assert local.returncode == 2 and "--engine ray" in local.stderr and len(local.stderr.strip().splitlines()) == 1

@@ -49,6 +49,8 @@ class FixRequest:
     """Everything ``refrestore fix`` was asked to do, typed; built once from the command line."""
 
     inputs: list[Path]
+    uris: tuple[str, ...] = ()  # inputs on other filesystems (s3://, gs://, file://): --engine ray
+    output_uri: str | None = None  # -o on another filesystem
     refs: list[Path] = field(default_factory=list)
     ref: Path | None = None
     output: Path | None = None
@@ -91,7 +93,8 @@ class FixRequest:
 
 
 def fix(
-    inputs: list[Path] = typer.Argument(..., metavar="INPUT...", help="Photos or folders of photos to restore."),
+    # str, not Path: a Path would fold "s3://bucket" into "s3:/bucket".
+    inputs: list[str] = typer.Argument(..., metavar="INPUT...", help="Photos or folders of photos to restore (with --engine ray also s3://, gs://, file:// URIs)."),
     refs: list[Path] = typer.Option([], "--refs", metavar="DIR_OR_FILE", help="Gallery folder or photo of good references (repeatable)."),
     ref: Optional[Path] = typer.Option(None, "--ref", metavar="FILE", help="Force this photo as the reference (single-face photos)."),
     output: Optional[str] = typer.Option(None, "-o", "--output", metavar="PATH", help="Output file (one input) or folder (a trailing / says folder)."),
@@ -126,8 +129,12 @@ def fix(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs."),
 ) -> None:
     """Restore the faces in photos and paste them back."""
+    from ..engines.remote import is_uri
+
+    output_uri = output if output and is_uri(output) else None
     request = FixRequest(
-        inputs=list(inputs), refs=list(refs), ref=ref, output=Path(output) if output else None,
+        inputs=[Path(p) for p in inputs if not is_uri(p)], uris=tuple(p for p in inputs if is_uri(p)),
+        output_uri=output_uri, refs=list(refs), ref=ref, output=Path(output) if output and not output_uri else None,
         output_is_folder=bool(output) and output.endswith(("/", os.sep)), aligned=aligned, model=model,
         detector=detector, device=device, upscale=upscale, strength=strength, fidelity=fidelity,
         only_center_face=only_center_face, save_faces=save_faces, compare=compare,
@@ -198,6 +205,29 @@ def _choose(req: FixRequest, offline: bool, err_console: Console) -> tuple[Any, 
         raise fail(failures[-1], 1)
 
 
+def _run_uris(req: FixRequest, store: Any, choice: Any, max_pixels: int | None, out_console: Console,
+              err_console: Console) -> int:
+    """Inputs or output on another filesystem (pyarrow: s3://, gs://, file://): planned and run
+    by the Ray engine, which stages each photo on its worker."""
+    if req.engine != "ray":
+        raise fail("inputs or outputs given as URIs (s3://, gs://, file://) need --engine ray", 2)
+    if req.output is None and req.output_uri is None:
+        raise fail("URIs as inputs need an output folder: give -o", 2)
+    from ..batch import UsageError
+    from ..distributed import plan_dataset
+    from .fix_ray import run_ray_fix
+
+    try:
+        tasks, pre = plan_dataset([*map(str, req.inputs), *req.uris], req.output_uri or str(req.output),
+                                  recursive=req.recursive)
+    except (UsageError, OSError, ValueError) as exc:
+        raise fail(str(exc), 2)
+    if not tasks:
+        raise fail("; ".join(f"{r.input}: {r.error}" for r in pre[:5]) or "no photos found", 2)
+    problems = [(r.input, r.error or "error") for r in pre]
+    return run_ray_fix(req, tasks, problems, store, choice, _fix_options(req), max_pixels, out_console, err_console)
+
+
 def run_fix(req: FixRequest) -> int:
     """The whole command: check the request, build the pipeline, run the album, report."""
     from ..batch import BatchOptions, ImageReport, UsageError, plan_outputs
@@ -221,6 +251,8 @@ def run_fix(req: FixRequest) -> int:
     for report_path, flag in ((req.json_report, "--json"), (req.html_report, "--html")):
         if report_path is not None and report_path.is_dir():
             raise fail(f"{flag} {report_path}: is a folder; give a file name", 2)
+    if req.uris or req.output_uri:
+        return _run_uris(req, store, choice, max_pixels, out_console, err_console)
     if req.output is not None:
         for src in req.inputs:
             if src.is_dir() and os.path.realpath(src) == os.path.realpath(req.output):

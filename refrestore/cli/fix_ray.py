@@ -101,6 +101,6 @@ def _progress(total: int, out_console: Console, err_console: Console, verbosity:
     images = bar.add_task("images", total=total, name="")
 
     def advance(task: Any, rep: Any) -> None:
-        bar.update(images, advance=1, name=task.source.path.name)
+        bar.update(images, advance=1, name=str(task.source.path).rsplit("/", 1)[-1])  # a Path or a URI
 
     return advance, bar
