@@ -319,6 +319,11 @@ def run_fix(req: FixRequest) -> int:
     gallery_line = _gallery_line(getattr(built, "gallery", None))
     if gallery_line:
         meta["gallery"] = gallery_line
+    return finish_run(req, summary, meta, out_console, err_console)
+
+
+def finish_run(req: FixRequest, summary: Any, meta: dict, out_console: Console, err_console: Console) -> int:
+    """Reports, summary and exit status of a finished run, for either engine."""
     _write_reports(req, summary, meta, err_console)
     print_summary(summary, out_console)
     if summary.fatal:

@@ -22,7 +22,6 @@ def run_ray_fix(req: Any, tasks: list[Any], problems: list[tuple[Any, str]], sto
     from ..engines.ray import PipelineSpec, RayEngineError, RayNotInstalled, RayOptions, import_ray
     from ..restorers.registry import RestorerError
     from ..weights import WeightsError
-    from .fix_cmd import print_summary
 
     try:
         import_ray()
@@ -57,7 +56,7 @@ def run_ray_fix(req: Any, tasks: list[Any], problems: list[tuple[Any, str]], sto
     summary = run.summary
     summary.images[:0] = [ImageReport(str(p), None, "error", reason) for p, reason in problems]
     meta = {"restorer": run.restorer or choice.spec.info.name, "detector": run.detector, "device": run.device}
-    from .fix_cmd import _gallery_line, _write_reports
+    from .fix_cmd import _gallery_line, finish_run
 
     gallery_line = _gallery_line(run.gallery)
     if gallery_line:
@@ -65,15 +64,7 @@ def run_ray_fix(req: Any, tasks: list[Any], problems: list[tuple[Any, str]], sto
         if not req.quiet:
             err_console.print(gallery_line, markup=False)
 
-    _write_reports(req, summary, meta, err_console)
-    print_summary(summary, out_console)
-    if summary.fatal:
-        err_console.print(f"[bold red]error:[/] {summary.fatal}; stopped", markup=True)
-        return 1
-    if summary.interrupted:
-        err_console.print("interrupted: finished outputs are complete; rerun to continue")
-        return 130
-    return 1 if summary.failed else 0
+    return finish_run(req, summary, meta, out_console, err_console)
 
 
 class _NoProgress:
