@@ -1,8 +1,13 @@
-"""Shared fixtures: where the real test data lives."""
+"""Shared fixtures: where the real test data lives, signal hygiene, and waiting on events."""
 from __future__ import annotations
 
 import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -14,6 +19,93 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test ever touches the real refrestore home, or inherits an offline setting."""
     monkeypatch.setenv("REFRESTORE_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("REFRESTORE_OFFLINE", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _restore_signal_handlers() -> Iterator[None]:
+    """In-process CLI runs (``fix`` through CliRunner) install their own SIGTERM/SIGINT
+    handlers; put the ones pytest had back, so no later test inherits them."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for sig, handler in saved.items():
+        if handler is not None and signal.getsignal(sig) is not handler:
+            signal.signal(sig, handler)
+
+
+class LineWatch:
+    """The lines of a subprocess's text stream, read by a thread so that a test can wait for
+    one with a timeout (a bare ``readline()`` blocks for ever on a silent process)."""
+
+    def __init__(self, stream: IO[str], label: str) -> None:
+        self.label = label
+        self.lines: list[str] = []
+        self._closed = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        try:
+            for line in iter(stream.readline, ""):
+                with self._cond:
+                    self.lines.append(line)
+                    self._cond.notify_all()
+        finally:
+            with self._cond:
+                self._closed = True
+                self._cond.notify_all()
+
+    def wait_for(self, needle: str, timeout: float) -> str:
+        """The first line holding ``needle``; fails with what was said so far if the stream
+        closes first or ``timeout`` seconds pass."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = next((line for line in self.lines if needle in line), None)
+                if found is not None:
+                    return found
+                if self._closed:
+                    raise AssertionError(f"{self.label} closed without a line holding {needle!r}; it said:\n"
+                                         + "".join(self.lines))
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"{self.label}: no line holding {needle!r} within {timeout:.0f} s; "
+                                         "so far:\n" + "".join(self.lines))
+                self._cond.wait(left)
+
+    def text(self, timeout: float = 30) -> str:
+        """Everything the stream said, once it has closed (call after the process exited)."""
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), f"{self.label} still open {timeout:.0f} s after the process ended"
+        with self._cond:
+            return "".join(self.lines)
+
+
+@pytest.fixture
+def watch() -> Callable[[IO[str] | None, str], LineWatch]:
+    """``watch(proc.stderr, "label")``: a LineWatch over a subprocess's pipe."""
+
+    def make(stream: IO[str] | None, label: str) -> LineWatch:
+        assert stream is not None, f"{label} is not a pipe"
+        return LineWatch(stream, label)
+
+    return make
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll a condition the code reports only through the file system (a file reaching a size),
+    failing with ``what`` after ``timeout`` seconds instead of going on silently."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} (waited {timeout:.0f} s)")
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def until() -> Callable[[Callable[[], bool], float, str], None]:
+    """``until(condition, timeout, what)``: see wait_until."""
+    return wait_until
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -124,40 +123,95 @@ def test_offline_refuses_to_download(setup, server: FaultServer, monkeypatch: py
     assert server.log == []
 
 
-def test_models_lists_state_sizes_licences_and_choices(setup, server: FaultServer) -> None:
-    manifest, weights, _shas = setup
-    base = ["--manifest", str(manifest), "--dir", str(weights)]
-    report = json.loads(cli("models", "--json", *base).stdout)
-    state = {f["name"]: f["status"] for f in report["files"]}
-    assert state == {"det.pth": "missing", "fast_det.pth": "missing", "resto.pth": "missing",
-                     "own.pth": "present", "nc_resto.pth": "missing"}
-    assert report["fix_uses"]["restorer"] not in {"resto", "nc-resto"}
-    assert report["fix_uses"]["detector"] == "dlib"  # fix's built-in fallback
+def table_rows(stdout: str) -> dict[str, list[str]]:
+    """The rows of `refrestore models`'s table as model -> [role, status, size, licence, fix]
+    (the path column may fold onto more lines; those lines have no model)."""
+    rows: dict[str, list[str]] = {}
+    for line in stdout.splitlines():
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        if len(cells) == 7 and cells[0]:
+            rows[cells[0]] = cells[1:6]
+    return rows
 
-    assert cli("download-weights", "fast-det", "resto", "nc-resto", *base,
+
+def test_models_lists_state_sizes_licences_and_choices(setup, server: FaultServer) -> None:
+    from refrestore.restorers.registry import choose_restorer
+    from refrestore.weights import WeightStore, load_manifest
+
+    manifest, weights, _shas = setup
+    # A private file for a detector model `fix` knows: once present, fix would use it.
+    _, rf_sha = make_file(server.root, "rf.pth", SIZE)
+    with manifest.open("a", encoding="utf-8") as handle:
+        handle.write(f'[[file]]\nname = "rf.pth"\nrole = "detector"\nmodels = ["retinaface-mobilenet"]\n'
+                     f'url = "https://unreachable.invalid/rf.pth"\nsize = {SIZE}\nsha256 = "{rf_sha}"\n'
+                     'license = "MIT"\n')
+    base = ["--manifest", str(manifest), "--dir", str(weights)]
+    # The registry decides the restorer (none of this manifest's restorers is one it knows).
+    restorer = choose_restorer("auto", WeightStore(weights, load_manifest(manifest))).spec.info.name
+    mit, own_licence = "MIT", "CC BY-NC-SA 4.0 (non-commercial)"
+    nc_licence = "S-Lab License 1.0 (non-commercial)"
+
+    result = cli("models", "--json", *base)
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert {f["name"]: (f["status"], f["size"]) for f in report["files"]} == {
+        "det.pth": ("missing", SIZE), "fast_det.pth": ("missing", SIZE), "resto.pth": ("missing", SIZE),
+        "own.pth": ("present", len(b"embedded weights")), "nc_resto.pth": ("missing", SIZE),
+        "rf.pth": ("missing", SIZE)}
+    assert report["fix_uses"] == {"detector": "dlib", "parser": "ellipse", "restorer": restorer}
+    assert not any(m["used_by_fix"] for m in report["models"])
+    table = cli("models", *base)
+    assert table.exit_code == 0
+    assert table_rows(table.stdout) == {
+        "det": ["detector", "missing", "0.3 MB", mit, ""],
+        "fast-det": ["detector", "missing", "0.3 MB", mit, ""],
+        "resto": ["restorer", "missing", "0.3 MB", mit, ""],
+        "own": ["restorer", "present (embedded)", "0.0 MB", own_licence, ""],
+        "nc-resto": ["restorer", "missing", "0.3 MB", nc_licence, "only when named"],
+        "retinaface-mobilenet": ["detector", "missing", "0.3 MB", mit, ""],
+    }
+    assert f"fix would use: detector dlib (built in), parser ellipse (built in), restorer {restorer}\n" in table.stdout
+    assert "missing from the default set: det.pth, resto.pth; run `refrestore download-weights`" in table.stdout
+
+    assert cli("download-weights", "fast-det", "resto", "nc-resto", "retinaface-mobilenet", *base,
                "--mirror", server.base + "/files").exit_code == 0
     (weights / "det.pth").write_bytes(b"\0" * SIZE)  # right size, wrong bytes
     result = cli("models", "--json", *base)
     assert result.exit_code == 0
     report = json.loads(result.stdout)
     files = {f["name"]: f for f in report["files"]}
-    assert files["det.pth"]["status"] == "corrupt" and "--force det.pth" in files["det.pth"]["problem"]
-    assert files["resto.pth"]["status"] == "present" and files["resto.pth"]["size"] == SIZE
-    assert files["resto.pth"]["path"] == str(weights / "resto.pth")
+    assert {name: f["status"] for name, f in files.items()} == {
+        "det.pth": "corrupt", "fast_det.pth": "present", "resto.pth": "present", "own.pth": "present",
+        "nc_resto.pth": "present", "rf.pth": "present"}
+    assert "--force det.pth" in files["det.pth"]["problem"]
+    assert files["resto.pth"]["path"] == str(weights / "resto.pth") and files["resto.pth"]["size"] == SIZE
     assert files["own.pth"]["embedded"] and files["own.pth"]["path"] == str(manifest.parent / "own.pth")
-    assert files["nc_resto.pth"]["license"].startswith("S-Lab") and not files["nc_resto.pth"]["commercial"]
-    # The registry decides the restorer (the on-request-only one is never chosen); fix uses
-    # RetinaFace files of the packaged manifest only, so this private detector is not chosen.
-    assert report["fix_uses"]["restorer"] != "nc-resto"
+    assert files["nc_resto.pth"]["license"] == nc_licence and not files["nc_resto.pth"]["commercial"]
+    assert files["nc_resto.pth"]["on_request_only"] and files["resto.pth"]["commercial"]
+    # Fix now takes the present RetinaFace file; nothing else of this manifest.
+    assert report["fix_uses"] == {"detector": "retinaface-mobilenet", "parser": "ellipse", "restorer": restorer}
     models = {m["name"]: m for m in report["models"]}
-    assert models["det"]["status"] == "corrupt" and models["fast-det"]["status"] == "present"
-    assert not models["nc-resto"]["used_by_fix"]
+    assert {name: m["status"] for name, m in models.items()} == {
+        "det": "corrupt", "fast-det": "present", "resto": "present", "own": "present", "nc-resto": "present",
+        "retinaface-mobilenet": "present"}
+    assert [name for name, m in models.items() if m["used_by_fix"]] == ["retinaface-mobilenet"]
 
     table = cli("models", *base)
     assert table.exit_code == 0
-    for text in ("fast-det", "present", "corrupt", "S-Lab", "only when named",
-                 "fix would use", "problem:", str(weights)):
-        assert text in table.stdout, text
+    assert table_rows(table.stdout) == {
+        "det": ["detector", "corrupt", "0.3 MB", mit, ""],
+        "fast-det": ["detector", "present", "0.3 MB", mit, ""],
+        "resto": ["restorer", "present", "0.3 MB", mit, ""],
+        "own": ["restorer", "present (embedded)", "0.0 MB", own_licence, ""],
+        "nc-resto": ["restorer", "present", "0.3 MB", nc_licence, "only when named"],
+        "retinaface-mobilenet": ["detector", "present", "0.3 MB", mit, "yes"],
+    }
+    assert (f"fix would use: detector retinaface-mobilenet, parser ellipse (built in), restorer {restorer}\n"
+            in table.stdout)
+    assert f"weights folder: {weights}" in table.stdout
+    problems = [line for line in table.stdout.splitlines() if line.startswith("problem:")]
+    assert len(problems) == 1 and "det.pth does not match its sha256" in problems[0]
+    assert "missing from the default set" not in table.stdout
 
 
 def test_packaged_models_listing_through_a_real_process(tmp_path: Path) -> None:
@@ -177,7 +231,8 @@ def test_packaged_models_listing_through_a_real_process(tmp_path: Path) -> None:
     assert not (tmp_path / "home" / "weights").exists()  # listing creates nothing
 
 
-def test_interrupted_download_keeps_its_part_and_resumes(setup, server: FaultServer, tmp_path: Path) -> None:
+def test_interrupted_download_keeps_its_part_and_resumes(setup, server: FaultServer, tmp_path: Path,
+                                                         until) -> None:
     """Ctrl-C (a real SIGINT) half-way: exit 130, nothing installed, and the next run resumes."""
     manifest, weights, _shas = setup
     server.plan["resto.pth"] = ["hold"]
@@ -185,15 +240,14 @@ def test_interrupted_download_keeps_its_part_and_resumes(setup, server: FaultSer
            "--dir", str(weights), "--mirror", server.base + "/files"]
     env = {"REFRESTORE_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    part = weights / "resto.pth.part"
     try:
-        assert server.holding.wait(60)
-        part = weights / "resto.pth.part"
-        for _ in range(200):  # the half the server sent reaches the disk
-            if part.exists() and part.stat().st_size == SIZE // 2:
-                break
-            time.sleep(0.02)
+        assert server.holding.wait(120), "the download never got half-way"
+        # The half the server sent has reached the disk (the downloader writes each chunk through).
+        until(lambda: part.exists() and part.stat().st_size == SIZE // 2, 120,
+              f"{part} never held the {SIZE // 2} bytes the server sent")
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=120)
     finally:
         server.gate.set()
         if proc.poll() is None:
@@ -201,12 +255,12 @@ def test_interrupted_download_keeps_its_part_and_resumes(setup, server: FaultSer
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert not (weights / "resto.pth").exists()
-    assert (weights / "resto.pth.part").stat().st_size == SIZE // 2
+    assert part.stat().st_size == SIZE // 2
     result = cli("download-weights", "resto", "--manifest", str(manifest), "--dir", str(weights),
                  "--mirror", server.base + "/files")
     assert result.exit_code == 0, result.stderr
     assert "resuming at" in result.stderr
-    assert server.requests_for("resto.pth")[-1].range == f"bytes={SIZE // 2}-"
+    assert [r.range for r in server.requests_for("resto.pth")] == [None, f"bytes={SIZE // 2}-"]
 
 
 def test_fix_choices_with_a_real_detector_file(retinaface_store) -> None:

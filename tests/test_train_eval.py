@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -99,35 +98,41 @@ def test_init_from_adds_the_aligned_branch_to_trained_weights(small_data: Path, 
                            init_from=res.checkpoint))
 
 
-def test_train_cli_stops_cleanly_on_sigterm_and_resumes(small_data: Path, tmp_path: Path) -> None:
+def test_train_cli_stops_cleanly_on_sigterm_and_resumes(small_data: Path, tmp_path: Path, watch) -> None:
     out = tmp_path / "run"
     env = dict(os.environ, REFRESTORE_HOME=str(tmp_path / "home"), PYTHONUNBUFFERED="1")
     sets = [a for k, v in MINI.items() for a in ("--set", f"{k}={v}")]
     cmd = [sys.executable, "-m", "refrestore", "train", "--data", str(small_data), "--out", str(out),
-           "--steps", "100000", "--batch", "1", "--threads", "1", "--device", "cpu", *sets]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           "--batch", "1", "--threads", "1", "--device", "cpu", *sets]
+    proc = subprocess.Popen([*cmd, "--steps", "100000"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     try:
-        deadline = time.monotonic() + 60
-        assert proc.stderr is not None
-        while time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            if "step 1/" in line:
-                break
-            assert line or proc.poll() is None, "training exited early"
+        stdout, stderr = watch(proc.stdout, "train's stdout"), watch(proc.stderr, "train's stderr")
+        # SIGTERM only once training has reported its first step (startup on a loaded machine
+        # can take a while), so the signal must stop a run that is stepping.
+        stderr.wait_for("step 1/100000", 300)
         proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=60)
+        proc.wait(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0, stderr
-    assert "checkpoint" in stdout
+    assert proc.returncode == 0, stderr.text()
+    assert f"checkpoint {out / 'last.pth'}" in stdout.text()
     ck = torch.load(out / "last.pth", map_location="cpu", weights_only=True)
-    assert ck["step"] >= 1
+    stopped_at = ck["step"]
+    assert 1 <= stopped_at < 100000
+    # --resume continues from the saved step up to the new total.
+    resumed = subprocess.run([*cmd, "--steps", str(stopped_at + 2), "--resume"], env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from {out / 'last.pth'} at step {stopped_at}" in resumed.stderr
+    assert f"step {stopped_at + 2}/{stopped_at + 2}" in resumed.stderr
+    assert torch.load(out / "last.pth", map_location="cpu", weights_only=True)["step"] == stopped_at + 2
     # Bad input: one clear line and a usage error.
     bad = subprocess.run([sys.executable, "-m", "refrestore", "train", "--data", str(tmp_path / "missing")],
-                         env=env, capture_output=True, text=True)
+                         env=env, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "not found" in bad.stderr and "Traceback" not in bad.stderr
-    again = subprocess.run(cmd[:cmd.index("--steps")] + ["--steps", "3"], env=env, capture_output=True, text=True)
+    again = subprocess.run([*cmd, "--steps", "3"], env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "--resume" in again.stderr
 
 
@@ -147,9 +152,16 @@ def test_eval_returns_model_no_ref_and_bicubic_rows(shared_dir: Path, tmp_path: 
         assert 15 < row.psnr < 40 and 0.3 < row.ssim < 1 and 0 < row.id_dist < 1.5
         assert 0 < row.hf_ratio < 2 and -1 <= row.hf_corr <= 1
     rows = report.rows
-    # The shipped network restores a held-out person better than bicubic, with more and more
-    # correct fine detail.
+    assert report.per_person["00089"] == rows  # one person: the average is that person's
+    # The bands above hold for bicubic too; what the network must do is beat it. On this held-out
+    # person it restores better than bicubic (PSNR, SSIM), with more and more correct fine
+    # detail, ...
     assert rows["model"].psnr > rows["bicubic"].psnr + 0.5
+    assert rows["model"].ssim > rows["bicubic"].ssim + 0.01
+    # ... and its references bring the face closer to the person: a lower identity distance
+    # than the same network without them (0.335 against 0.376 measured), and than bicubic.
+    assert rows["model"].id_dist < rows["no_ref"].id_dist - 0.02
+    assert rows["model"].id_dist < rows["bicubic"].id_dist
     assert rows["model"].hf_ratio > rows["bicubic"].hf_ratio and rows["model"].hf_corr > rows["bicubic"].hf_corr
     js = report.to_json()
     assert all(set(js[k]) == {"psnr", "ssim", "id_dist", "hf_ratio", "hf_corr"} for k in ("model", "no_ref", "bicubic"))

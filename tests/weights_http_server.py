@@ -32,11 +32,12 @@ class FaultServer:
     log: list[Request] = field(default_factory=list)
     chunk_delay: float = 0.0
     # "hold": sends half the file, signals `holding`, then waits for `gate` before the rest.
+    # "stall"/"stall_1k": headers (and 1 KB), then silence until `release` (set at teardown).
     gate: threading.Event = field(default_factory=threading.Event)
     holding: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)  # ends stalls at teardown
     _httpd: ThreadingHTTPServer | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _lock: threading.Condition = field(default_factory=threading.Condition)  # notified on each request
 
     @property
     def base(self) -> str:
@@ -58,6 +59,22 @@ class FaultServer:
     def record(self, request: Request) -> None:
         with self._lock:
             self.log.append(request)
+            self._lock.notify_all()
+
+    def wait_for_requests(self, name: str, count: int, timeout: float = 60) -> list[Request]:
+        """The requests for ``name`` once there are ``count`` of them: the client may give up
+        (a timeout) before a loaded server thread has even logged its request."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                got = [r for r in self.log if r.name == name]
+                if len(got) >= count:
+                    return got
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"the server saw {len(got)} of {count} requests for {name} "
+                                         f"within {timeout:.0f} s: {got}")
+                self._lock.wait(left)
 
     def start(self) -> FaultServer:
         server = self
@@ -136,12 +153,12 @@ class FaultServer:
                 if mode == "stall_1k":
                     h.wfile.write(body[:1024])
                 h.wfile.flush()
-                self.release.wait(5)
+                self.release.wait(60)  # far beyond any client timeout the tests use; ends at teardown
             elif mode == "hold":
                 h.wfile.write(body[: len(body) // 2])
                 h.wfile.flush()
                 self.holding.set()
-                self.gate.wait(30)
+                self.gate.wait(300)  # the test opens the gate; teardown does too
                 h.wfile.write(body[len(body) // 2 :])
             elif mode == "big":
                 h.wfile.write(body)

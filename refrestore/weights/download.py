@@ -462,6 +462,9 @@ def _write_stream(
                     part.unlink()
                     raise WeightsError(f"{name}: server sent more than the {size} bytes the manifest gives")
                 out.write(chunk)
+                # Each received chunk goes to the OS at once: a kill or Ctrl-C keeps every byte
+                # that arrived, and the part file's size tells how far the download got.
+                out.flush()
                 running.update(chunk)
                 done += len(chunk)
                 emit(DownloadEvent("progress", name, done, size))
