@@ -87,15 +87,18 @@ def test_private_manifest_urls_are_used_without_a_mirror(tmp_path: Path, server:
 
 
 def test_hash_mismatch_fails_in_one_line_and_installs_nothing(setup, server: FaultServer) -> None:
+    # (Also the downloader's own check: test_download.py has no copy of this test.)
     manifest, weights, _ = setup
     server.plan["det.pth"] = ["wrong"]
     result = cli("download-weights", "det", "--manifest", str(manifest), "--dir", str(weights),
                  "--mirror", server.base + "/files")
     assert result.exit_code == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "does not match its sha256" in errors[0]
+    assert len(errors) == 1 and "det.pth: downloaded file does not match its sha256" in errors[0]
+    assert errors[0].endswith("nothing was installed")
     assert "Traceback" not in result.stderr
-    assert not (weights / "det.pth").exists() and not (weights / "det.pth.part").exists()
+    assert sorted(p.name for p in weights.iterdir() if not p.name.endswith(".lock")) == []
+    assert len(server.requests_for("det.pth")) == 1  # a bad body is not fetched again and again
 
 
 def test_usage_errors_exit_2(setup, tmp_path: Path) -> None:
@@ -113,14 +116,20 @@ def test_usage_errors_exit_2(setup, tmp_path: Path) -> None:
 
 
 def test_offline_refuses_to_download(setup, server: FaultServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    # (Also the downloader's own `offline`: test_download.py has no copy of this test.)
     manifest, weights, _ = setup
     args = ["download-weights", "--manifest", str(manifest), "--dir", str(weights), "--mirror", server.base + "/files"]
     result = cli(*args, "--offline")
-    assert result.exit_code == 1 and "offline" in result.stderr
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(
+        "error: offline mode (--offline or REFRESTORE_OFFLINE=1) forbids downloading det.pth, resto.pth; "
+        f"copy the files into {weights}")
     monkeypatch.setenv("REFRESTORE_OFFLINE", "1")
     result = cli(*args)
     assert result.exit_code == 1 and "REFRESTORE_OFFLINE" in result.stderr
-    assert server.log == []
+    assert server.log == []  # not one request
+    assert not weights.exists()  # nor a folder made for files that cannot come
 
 
 def table_rows(stdout: str) -> dict[str, list[str]]:
