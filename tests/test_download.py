@@ -5,7 +5,6 @@ import hashlib
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -226,27 +225,28 @@ def test_concurrent_downloads_in_threads_end_with_one_file(served, server: Fault
     store, _sha, data = served
     server.plan[NAME] = ["hold"]
     results: dict[str, object] = {}
-    waits: list[DownloadEvent] = []
+    waiting = threading.Event()
 
     def run(key: str, progress) -> None:
         try:
             results[key] = download([NAME], WeightStore(store.directory, store.manifest),
-                                    progress=progress, timeout=10)
+                                    progress=progress, timeout=60)
         except BaseException as exc:  # noqa: BLE001 - reported by the assertions below
             results[key] = exc
 
     first = threading.Thread(target=run, args=("a", None))
     first.start()
-    assert server.holding.wait(10)  # the first download is half-way
-    second = threading.Thread(target=run, args=("b", lambda e: waits.append(e) if e.kind == "wait" else None))
-    second.start()
-    deadline = time.monotonic() + 10
-    while not waits and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert waits, "the second download did not wait for the lock"
-    server.gate.set()
-    first.join(20)
-    second.join(20)
+    second = None
+    try:
+        assert server.holding.wait(120), "the first download never got half-way"
+        second = threading.Thread(target=run, args=("b", lambda e: waiting.set() if e.kind == "wait" else None))
+        second.start()
+        assert waiting.wait(120), "the second download did not report waiting for the lock"
+    finally:
+        server.gate.set()
+        first.join(120)
+        if second is not None:
+            second.join(120)
     assert results["a"] == results["b"] == [store.directory / NAME]
     assert (store.directory / NAME).read_bytes() == data
     assert len(server.requests_for(NAME)) == 1  # the second found the finished file
