@@ -20,6 +20,7 @@ the faces, and no face below 0.75.
 from __future__ import annotations
 
 import argparse
+import filecmp
 import json
 import sys
 import tempfile
@@ -76,7 +77,8 @@ def main() -> int:
     inputs = [i for i in inputs if i.path.suffix.lower() != ".tsv"]
     if args.limit:
         inputs = inputs[: args.limit]
-    out = Path(tempfile.mkdtemp(prefix="bench-clean-")) / "out"
+    scratch = tempfile.TemporaryDirectory(prefix="bench-clean-")
+    out = Path(scratch.name) / "out"
     options = FixOptions(upscale=args.upscale, adaptive=not args.not_adaptive)
     built = build_pipeline(model=args.model, detector=args.detector, device="cpu", options=options)
     tasks = plan_outputs(inputs, out, single_file=False)
@@ -88,9 +90,12 @@ def main() -> int:
 
     dlib_id = DlibIdentity()
     rows = []
+    copied: list[str] = []  # outputs that are the input's own bytes (nothing in them changed)
     for rep in summary.images:
         if rep.status != "ok" or rep.output is None:
             continue
+        if filecmp.cmp(rep.input, rep.output, shallow=False):
+            copied.append(str(Path(rep.input).relative_to(folder)))
         src = read_image(Path(rep.input)).rgb
         res = read_image(Path(rep.output)).rgb
         if args.upscale != 1:
@@ -131,15 +136,22 @@ def main() -> int:
     left = sum(r["left_as_is"] for r in rows)
     print()
     print(f"{len(summary.images)} photos, {n} faces, model {args.model}, detector {args.detector}, upscale {args.upscale}, "
-          f"adaptive {not args.not_adaptive}, outputs {'PNG' if args.png else 'in the input format (JPEG q95)'}, {seconds:.1f} s, torch threads {args.threads}, CPU")
-    print(f"faces left as they were: {left}/{n}")
+          f"adaptive {not args.not_adaptive}, outputs {'PNG' if args.png else 'in the input format (JPEG with its own tables)'}, {seconds:.1f} s, torch threads {args.threads}, CPU")
+    print(f"faces left as they were: {left}/{n}; outputs that are byte copies of their input: {len(copied)}/{len(summary.images)}")
     print(f"identity distance: mean {ids.mean():.4f}, median {np.median(ids):.4f}, max {ids.max():.4f}; <= {ID_MAX}: {np.mean(ids <= ID_MAX):.1%}")
     print(f"detail ratio: mean {det.mean():.3f}, median {np.median(det):.3f}, min {det.min():.3f}; >= {DETAIL_MIN}: {np.mean(det >= DETAIL_MIN):.1%}; "
           f"below {DETAIL_FLOOR}: {int(np.sum(det < DETAIL_FLOOR))}")
     ok = both.mean() >= SHARE and not np.any(det < DETAIL_FLOOR)
     print(f"both targets on {both.mean():.1%} of faces (target {SHARE:.0%}), none below {DETAIL_FLOOR}: {'PASS' if ok else 'FAIL'}")
+    misses = [r for r, good in zip(rows, both) if not good]
+    if misses:
+        print("faces that miss a target:")
+        for r in misses:
+            print(f"  {r['photo']} face {r['face']}: {r['face_px']:.0f} px, severity {r['severity']:.2f} ({r['cause']}), "
+                  f"strength {r['strength']:.2f}, id dist {r['id_dist']:.4f}, detail ratio {r['detail_ratio']:.3f}")
     if args.json:
-        args.json.write_text(json.dumps({"faces": rows, "pass": bool(ok)}, indent=2))
+        args.json.write_text(json.dumps({"faces": rows, "copied": copied, "pass": bool(ok)}, indent=2))
+    scratch.cleanup()
     return 0 if ok else 1
 
 

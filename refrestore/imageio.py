@@ -22,10 +22,11 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import stat
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,6 +110,33 @@ class ImageWriteError(Exception):
         self.stops_run = stops_run
 
 
+@dataclass(frozen=True)
+class JpegEncoding:
+    """How a JPEG source was encoded, so its output can be encoded the same way.
+
+    Re-encoding decoded pixels with the source's own quantisation tables and chroma
+    subsampling puts nearly every coefficient of an untouched block back where it was; a
+    different quality (even a higher one) re-quantises every block of the photo.
+    """
+
+    qtables: tuple[tuple[int, ...], ...]  # 64 values each, in Pillow's (zigzag) order
+    subsampling: int  # Pillow's code: 0 = 4:4:4, 1 = 4:2:2, 2 = 4:2:0
+
+
+@dataclass(frozen=True)
+class SourceStamp:
+    """The input file as it was when it was decoded: a copy of it is only made while it still is."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+    device: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> "SourceStamp":
+        return cls(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+
+
 @dataclass
 class LoadedImage:
     """A decoded input: the pixels to work on and what is needed to write it back faithfully."""
@@ -124,6 +152,9 @@ class LoadedImage:
     exif: bytes | None  # with Orientation reset to 1, since the pixels are upright now
     warnings: list[str] = field(default_factory=list)
     dpi: tuple[float, float] | None = None
+    orientation: int = 1  # the source's EXIF orientation (its pixels are stored turned by it)
+    jpeg: JpegEncoding | None = None  # for a JPEG source: how to encode its output alike
+    source: SourceStamp | None = None  # the file's identity when it was decoded
 
     @property
     def size(self) -> tuple[int, int]:
@@ -441,6 +472,7 @@ def _decode(path: Path, f: IO[bytes], limit: int, upscale: int = 1) -> LoadedIma
         # we cannot undo that per call, so at least say so.
         log.warning("Pillow's LOAD_TRUNCATED_IMAGES is on: truncated files may not be detected")
     warn: list[str] = []
+    stamp = SourceStamp.of(os.fstat(f.fileno()))  # now: some plugins close the file once decoded
     im, exif_corrupt = _open(f, limit)
     with im:
         fmt = im.format or "unknown"
@@ -459,6 +491,7 @@ def _decode(path: Path, f: IO[bytes], limit: int, upscale: int = 1) -> LoadedIma
         icc = im.info.get("icc_profile") or None
         dpi = im.info.get("dpi")
         orientation, exif = _read_exif(im, limit, warn, exif_corrupt)
+        jpeg = _jpeg_encoding(im) if fmt in ("JPEG", "MPO") else None
         im.load()
         if fmt in ("JPEG", "MPO"):
             _warn_truncated_jpeg(im, f, warn)
@@ -497,7 +530,22 @@ def _decode(path: Path, f: IO[bytes], limit: int, upscale: int = 1) -> LoadedIma
     return LoadedImage(
         path=path, rgb=rgb_arr, alpha=alpha_arr, grayscale=grey, bit_depth=16 if deep else 8,
         format=fmt, mode=src_mode, icc_profile=icc, exif=exif, warnings=warn, dpi=dpi_t,
+        orientation=orientation, jpeg=jpeg, source=stamp,
     )
+
+
+def _jpeg_encoding(im: Image.Image) -> JpegEncoding | None:
+    """The quantisation tables and chroma subsampling of a decoded JPEG, or None when Pillow
+    cannot reproduce them (more than four tables, or a sampling it cannot write)."""
+    from PIL import JpegImagePlugin
+
+    tables = getattr(im, "quantization", None)
+    if not tables or not 0 < len(tables) < 5 or any(len(t) != 64 for t in tables.values()):
+        return None
+    sampling = JpegImagePlugin.get_sampling(im) if im.mode != "L" else 0
+    if sampling not in (0, 1, 2):
+        return None
+    return JpegEncoding(qtables=tuple(tuple(int(v) for v in tables[k]) for k in sorted(tables)), subsampling=sampling)
 
 
 def _check_jpeg_size(f: IO[bytes], width: int, height: int) -> None:
@@ -687,7 +735,10 @@ def _prepare(rgb: np.ndarray, like: LoadedImage, fmt: str) -> tuple[Image.Image,
         sx = w / like.size[0] if like.size[0] else 1.0
         sy = h / like.size[1] if like.size[1] else 1.0
         params["dpi"] = (like.dpi[0] * sx, like.dpi[1] * sy)  # same print size after upscaling
-    if fmt == "JPEG":
+    if fmt == "JPEG" and like.jpeg is not None:
+        # The source's own tables and sampling (no quality: Pillow would rescale the tables).
+        params.update(qtables=[list(t) for t in like.jpeg.qtables], subsampling=like.jpeg.subsampling)
+    elif fmt == "JPEG":
         params.update(quality=95, subsampling=0)
     elif fmt == "WEBP":
         params.update(quality=95, method=4)
@@ -731,12 +782,15 @@ def _same_file(a: Path, b: Path) -> bool:
         return os.path.abspath(a) == os.path.abspath(b)
 
 
-def save_image(path: Path, rgb: np.ndarray, like: LoadedImage, *, quality: int = 95) -> None:
+def save_image(path: Path, rgb: np.ndarray, like: LoadedImage, *, quality: int | None = None) -> None:
     """Write ``rgb`` (HxWx3 uint8) to ``path`` atomically, in the format its extension names.
 
     Keeps what ``like`` says about the source: greyscale stays single-channel, alpha is
     kept (resized when ``rgb`` is larger), ICC profile, EXIF and DPI are carried where the
-    format allows. The file appears complete or not at all: it is written to a hidden
+    format allows. A JPEG made from a JPEG is encoded with the source's quantisation tables
+    and chroma subsampling, so what was not changed survives with almost no loss; other
+    JPEG and WebP outputs get ``quality`` (95 when None; an explicit quality also overrides
+    the source's tables). The file appears complete or not at all: it is written to a hidden
     temporary file in the same folder, fsynced, then renamed over ``path``. Missing parent
     folders are created. Never writes over ``like.path``. Raises ``ImageWriteError`` (one
     line) on any failure, after removing the temporary file.
@@ -748,14 +802,12 @@ def save_image(path: Path, rgb: np.ndarray, like: LoadedImage, *, quality: int =
         raise ImageWriteError(f"refusing to overwrite the input file: {path}")
     fmt = output_format(path)
     im, params = _prepare(rgb, like, fmt)
-    if fmt in ("JPEG", "WEBP"):
+    if quality is not None and fmt in ("JPEG", "WEBP"):
+        params.pop("qtables", None)
         params["quality"] = quality
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except FileExistsError as err:  # a file sits where the folder should be
-        raise ImageWriteError(f"output folder is not a folder: {path.parent}") from err
-    except OSError as err:
-        raise _write_error(err, path) from err
+        if fmt == "JPEG":
+            params["subsampling"] = 0
+    _make_parent(path)
     # Metadata must never cost the photo: when an encoder rejects the EXIF (JPEG's 64 KB
     # segment cap, odd tags) or the ICC profile, write again without it and say so.
     attempts = [dict(params)]
@@ -775,11 +827,84 @@ def save_image(path: Path, rgb: np.ndarray, like: LoadedImage, *, quality: int =
         return
 
 
+def _make_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as err:  # a file sits where the folder should be
+        raise ImageWriteError(f"output folder is not a folder: {path.parent}") from err
+    except OSError as err:
+        raise _write_error(err, path) from err
+
+
+class _SourceChanged(Exception):
+    """The input changed on disk after it was decoded: it is not what was looked at."""
+
+
+def can_copy_unchanged(path: Path, rgb: np.ndarray, like: LoadedImage) -> bool:
+    """True when writing ``rgb`` to ``path`` would only re-encode the input as it is, so the
+    input's own bytes are the most faithful output: the same format, pixels identical to the
+    decoded ones, and nothing the reader converted (orientation, depth, mode, alpha, frames,
+    a colour file written grey, anything it warned about)."""
+    fmt = _WRITE_FORMATS.get(Path(path).suffix.lower())
+    if fmt is None or fmt != like.format or like.source is None:
+        return False
+    if like.warnings or like.orientation != 1 or like.bit_depth != 8 or like.alpha is not None:
+        return False
+    if like.mode != ("L" if like.grayscale else "RGB"):
+        return False
+    return rgb.shape == like.rgb.shape and bool(np.array_equal(rgb, like.rgb))
+
+
+def copy_unchanged(path: Path, like: LoadedImage) -> bool:
+    """Copy the input file to ``path`` byte for byte, atomically (temporary file, fsync,
+    rename), if it is still the file that was decoded; False (nothing written) when it
+    changed since. Never writes over ``like.path``; ``ImageWriteError`` on a write failure."""
+    path = Path(path)
+    if _same_file(path, like.path):
+        raise ImageWriteError(f"refusing to overwrite the input file: {path}")
+    stamp = like.source
+    if stamp is None:
+        return False
+    _make_parent(path)
+
+    def write(out: IO[bytes]) -> None:
+        try:
+            src = open(like.path, "rb")
+        except OSError as err:
+            raise _SourceChanged() from err
+        with src:
+            if SourceStamp.of(os.fstat(src.fileno())) != stamp:
+                raise _SourceChanged()
+            shutil.copyfileobj(src, out, 1 << 20)
+            if SourceStamp.of(os.fstat(src.fileno())) != stamp:  # written to while we copied
+                raise _SourceChanged()
+
+    try:
+        _atomic_write_with(path, write)
+    except _SourceChanged:
+        log.info("%s changed since it was read: encoding the output instead of copying it", like.path)
+        return False
+    return True
+
+
+def save_output(path: Path, rgb: np.ndarray, like: LoadedImage) -> bool:
+    """Write a restored photo: the input's own bytes when nothing in it changed
+    (``can_copy_unchanged``), else ``save_image``. True when it was copied."""
+    if can_copy_unchanged(path, rgb, like) and copy_unchanged(path, like):
+        return True
+    save_image(path, rgb, like)
+    return False
+
+
 # What Pillow's encoders raise for data they cannot store (OSError is handled apart).
 _ENCODER_ERRORS = (ValueError, RuntimeError, TypeError, KeyError, struct_error)
 
 
 def _atomic_write(path: Path, im: Image.Image, fmt: str, params: dict[str, Any]) -> None:
+    _atomic_write_with(path, lambda f: im.save(f, format=fmt, **params))
+
+
+def _atomic_write_with(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     tmp = path.parent / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}{path.suffix}"
     try:
         # 0o666 & ~umask, like any normally created file (mkstemp would make it 0600)
@@ -788,7 +913,7 @@ def _atomic_write(path: Path, im: Image.Image, fmt: str, params: dict[str, Any])
         raise _write_error(err, path) from err
     try:
         with os.fdopen(fd, "wb") as f:
-            im.save(f, format=fmt, **params)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -9,7 +9,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from ..imageio import ImageReadError, ImageWriteError, LoadedImage, read_image, save_image
+from ..imageio import ImageReadError, ImageWriteError, LoadedImage, read_image, save_output
 from ..pipeline import FacePipeline, PhotoResult, PreparedPhoto
 from .reports import ImageReport, error_text
 from .tasks import Task
@@ -77,7 +77,10 @@ def write(job: PhotoJob, options: BatchOptions) -> None:
         from ..batch import _save_face_files
 
         _save_face_files(job.result, task.output, job.loaded, options.save_faces, options.compare)
-    save_image(task.output, job.result.image, job.loaded)
+    # A photo none of whose faces needed anything is the input itself: its own bytes are
+    # written (no re-encoding loss); otherwise a JPEG keeps the input's tables.
+    if save_output(task.output, job.result.image, job.loaded):
+        log.info("%s: nothing changed; the input was copied as it is", task.source.path)
     job.report.output = str(task.output)
 
 
