@@ -152,7 +152,6 @@ def test_eval_returns_model_no_ref_and_bicubic_rows(shared_dir: Path, tmp_path: 
         assert 15 < row.psnr < 40 and 0.3 < row.ssim < 1 and 0 < row.id_dist < 1.5
         assert 0 < row.hf_ratio < 2 and -1 <= row.hf_corr <= 1
     rows = report.rows
-    assert report.per_person["00089"] == rows  # one person: the average is that person's
     # The bands above hold for bicubic too; what the network must do is beat it. On this held-out
     # person it restores better than bicubic (PSNR, SSIM), with more and more correct fine
     # detail, ...
