@@ -132,13 +132,71 @@ def _face_to_json(face: DetectedFace) -> dict[str, Any]:
             "detector": face.detector}
 
 
-def _face_from_json(d: dict[str, Any]) -> DetectedFace:
-    lms = np.asarray(d["landmarks"], dtype=np.float32)
-    if lms.shape != (5, 2):
-        raise CacheCorrupt("landmarks are not 5x2")
-    return DetectedFace(box=tuple(float(v) for v in d["box"]), landmarks=lms,  # type: ignore[arg-type]
-                        score=float(d["score"]), landmark_kind=str(d["landmark_kind"]),
-                        detector=str(d["detector"]))
+# Bounds on what a cache record may say (it is read back, so it is distrusted): a side far
+# beyond any photo the pixel limit admits, points at most one photo-size outside the photo,
+# and an alignment scale between a 10,000-px face and a 1-px one on the 512 template.
+MAX_SIDE = 1 << 17
+MAX_FACES = 10_000
+ALIGN_SCALE = (1e-3, 512.0)
+
+
+def _number(value: Any, lo: float, hi: float, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise CacheCorrupt(f"{what} is not a number")
+    x = float(value)
+    if not lo <= x <= hi:  # NaN fails too
+        raise CacheCorrupt(f"{what} {x:.3g} is out of range")
+    return x
+
+
+def _integer(value: Any, lo: int, hi: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise CacheCorrupt(f"{what} is not an integer in {lo}..{hi}")
+    return value
+
+
+def _points(value: Any, rows: int, cols: int, lo: tuple[float, ...], hi: tuple[float, ...],
+            what: str) -> np.ndarray:
+    if not isinstance(value, list) or len(value) != rows or not all(
+            isinstance(r, list) and len(r) == cols for r in value):
+        raise CacheCorrupt(f"{what} is not {rows}x{cols}")
+    return np.array([[_number(v, lo[j], hi[j], what) for j, v in enumerate(r)] for r in value],
+                    dtype=np.float64)
+
+
+def _face_from_json(d: dict[str, Any], width: int = MAX_SIDE, height: int = MAX_SIDE) -> DetectedFace:
+    """A cached face, every field checked against the photo's size: coordinates far outside the
+    photo (1e30 landmarks) would make ``cv2.warpAffine`` spin for hours, deaf to SIGTERM."""
+    from refrestore.align import TEMPLATES
+
+    m = float(max(width, height))
+    x_lo, x_hi, y_lo, y_hi = -m, width + m, -m, height + m
+    box = _points([d.get("box")], 1, 4, (x_lo, y_lo, x_lo, y_lo), (x_hi, y_hi, x_hi, y_hi), "box")[0]
+    if not (box[2] > box[0] and box[3] > box[1]):
+        raise CacheCorrupt("box is empty")
+    lms = _points(d.get("landmarks"), 5, 2, (x_lo, y_lo), (x_hi, y_hi), "landmarks")
+    kind, detector = d.get("landmark_kind"), d.get("detector")
+    if kind not in TEMPLATES or not isinstance(detector, str):
+        raise CacheCorrupt(f"landmark kind {kind!r:.40} or detector {detector!r:.40} unknown")
+    return DetectedFace(box=tuple(float(v) for v in box), landmarks=lms.astype(np.float32),  # type: ignore[arg-type]
+                        score=_number(d.get("score"), -1e6, 1e6, "score"), landmark_kind=kind,
+                        detector=detector)
+
+
+def _check_alignment(face: DetectedFace, width: int, height: int) -> None:
+    """The warp that re-makes this face's crop must be a sane one (finite, a face-sized scale,
+    the crop's centre within a photo-size of the photo)."""
+    from refrestore.align import affine_scale, alignment_matrix, invert_affine
+
+    with np.errstate(all="ignore"):
+        matrix = alignment_matrix(face, FFHQ_SIZE)
+        ok = bool(np.isfinite(matrix).all()) and ALIGN_SCALE[0] <= affine_scale(matrix) <= ALIGN_SCALE[1]
+        if ok:
+            cx, cy = invert_affine(matrix) @ np.array([FFHQ_SIZE / 2, FFHQ_SIZE / 2, 1.0])
+            m = max(width, height)
+            ok = -m <= cx <= width + m and -m <= cy <= height + m
+    if not ok:
+        raise CacheCorrupt("landmarks give no usable alignment")
 
 
 def find_faces(image: np.ndarray, detector: Any) -> list[tuple[DetectedFace, bool]]:
@@ -191,22 +249,43 @@ def index_photo(image: np.ndarray, detector: Any, identity: IdentityModel,
 
 
 def _faces_from_record(path: Path, sha: str, record: dict[str, Any], emb: np.ndarray) -> list[GalleryFace]:
+    """The gallery faces of a cache record; CacheCorrupt when any field is not what
+    :func:`index_photo` writes (types, shapes, finite ranges), so damage is rebuilt, never used."""
+    if not isinstance(record, dict):
+        raise CacheCorrupt("record is not an object")
+    size, faces = record.get("image_size"), record.get("faces")
+    if not isinstance(size, list) or len(size) != 2:
+        raise CacheCorrupt("image_size is not [width, height]")
+    width, height = (_integer(v, 1, MAX_SIDE, "image_size") for v in size)
+    if not isinstance(faces, list) or len(faces) > MAX_FACES:
+        raise CacheCorrupt("faces is not a list of face records")
+    if emb.ndim != 2 or len(emb) != len(faces):
+        raise CacheCorrupt(f"{len(faces)} face records but {len(emb)} embeddings")
+    fields = set(Quality.__dataclass_fields__)
     out = []
-    try:
-        size = record["image_size"]
-        for i, f in enumerate(record["faces"]):
-            q = f["quality"]
-            out.append(GalleryFace(
-                path=path, face_index=int(f["face_index"]), face=_face_from_json(f),
-                affine=np.asarray(f["affine"], dtype=np.float64).reshape(2, 3),
-                aligned_crop=bool(f["aligned_crop"]), embedding=emb[i],
-                yaw=float(f["yaw"]), pitch=float(f["pitch"]), roll=float(f["roll"]),
-                eye_open=float(f["eye_open"]), mouth_open=float(f["mouth_open"]),
-                quality=Quality(**{k: float(v) for k, v in q.items()}),
-                image_size=(int(size[0]), int(size[1])), sha256=sha,
-            ))
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise CacheCorrupt(f"bad face record: {exc}") from exc
+    for i, f in enumerate(faces):
+        if not isinstance(f, dict):
+            raise CacheCorrupt("face record is not an object")
+        q = f.get("quality")
+        if not isinstance(q, dict) or set(q) != fields:
+            raise CacheCorrupt("quality is not the quality record")
+        aligned = f.get("aligned_crop")
+        if not isinstance(aligned, bool):
+            raise CacheCorrupt("aligned_crop is not true or false")
+        face = _face_from_json(f, width, height)
+        if not aligned:
+            _check_alignment(face, width, height)
+        out.append(GalleryFace(
+            path=path, face_index=_integer(f.get("face_index"), 0, len(faces) - 1, "face_index"), face=face,
+            affine=_points(f.get("affine"), 2, 3, (-1e6,) * 3, (1e6,) * 3, "affine"),
+            aligned_crop=aligned, embedding=emb[i],
+            yaw=_number(f.get("yaw"), -360, 360, "yaw"), pitch=_number(f.get("pitch"), -360, 360, "pitch"),
+            roll=_number(f.get("roll"), -360, 360, "roll"),
+            eye_open=_number(f.get("eye_open"), -1e3, 1e3, "eye_open"),
+            mouth_open=_number(f.get("mouth_open"), -1e3, 1e3, "mouth_open"),
+            quality=Quality(**{k: _number(v, -1e9, 1e9, f"quality {k}") for k, v in q.items()}),
+            image_size=(width, height), sha256=sha,
+        ))
     return out
 
 
@@ -305,6 +384,10 @@ class Gallery:
             crops.move_to_end(key)
             return crops[key].copy()
         image = load_rgb(face.path)
+        if (image.shape[1], image.shape[0]) != face.image_size:
+            # the face's coordinates were checked against the size it was indexed at
+            raise ImageReadError(f"{face.path}: is {image.shape[1]}x{image.shape[0]} but was indexed at "
+                                 f"{face.image_size[0]}x{face.image_size[1]}; it changed during the run")
         crop, _ = aligned_crop_of(image, face.face, face.aligned_crop)
         crops[key] = crop
         while len(crops) > CROP_CACHE:
@@ -360,6 +443,7 @@ class _Builder:
         self.snap_files, self.snap_entries = cache.load_snapshot()
         self.new_files: dict[str, tuple[int, int, str]] = {}
         self.new_entries: dict[str, tuple[dict[str, Any], np.ndarray]] = {}
+        self.snapshot_dirty = False  # a snapshot record was damaged: write the snapshot again
 
     def _fail(self, path: Path, reason: str) -> None:
         self.problems.append(GalleryProblem(path, reason))
@@ -396,27 +480,45 @@ class _Builder:
             if self.analyzer is None:
                 self.analyzer = FaceAnalyzer()
             record, emb = index_photo(image, self.detector, self.identity, self.analyzer)
+            emb = np.asarray(emb, dtype=np.float32)
+            try:
+                faces = _faces_from_record(path, sha, record, emb)
+            except CacheCorrupt as exc:  # the same checks as on reading back: never cache what fails them
+                self._fail(path, f"indexing gave an unusable face record ({exc})")
+                return
             self.cache.store(sha, record, emb)
-            self.new_entries[sha] = (record, np.asarray(emb, dtype=np.float32))
-            faces = _faces_from_record(path, sha, record, np.asarray(emb, dtype=np.float32))
+            self.new_entries[sha] = (record, emb)
             self.stats.indexed += 1
         if not faces:
             self.problems.append(GalleryProblem(path, "no face found"))
         self.faces.extend(faces)
 
     def _cached(self, path: Path, sha: str) -> list[GalleryFace] | None:
+        """The photo's faces from the snapshot, else from its own entry; None to index it anew.
+
+        A damaged record is warned about and dropped (the snapshot is then rewritten), so it
+        costs one re-index, never a failed run."""
+        entry = self.snap_entries.get(sha)
+        if entry is not None:
+            try:
+                faces = _faces_from_record(path, sha, *entry)
+            except CacheCorrupt as exc:
+                logger.warning("gallery snapshot record for %s is damaged (%s); not using it", path, exc)
+                self.snapshot_dirty = True
+            else:
+                self.new_entries[sha] = entry
+                self.stats.from_cache += 1
+                return faces
         try:
-            entry = self.snap_entries.get(sha)
-            if entry is None:
-                entry = self.cache.load(sha)
+            entry = self.cache.load(sha)
             if entry is None:
                 return None
             faces = _faces_from_record(path, sha, *entry)
-            self.new_entries[sha] = entry
         except CacheCorrupt as exc:
             logger.warning("gallery cache entry for %s is damaged (%s); rebuilding it", path, exc)
             self.cache.drop(sha)
             return None
+        self.new_entries[sha] = entry
         self.stats.from_cache += 1
         return faces
 
@@ -435,5 +537,6 @@ class _Builder:
                 self.cache.drop(old)
         if merged != self.previous:
             self.cache.save_files(merged)
-        if self.new_files != self.snap_files or set(self.new_entries) != set(self.snap_entries):
+        if (self.snapshot_dirty or self.new_files != self.snap_files
+                or set(self.new_entries) != set(self.snap_entries)):
             self.cache.save_snapshot(self.new_files, self.new_entries)

@@ -185,9 +185,12 @@ def default_manifest_path() -> Path:
 MAX_MANIFEST_BYTES = 4 << 20  # the packaged one is a few KB
 
 
-def read_regular_text(path: Path, max_bytes: int) -> str:
-    """A regular file's UTF-8 text, never blocking: opened non-blocking so a FIFO or device
-    in its place is refused (OSError) instead of hanging, and refused above ``max_bytes``."""
+def read_regular_bytes(path: Path, max_bytes: int) -> bytes:
+    """A regular file's bytes, never blocking: opened non-blocking so a FIFO or device in its
+    place is refused (OSError) instead of hanging, and refused above ``max_bytes``.
+
+    Every file refrestore reads back (manifests, weights side files, the gallery cache) goes
+    through here: damage must cost a warning, never a hang or a huge read."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     try:
         st = os.fstat(fd)
@@ -199,9 +202,14 @@ def read_regular_text(path: Path, max_bytes: int) -> str:
             data = f.read(max_bytes + 1)
     finally:
         os.close(fd)
-    if len(data) > max_bytes:
+    if len(data) > max_bytes:  # it grew while being read
         raise OSError(errno.EFBIG, f"larger than {max_bytes} bytes")
-    return data.decode("utf-8")
+    return data
+
+
+def read_regular_text(path: Path, max_bytes: int) -> str:
+    """:func:`read_regular_bytes` as UTF-8 text (UnicodeDecodeError when it is not)."""
+    return read_regular_bytes(path, max_bytes).decode("utf-8")
 
 
 def load_manifest(path: Path | None = None, *, user_supplied: bool | None = None) -> Manifest:
@@ -224,6 +232,8 @@ def load_manifest(path: Path | None = None, *, user_supplied: bool | None = None
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise WeightsError(f"{source}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib parses nested arrays and tables recursively
+        raise WeightsError(f"{source}: not valid TOML: nested too deeply") from None
     return parse_manifest(data, source, user_supplied=user_supplied)
 
 
