@@ -18,6 +18,7 @@ from .degradation import Degradation, Thresholds, estimate
 from .detection import Detector
 from .faces import AlignedFace, DetectedFace, Reference
 from .pasteback import PasteJob, detail_sigma, paste_faces, temper, upscale_photo
+from .references import ForcedReference
 from .restorers.base import Restorer
 from .restorers.choose import Router
 
@@ -160,17 +161,26 @@ def _restore_on_cpu(restorer: Restorer, crop: np.ndarray, refs: Sequence[Referen
         return RuntimeError("out of memory")
     on_warning("CUDA out of memory for one face: restoring it on the CPU")
     original = restorer.device
+    # The restorer goes back exactly as it was (fp16 stays fp16), or every later face on the
+    # GPU would run in fp32 (twice the memory that just ran out) or with mismatched dtypes.
+    param = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
+    model_dtype = param.dtype if param is not None else None
+    saved = {a: getattr(restorer, a) for a in ("dtype", "half") if hasattr(restorer, a)}
     try:
         model.to("cpu", dtype=torch.float32)
         restorer.device = torch.device("cpu")
-        if hasattr(restorer, "dtype"):
+        if "dtype" in saved:
             restorer.dtype = torch.float32  # type: ignore[attr-defined]
+        if "half" in saved:
+            restorer.half = False  # type: ignore[attr-defined]  # RefNetRestorer picks its input dtype by this
         return call(restorer, [crop], [list(refs)])[0]
     except Exception as exc:  # noqa: BLE001
         return exc
     finally:
-        model.to(original)
+        model.to(original, dtype=model_dtype) if model_dtype is not None else model.to(original)
         restorer.device = original
+        for a, v in saved.items():
+            setattr(restorer, a, v)
 
 
 class FacePipeline:
@@ -250,7 +260,11 @@ class FacePipeline:
             if self.references is not None:
                 o.references, o.reference_report = self.references.select(o.aligned, o.face)
             self._plan(o, rgb, a.affine)
-        return PreparedPhoto(rgb=rgb, grayscale=grayscale, aligned=aligned, outcomes=outcomes)
+        warnings: list[str] = []
+        if len(outcomes) > 1 and isinstance(self.references, ForcedReference):
+            # --ref says who one face is; with several faces it was pushed onto all of them.
+            warnings.append(f"--ref is meant for single-face photos; used for all {len(outcomes)} faces")
+        return PreparedPhoto(rgb=rgb, grayscale=grayscale, aligned=aligned, outcomes=outcomes, warnings=warnings)
 
     def restore_faces(self, photos: Sequence["PreparedPhoto"], on_face: Callable[[int, int], None] | None = None) -> None:
         """Run each face's restorer over the faces of several photos at once (one batch per
