@@ -1,39 +1,112 @@
-"""ParseNet paste-back masks: facexlib's architecture, a checkpoint this test writes
-(random weights, published key layout), loaded tensors-only through a test manifest."""
+"""ParseNet paste-back masks: facexlib's architecture, checkpoints this test writes (the
+published key layout), loaded tensors-only through a test manifest. The masks the pipeline
+pasted with are read off its output: a parser that calls everything background leaves the
+photo untouched, one that calls everything face pastes the whole crop, corners included."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
-from refrestore.api import build_pipeline
-from refrestore.parsing import PARSENET_FILE, init_parser
 from conftest import store_for
+from refrestore.align import FFHQ_SIZE, alignment_matrix, invert_affine
+from refrestore.api import build_pipeline
+from refrestore.parsing import FACE_LABELS, PARSENET_FILE, init_parser
+from refrestore.pasteback import PasteJob, face_mask, paste_faces
 from refrestore.weights import WeightStore
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)
 
 
-def _store(tmp_path):
+def _store(folder: Path, label: int | None = None):
+    """A ParseNet checkpoint: random weights, or weights that give ``label`` at every pixel."""
     from facexlib.parsing.parsenet import ParseNet
 
+    folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    torch.save(ParseNet(in_size=512, out_size=512, parsing_ch=19).state_dict(), tmp_path / PARSENET_FILE)
-    return store_for(tmp_path, PARSENET_FILE, "parser", "parsenet")
+    net = ParseNet(in_size=512, out_size=512, parsing_ch=19)
+    if label is not None:
+        with torch.no_grad():
+            net.out_mask_conv.conv2d.weight.zero_()
+            net.out_mask_conv.conv2d.bias.copy_(torch.nn.functional.one_hot(torch.tensor(label), 19).float() * 10)
+    torch.save(net.state_dict(), folder / PARSENET_FILE)
+    return store_for(folder, PARSENET_FILE, "parser", "parsenet")
 
 
-def test_parser_is_used_when_present_and_only_touches_faces(tmp_path, whole_photos):
-    store = _store(tmp_path)
-    assert init_parser(WeightStore(tmp_path / "empty")) is None
-    parser = init_parser(store)
-    assert parser is not None
-    photo = np.asarray(Image.open(next(p for p in whole_photos if p.name == "codeformer_06.png")).convert("RGB"))
+@pytest.fixture(scope="module")
+def photo(whole_photos) -> np.ndarray:
+    return np.asarray(Image.open(next(p for p in whole_photos if p.name == "codeformer_06.png")).convert("RGB"))
+
+
+def _run(photo: np.ndarray, store: WeightStore):
     built = build_pipeline(model="resample", detector="dlib", device="cpu", store=store)
-    assert built.pipeline.parser is not None
-    result = built.pipeline.run(photo)
-    masks = parser.masks([f.aligned for f in result.faces])
-    assert [m.shape for m in masks] == [(512, 512)] * 2
-    assert all(0.0 <= m.min() and m.max() <= 1.0 for m in masks)
-    assert result.image.shape == photo.shape
-    # Far from both faces nothing changes.
-    assert np.array_equal(result.image[-40:, :40], photo[-40:, :40])
+    return built.pipeline, built.pipeline.run(photo)
+
+
+def _crop_corners(result, shape) -> np.ndarray:
+    """Photo pixels inside some face's 512 crop (away from its edge) but outside the default
+    ellipse mask, and outside every face's ellipse: only a parser's mask reaches them."""
+    h, w = shape[:2]
+    ys, xs = np.mgrid[0:h, 0:w]
+    pts = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)], axis=1)
+    ellipse = face_mask(FFHQ_SIZE) > 0
+    in_crop = np.zeros(h * w, bool)
+    in_ellipse = np.zeros(h * w, bool)
+    for o in result.faces:
+        a = pts @ alignment_matrix(o.face).T
+        ax, ay = np.round(a[:, 0]).astype(int), np.round(a[:, 1]).astype(int)
+        inside = (ax >= 30) & (ax < FFHQ_SIZE - 30) & (ay >= 30) & (ay < FFHQ_SIZE - 30)
+        in_crop |= inside
+        near = (ax >= 0) & (ax < FFHQ_SIZE) & (ay >= 0) & (ay < FFHQ_SIZE)
+        in_ellipse[near] |= ellipse[ay[near], ax[near]]
+    return (in_crop & ~in_ellipse).reshape(h, w)
+
+
+def test_parser_is_used_when_present_and_only_touches_faces(tmp_path, photo):
+    assert init_parser(WeightStore(tmp_path / "empty")) is None
+
+    # Without a parser the default ellipse: the faces change, the crop corners do not.
+    plain_pipe, plain = _run(photo, WeightStore(tmp_path / "empty"))
+    assert plain_pipe.parser is None
+    assert len(plain.faces) == 2 and not any(o.left_as_is for o in plain.faces)
+    corners = _crop_corners(plain, photo.shape)
+    assert corners.sum() > 5000, corners.sum()
+    assert np.array_equal(plain.image[corners], photo[corners])
+    assert not np.array_equal(plain.image, photo)
+
+    # A parser that finds no face anywhere: the pipeline pastes nothing at all.
+    assert FACE_LABELS[0] == 0 and FACE_LABELS[1] == 1
+    none_pipe, none = _run(photo, _store(tmp_path / "background", label=0))
+    assert none_pipe.parser is not None and not none.warnings
+    assert len(none.faces) == 2 and not any(o.left_as_is for o in none.faces)
+    assert np.array_equal(none.image, photo)
+
+    # A parser that calls the whole crop face: its corners, which the ellipse never reaches,
+    # are restored, and the output is exactly the paste-back with that parser's masks.
+    skin_pipe, skin = _run(photo, _store(tmp_path / "skin", label=1))
+    assert skin_pipe.parser is not None and not skin.warnings
+    changed = np.abs(skin.image.astype(int) - photo.astype(int)).max(axis=2) > 0
+    assert changed[corners].mean() > 0.5, changed[corners].mean()
+    restored = [o for o in skin.faces if o.restored is not None and not o.left_as_is]
+    # The label is the same at every pixel, so one face's mask is every face's.
+    (mask,) = skin_pipe.parser.masks([restored[0].restored])
+    assert mask.shape == (512, 512) and mask.dtype == np.float32 and mask.max() <= 1.0 and mask[256, 256] > 0.99
+    used = [mask] * len(restored)
+    jobs = [PasteJob(restored=o.restored, original=o.aligned, affine=alignment_matrix(o.face), mask=m, detail=o.keep_detail)
+            for o, m in zip(restored, used)]
+    assert np.array_equal(skin.image, paste_faces(photo, jobs))
+    # Far from both faces (outside both 512 crops grown by a fifth) nothing changes.
+    h, w = photo.shape[:2]
+    ys, xs = np.mgrid[0:h, 0:w]
+    pts = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)], axis=1)
+    far = np.ones(h * w, bool)
+    for o in skin.faces:
+        a = pts @ alignment_matrix(o.face).T
+        far &= (a[:, 0] < -100) | (a[:, 0] > FFHQ_SIZE + 100) | (a[:, 1] < -100) | (a[:, 1] > FFHQ_SIZE + 100)
+    far = far.reshape(h, w)
+    assert far.mean() > 0.1, far.mean()
+    assert np.array_equal(skin.image[far], photo[far])
+    assert invert_affine(alignment_matrix(skin.faces[0].face)).shape == (2, 3)
