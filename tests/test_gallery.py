@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -306,3 +310,138 @@ def test_retinaface_gallery_matches_dlib_gallery(shared_dir: Path, tmp_path: Pat
     for r in retina.faces:
         nearest = min(hog.faces, key=lambda h, r=r: float(np.hypot(*np.subtract(h.face.center, r.face.center))))
         assert float(r.embedding @ nearest.embedding) > 0.95
+
+
+# --- a damaged cache through the real CLI (issue 15, item 3) ---------------------------------
+# Each case damages the cache the way a crash, a full disk, a stray tool or a hostile user
+# could, then runs `fix --refs` in a subprocess with a timeout (a hang fails the case): the run
+# must succeed with a warning, pick the same reference as with a clean cache, and leave the
+# cache healthy again.
+
+def _cache_folder(home: Path) -> Path:
+    (folder,) = (home / "cache" / "gallery").iterdir()
+    return folder
+
+
+def _fix_with_refs(root: Path, home: Path, out: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", REFRESTORE_HOME=str(home), REFRESTORE_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "refrestore", "fix", str(root / "in.jpg"), "--refs",
+                           str(root / "g"), "--model", "resample", "--detector", "dlib", "-o", str(root / out),
+                           "--json", str(root / f"{out}.json")],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def clean_cache(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """(folder with gallery g/, input in.jpg and a clean cache home/, the reference it picks)."""
+    ids = shared_dir / "data" / "identities"
+    root = tmp_path_factory.mktemp("damaged_cache")
+    for person, names in {"obama": ["face_recognition_obama.jpg", "face_recognition_obama1.jpg"],
+                          "biden": ["face_recognition_biden.jpg", "face_recognition_biden2.jpg"]}.items():
+        (root / "g" / person).mkdir(parents=True)
+        for name in names:
+            shutil.copy(ids / person / name, root / "g" / person / name)
+    shutil.copy(ids / "obama" / "face_recognition_obama2.jpg", root / "in.jpg")
+    proc = _fix_with_refs(root, root / "home", "clean.png")
+    assert proc.returncode == 0, proc.stderr
+    ref = json.loads((root / "clean.png.json").read_text())["images"][0]["faces"][0]["reference"]["path"]
+    assert Path(ref).name == "face_recognition_obama.jpg"
+    return root, ref
+
+
+def _entry(cache: Path, photo: str, suffix: str) -> Path:
+    sha = next(v for k, v in json.loads((cache / "files.json").read_text()).items() if k.endswith(photo))
+    return cache / "entries" / sha[:2] / f"{sha}{suffix}"
+
+
+def _edit_entry(cache: Path, edit: Callable[[dict], None]) -> None:
+    for snap in cache.glob("snapshot.*"):  # else the snapshot serves and the entries are never read
+        snap.unlink()
+    path = _entry(cache, "face_recognition_obama.jpg", ".json")
+    record = json.loads(path.read_text())
+    edit(record)
+    path.write_text(json.dumps(record))
+
+
+def _replace_entry(cache: Path, suffix: str, write: Callable[[Path], None]) -> None:
+    for snap in cache.glob("snapshot.*"):
+        snap.unlink()
+    path = _entry(cache, "face_recognition_obama.jpg", suffix)
+    path.unlink()
+    write(path)
+
+
+def _npy_claiming(rows: int, dim: int = 128) -> bytes:
+    header = f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {dim}), }}".ljust(117) + "\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() + b"\0" * 512
+
+
+def _edit_snapshot(cache: Path, edit: Callable[[dict], None]) -> None:
+    path = cache / "snapshot.index"
+    doc = json.loads(path.read_text())
+    edit(doc)
+    path.write_text(json.dumps(doc))
+
+
+def _snapshot_records(doc: dict) -> list[dict]:
+    return [face for _, record in doc["entries"].values() for face in record["faces"]]
+
+
+def _snapshot_matrix_claiming_1e12_rows(cache: Path) -> None:
+    import hashlib
+
+    raw = _npy_claiming(10**12)
+    (cache / "snapshot.matrix").write_bytes(raw)
+    # the index names the lying matrix, so the hash check alone cannot catch it
+    _edit_snapshot(cache, lambda d: d.update(matrix_sha256=hashlib.sha256(raw).hexdigest()))
+
+
+def _set_all(key: str, value: object) -> Callable[[dict], None]:
+    return lambda record: [f.update({key: value}) for f in record["faces"]]
+
+
+DAMAGE: dict[str, Callable[[Path], None]] = {
+    "entry_nested_too_deeply": lambda c: _replace_entry(
+        c, ".json", lambda p: p.write_text('{"faces": ' + "[" * 100_000 + "]" * 100_000 + "}")),
+    "entry_quality_is_a_list": lambda c: _edit_entry(c, _set_all("quality", [])),
+    "entry_landmarks_1e30": lambda c: _edit_entry(c, _set_all("landmarks", [[1e30, 1e30]] * 5)),  # warpAffine hung
+    "entry_box_is_nan": lambda c: _edit_entry(c, _set_all("box", [0, 0, float("nan"), 5])),
+    "entry_npy_claims_1e12_rows": lambda c: _replace_entry(c, ".npy", lambda p: p.write_bytes(_npy_claiming(10**12))),
+    "entry_is_a_fifo": lambda c: _replace_entry(c, ".json", os.mkfifo),
+    "embeddings_are_a_fifo": lambda c: _replace_entry(c, ".npy", os.mkfifo),
+    "snapshot_landmarks_1e30": lambda c: _edit_snapshot(
+        c, lambda d: [f.update(landmarks=[[1e30, 1e30]] * 5) for f in _snapshot_records(d)]),
+    "snapshot_quality_missing_a_field": lambda c: _edit_snapshot(
+        c, lambda d: [f["quality"].pop("total") for f in _snapshot_records(d)]),
+    "snapshot_matrix_claims_1e12_rows": _snapshot_matrix_claiming_1e12_rows,
+    "snapshot_index_is_a_fifo": lambda c: ((c / "snapshot.index").unlink(), os.mkfifo(c / "snapshot.index")),
+    "file_list_is_a_fifo": lambda c: ((c / "files.json").unlink(), os.mkfifo(c / "files.json")),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_a_damaged_gallery_cache_never_breaks_a_run(clean_cache: tuple[Path, str], tmp_path: Path,
+                                                    damage: str) -> None:
+    root, clean_ref = clean_cache
+    home = tmp_path / "home"
+    shutil.copytree(root / "home", home)
+    cache = _cache_folder(home)
+    DAMAGE[damage](cache)
+    proc = _fix_with_refs(root, home, f"{damage}.png")  # TimeoutExpired (a failure) on a hang
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "damaged" in proc.stderr, proc.stderr
+    face = json.loads((root / f"{damage}.png.json").read_text())["images"][0]["faces"][0]
+    assert face["reference"]["path"] == clean_ref  # the damaged record was rebuilt, not used
+    # and the cache is healthy again: the snapshot and every entry read back without a warning
+    meta = json.loads((cache / "snapshot.index").read_text())
+    from refrestore.gallery.cache import IndexCache
+    from refrestore.gallery.index import _faces_from_record
+
+    store = IndexCache(home / "cache", meta["detector"], meta["identity"], meta["identity_version"], 128)
+    assert store.dir == cache
+    files, entries = store.load_snapshot()
+    assert len(files) == 4 and len(entries) == 4
+    for sha, record in entries.items():
+        _faces_from_record(Path("x.jpg"), sha, *record)
+        _faces_from_record(Path("x.jpg"), sha, *store.load(sha))  # type: ignore[misc]
+    assert store.load_files() and not [p for p in cache.rglob("*") if not (p.is_dir() or p.is_file())]
