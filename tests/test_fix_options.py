@@ -52,6 +52,18 @@ def test_only_center_face(run, tmp_path, whole_photos):
     assert res.exit_code == 0, res.output
     entry = json.loads((tmp_path / "r.json").read_text())["images"][0]
     assert len(entry["faces"]) == 1
+    # It is the face nearest the photo's centre, found here by the same detector, and
+    # clearly nearer than the next one.
+    from refrestore.detection import init_detector
+
+    img = np.asarray(Image.open(src).convert("RGB"))
+    faces = init_detector("dlib").detect(img)
+    assert len(faces) == 4
+    cy, cx = img.shape[0] / 2, img.shape[1] / 2
+    by_dist = sorted(faces, key=lambda f: np.hypot((f.box[0] + f.box[2]) / 2 - cx, (f.box[1] + f.box[3]) / 2 - cy))
+    d = [np.hypot((f.box[0] + f.box[2]) / 2 - cx, (f.box[1] + f.box[3]) / 2 - cy) for f in by_dist[:2]]
+    assert d[1] - d[0] > 10, d  # 172 px against 195
+    assert np.allclose(entry["faces"][0]["box"], by_dist[0].box, atol=0.5), (entry["faces"][0]["box"], by_dist[0].box)
 
 
 def test_aligned_input_skips_detection_and_paste_back(run, tmp_path, shared_dir):
@@ -103,9 +115,32 @@ def test_existing_output_is_skipped_then_overwritten(run, tmp_path, whole_photos
 
 
 def test_library_api_restores_a_photo(whole_photos, tmp_path, monkeypatch):
+    import cv2
+
     monkeypatch.setenv("REFRESTORE_HOME", str(tmp_path / "home"))
     photo = _photo(whole_photos, "codeformer_06.png")
     result = restore_photo(photo, model="resample", detector="dlib", upscale=2)
     src = np.asarray(Image.open(photo).convert("RGB"))
-    assert result.image.shape == (src.shape[0] * 2, src.shape[1] * 2, 3)
+    h, w = src.shape[:2]
+    assert result.image.shape == (h * 2, w * 2, 3) and result.image.dtype == np.uint8
     assert len(result.faces) == 2 and all(f.restored is not None for f in result.faces)
+    assert not any(f.left_as_is or f.error for f in result.faces)
+    assert {f.report()["restorer"] for f in result.faces} == {"resample"}
+    up = cv2.resize(src, (2 * w, 2 * h), interpolation=cv2.INTER_CUBIC).astype(int)
+    out = result.image.astype(int)
+    yy, xx = np.mgrid[0:2 * h, 0:2 * w]
+    far = np.ones((2 * h, 2 * w), bool)
+    for f in result.faces:
+        # Each damaged face is restored in place: its middle changed from the plain upscale,
+        # but its colour and layout stay (a face pasted elsewhere or recoloured fails).
+        x1, y1, x2, y2 = (2 * v for v in f.face.box)
+        cx, cy, size = (x1 + x2) / 2, (y1 + y2) / 2, max(x2 - x1, y2 - y1)
+        inner = (slice(int(cy - size / 4), int(cy + size / 4)), slice(int(cx - size / 4), int(cx + size / 4)))
+        assert (out[inner] != up[inner]).any(axis=2).mean() > 0.5
+        assert np.abs(out[inner] - up[inner]).mean() > 1.0
+        low = [cv2.GaussianBlur(a[inner].astype(np.float32), (0, 0), size / 16) for a in (out, up)]
+        assert np.abs(low[0] - low[1]).mean() < 4.0, np.abs(low[0] - low[1]).mean()
+        far &= np.hypot(xx - cx, yy - cy) > 2.0 * size
+    # The background is the plain upscale, untouched.
+    assert far.mean() > 0.1, far.mean()  # 13% of this photo is that far from both faces
+    assert np.abs(out[far] - up[far]).max() <= 1
