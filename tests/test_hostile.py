@@ -107,6 +107,10 @@ CASES: dict[str, Case] = {
     "manifest_is_a_folder": Case("read-back", lambda t: ((t / "m").mkdir(), [*FIX, str(_noise(t / "a.png")), "-o",
                                                                             str(t / "o.png"), "--manifest",
                                                                             str(t / "m")])[-1], 2, "manifest"),
+    "manifest_nested_too_deeply": Case("read-back", lambda t: ((t / "m.toml").write_text("schema = " + "[" * 100_000),
+                                                              [*FIX, str(_noise(t / "a.png")), "-o", str(t / "o.png"),
+                                                               "--manifest", str(t / "m.toml")])[-1], 2,
+                                       "nested too deeply"),
     "manifest_is_a_device": Case("read-back", lambda t: [*FIX, str(_noise(t / "a.png")), "-o", str(t / "o.png"),
                                                          "--manifest", "/dev/zero"], 2, "not a regular file"),
 }

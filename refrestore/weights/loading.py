@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -25,6 +27,14 @@ def load_state_dict(path: Path, name: str | None = None) -> dict[str, torch.Tens
     """
     path = Path(path)
     name = name or path.name
+    try:
+        # a FIFO or device in place of a weights file would block torch.load for ever
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise WeightsError(f"{path} is not a regular file; {force_hint(name)}")
+    except FileNotFoundError:
+        raise WeightsError(f"weights file not found: {path}") from None
+    except OSError as exc:
+        raise WeightsError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
         if path.suffix.lower() == ".safetensors":
             from safetensors.torch import load_file

@@ -195,7 +195,8 @@ class WeightStore:
         if not isinstance(record, dict):
             return None
         sha, size = record.get("sha256"), record.get("size")
-        if not (isinstance(sha, str) and len(sha) == 64 and isinstance(size, int)):
+        if not (_is_sha256(sha) and isinstance(size, int) and not isinstance(size, bool) and size > 0):
+            log.warning("ignoring the damaged record of %s in %s", name, self.directory / USER_ADDED)
             return None
         return record
 
@@ -214,7 +215,7 @@ class WeightStore:
         if entry.size is not None and record.get("size") != entry.size:
             return None
         sha = record.get("sha256")
-        return sha if isinstance(sha, str) and len(sha) == 64 else None
+        return sha if _is_sha256(sha) else None
 
     def record_hash(self, entry: ManifestEntry, sha256: str, *, source: str = "") -> None:
         """Pin ``sha256`` for an entry whose hash the manifest does not know."""
@@ -239,7 +240,7 @@ class WeightStore:
         cached = self._read_json(self.directory / VERIFIED_CACHE).get(str(path.absolute()))
         if isinstance(cached, dict) and cached.get("stat") == key:
             sha = cached.get("sha256")
-            if isinstance(sha, str) and len(sha) == 64:
+            if _is_sha256(sha):
                 return sha
         try:
             sha = sha256_file(path)
@@ -330,6 +331,11 @@ def file_lock(path: Path, on_wait: Any = None) -> Iterator[bool]:
             with contextlib.suppress(OSError):
                 fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def _is_sha256(value: Any) -> bool:
+    """64 lower-case hex digits, as this store writes them (a side file is read back distrusted)."""
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
 def _stat_key(stat: os.stat_result) -> list[int]:
