@@ -306,7 +306,7 @@ def test_nothing_is_written_to_the_working_directory(tmp_path, whole_photos, sha
     out = tmp_path / "out"
     proc = _fix(tmp_path, str(album), "-o", str(out), "--refs", str(tmp_path / "gallery"), "--save-faces",
                 "--compare", "--json", str(tmp_path / "r.json"), "--html", str(tmp_path / "r.html"),
-                "--detector", "dlib", cwd=cwd)
+                *FAST, cwd=cwd)
     assert proc.returncode == 0, proc.stderr
     assert (out / "a_restored.jpg").is_file() and (tmp_path / "r.html").is_file()
     assert any((tmp_path / "home").rglob("*")), "the gallery cache went to REFRESTORE_HOME"
@@ -451,5 +451,6 @@ def test_a_50_megapixel_photo_goes_through_the_whole_pipeline(tmp_path, whole_ph
     with Image.open(out) as im:
         assert im.size == (w, h)
     peak = int([ln for ln in proc.stderr.splitlines() if ln.startswith("PEAK_MB")][-1].split()[1])
-    # 50 MP is 150 MB as RGB; a float copy of the photo alone would be 600 MB more.
-    assert peak < 2600, f"peak RSS {peak} MB"
+    # Measured 1,127 MB here (about 0.95 GB of it torch, OpenCV and dlib). 50 MP is 150 MB as
+    # RGB; one float32 copy of the whole photo would add 600 MB and pass this bound.
+    assert peak < 1650, f"peak RSS {peak} MB"

@@ -274,7 +274,7 @@ def test_restore_photo_with_refs_picks_the_persons_references_and_uses_them(tmp_
 
 # --- the gallery cache and the identity model ---------------------------------------------------
 
-def test_gallery_cache_is_rebuilt_when_the_identity_model_changes(tmp_path, shared_dir, dlib_detector):
+def test_gallery_cache_is_rebuilt_when_the_identity_model_changes(tmp_path, shared_dir, dlib_detector, caplog):
     from refrestore.gallery import Gallery
     from refrestore.identity import DlibIdentity
     from refrestore.identity.fused import FusedIdentity
@@ -304,14 +304,20 @@ def test_gallery_cache_is_rebuilt_when_the_identity_model_changes(tmp_path, shar
     again = Gallery.build([gallery], dlib_detector, again_model, cache_dir=cache)
     assert again.stats.from_cache == n_photos and again_model.calls == 0  # the same model: from the cache
 
-    # Another identity model: every photo is embedded again, with that model's dimension.
-    own = FusedIdentity(device=torch.device("cpu"))
-    other = Gallery.build([gallery], dlib_detector, own, cache_dir=cache)
+    # A new version of the same model (same dimension): embeddings recomputed, not read back.
+    upgraded = CountingDlib(version=first_model.version + "-next")
+    with caplog.at_level(logging.WARNING):
+        rebuilt = Gallery.build([gallery], dlib_detector, upgraded, cache_dir=cache)
+        assert rebuilt.stats.indexed == n_photos and rebuilt.stats.from_cache == 0
+        assert upgraded.calls >= len(rebuilt.faces)
+        # Another identity model: every photo is embedded again, with that model's dimension.
+        own = FusedIdentity(device=torch.device("cpu"))
+        other = Gallery.build([gallery], dlib_detector, own, cache_dir=cache)
     assert other.stats.indexed == n_photos and other.stats.from_cache == 0
     assert other.identity_name == own.name != first.identity_name
     assert other.embeddings.shape == (len(other.faces), own.dim) and own.dim != first.embeddings.shape[1]
-    # A new version of the same model: the same, embeddings recomputed.
-    upgraded = CountingDlib(version=first_model.version + "-next")
-    rebuilt = Gallery.build([gallery], dlib_detector, upgraded, cache_dir=cache)
-    assert rebuilt.stats.indexed == n_photos and rebuilt.stats.from_cache == 0
-    assert upgraded.calls >= len(rebuilt.faces)
+    # A cache of its own per model, not one model's entries found damaged by the next.
+    assert not [r.getMessage() for r in caplog.records if "cache" in r.getMessage()]
+    # The first model's entries are still there: going back reads them.
+    back = Gallery.build([gallery], dlib_detector, CountingDlib(), cache_dir=cache)
+    assert back.stats.from_cache == n_photos
