@@ -16,6 +16,7 @@ from PIL import Image
 from refrestore.detection import init_detector
 from refrestore.pipeline import FacePipeline, restore_batch
 from refrestore.restorers.resample import ResampleRestorer
+from tmpfs import tmpfs_prefix
 
 
 class OutOfMemoryAbove(ResampleRestorer):
@@ -85,17 +86,6 @@ def test_a_face_that_fails_is_pasted_back_unrestored_and_marked(whole_photos):
     assert np.array_equal(result.image[y1:y2, x1:x2], photo[y1:y2, x1:x2])
 
 
-def _tmpfs_prefix(mountpoint: Path, options: str) -> list[str]:
-    unshare = shutil.which("unshare")
-    if unshare is None or os.geteuid() != 0:
-        pytest.skip("needs root and unshare for a private tmpfs")
-    probe = subprocess.run([unshare, "--mount", "true"], capture_output=True)
-    if probe.returncode != 0:
-        pytest.skip(f"cannot create a mount namespace here: {probe.stderr.decode().strip()}")
-    setup = f'mount -t tmpfs -o {options} tmpfs "$0" && exec "$@"'
-    return [unshare, "--mount", "--propagation", "private", "sh", "-c", setup, str(mountpoint)]
-
-
 def test_full_disk_stops_the_run_without_corrupt_files(tmp_path, whole_photos):
     album = tmp_path / "album"
     album.mkdir()
@@ -114,7 +104,7 @@ def test_full_disk_stops_the_run_without_corrupt_files(tmp_path, whole_photos):
              "print(len(fs), sum(os.path.basename(f).startswith('.') for f in fs))")
     script = f'"$@"; rc=$?; {sys.executable} -c "{probe}" {out}; exit $rc'
     proc = subprocess.run(
-        [*_tmpfs_prefix(mnt, "size=1536k"), "sh", "-c", script, "sh", *fix],
+        [*tmpfs_prefix(mnt, "size=1536k"), "sh", "-c", script, "sh", *fix],
         capture_output=True, text=True, env=dict(os.environ, REFRESTORE_HOME=str(tmp_path / "home")), timeout=600,
     )
     assert proc.returncode == 1, proc.stderr

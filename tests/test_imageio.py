@@ -14,6 +14,7 @@ import pytest
 from PIL import Image, ImageCms, ImageOps, features
 
 from badfiles import GFPGAN_00_NO_FACE_BOX, make_bad_corpus, write_png_bomb
+from tmpfs import tmpfs_prefix
 from refrestore.discover import TEMP_PREFIX
 from refrestore.imageio import (
     DEFAULT_MAX_PIXELS,
@@ -468,25 +469,11 @@ def test_unwritable_output_folder(whole_dir: Path, tmp_path: Path) -> None:
     assert os.listdir(folder) == ["out.png"]
 
 
-def _tmpfs_prefix(mountpoint: Path, options: str) -> list[str]:
-    """Run under a private mount namespace with a small tmpfs on ``mountpoint``."""
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        pytest.skip("unshare not available")
-    userns = [] if os.geteuid() == 0 else ["--map-root-user"]
-    probe = subprocess.run([unshare, *userns, "--mount", "true"], capture_output=True)
-    if probe.returncode != 0:
-        pytest.skip(f"cannot create a mount namespace here: {probe.stderr.decode().strip()}")
-    # The mount exists only inside the namespace and vanishes with the process.
-    setup = f'mount -t tmpfs -o {options} tmpfs "$0" && exec "$@"'
-    return [unshare, *userns, "--mount", "--propagation", "private", "sh", "-c", setup, str(mountpoint)]
-
-
 def test_disk_full_real_tmpfs(whole_dir: Path, tmp_path: Path) -> None:
     mnt = tmp_path / "small"
     mnt.mkdir()
     out = mnt / "out.png"
-    res = _run_write([str(whole_dir / "gfpgan_10045.png"), str(out), "0"], _tmpfs_prefix(mnt, "size=256k"))
+    res = _run_write([str(whole_dir / "gfpgan_10045.png"), str(out), "0"], tmpfs_prefix(mnt, "size=256k"))
     assert res.returncode == 1, res.stderr
     assert res.stdout.strip() == f"no space left on device while writing {out}"
 
@@ -494,7 +481,7 @@ def test_disk_full_real_tmpfs(whole_dir: Path, tmp_path: Path) -> None:
 def test_read_only_filesystem(whole_dir: Path, tmp_path: Path) -> None:
     mnt = tmp_path / "ro"
     mnt.mkdir()
-    res = _run_write([str(whole_dir / "gfpgan_10045.png"), str(mnt / "out.png"), "0"], _tmpfs_prefix(mnt, "ro,size=64k"))
+    res = _run_write([str(whole_dir / "gfpgan_10045.png"), str(mnt / "out.png"), "0"], tmpfs_prefix(mnt, "ro,size=64k"))
     assert res.returncode == 1, res.stderr
     assert res.stdout.strip() == f"output folder is read-only: {mnt}"
 
@@ -518,7 +505,7 @@ def test_disk_full_leaves_nothing_behind(whole_dir: Path, tmp_path: Path) -> Non
         print(sorted(os.listdir(out.parent)), out.read_bytes())
         """
     )
-    cmd = _tmpfs_prefix(mnt, "size=256k") + [sys.executable, "-c", script]
+    cmd = tmpfs_prefix(mnt, "size=256k") + [sys.executable, "-c", script]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
     assert res.returncode == 0, res.stderr
     lines = res.stdout.strip().splitlines()
