@@ -240,7 +240,9 @@ def test_jobs_sets_the_decode_and_encode_threads_and_not_the_result(cli, tmp_pat
         assert res.exit_code == 0, res.output
         seen[jobs] = (peak["decode"], peak["encode"])
     assert seen["1"][0] == 1 and seen["1"][1] == 1, seen
-    assert seen["3"][0] == 3, seen  # three decoders working ahead
+    # Decoders working ahead: more than one, never more than --jobs (a decode that finishes
+    # before the next is queued lets its thread take that one, so 2 of 3 can be all it needs).
+    assert 2 <= seen["3"][0] <= 3 and seen["3"][1] <= 3, seen
     # The same outputs and the same report order whatever the number of threads.
     for i in range(6):
         assert (tmp_path / "out1" / f"p{i}_restored.jpg").read_bytes() == (tmp_path / "out3" / f"p{i}_restored.jpg").read_bytes()
@@ -311,6 +313,9 @@ def test_nothing_is_written_to_the_working_directory(tmp_path, whole_photos, sha
     assert (out / "a_restored.jpg").is_file() and (tmp_path / "r.html").is_file()
     assert any((tmp_path / "home").rglob("*")), "the gallery cache went to REFRESTORE_HOME"
     assert sorted(os.listdir(cwd)) == []
+    # What the gallery held, in one line after indexing it.
+    assert "gallery: 1 faces of 1 person (1 folder) in 1 photo, 0 from the cache, 1 indexed; identity model dlib" \
+        in proc.stderr, proc.stderr
 
 
 # --- Ctrl-C ---------------------------------------------------------------------------------------
