@@ -181,3 +181,98 @@ def test_a_face_too_small_to_identify_is_never_matched() -> None:
     small = decide(sims, persons, 0.0, rule, face_width=22.0)
     assert not small.matched and small.person is None and "too small" in small.reason
     assert decide(sims, persons, 0.0, rule, face_width=MIN_MATCH_FACE_PX).matched
+
+
+# ---- quality-matched gallery (refrestore.gallery.matched; measured, not in the decision) -------
+
+
+def test_matched_embeddings_are_cached_validated_and_counted(gallery: Gallery, identity, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    from refrestore.gallery.matched import MatchedCache, MatchedGallery
+
+    def cache() -> MatchedCache:
+        return MatchedCache(tmp_path, identity.name, identity.version, identity.dim)
+
+    first = MatchedGallery(gallery, identity, cache())
+    emb = first.embeddings([0, 1, 2, 3], 24)
+    assert emb.shape == (4, identity.dim) and first.embedded == 4
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
+    # a degraded copy is not the clean face: its embedding moved
+    assert float((emb * gallery.embeddings[:4]).sum(1).max()) < 0.999
+    again = first.embeddings([2, 3], 24)
+    assert first.embedded == 4 and np.array_equal(again, emb[2:])  # memory
+    second = MatchedGallery(gallery, identity, cache())
+    assert np.array_equal(second.embeddings([0, 1, 2, 3], 24), emb) and second.embedded == 0  # disk
+    second.embeddings([0, 4, 5], 24)
+    assert second.embedded == 2  # only the faces not seen before
+    assert second.embeddings([0], 48).shape == (1, identity.dim) and second.embedded == 3  # another level
+    # another identity version never reads these embeddings
+    other = MatchedGallery(gallery, identity, MatchedCache(tmp_path, identity.name, "other", identity.dim))
+    other.embeddings([0], 24)
+    assert other.embedded == 1
+    # a damaged file is ignored with a warning and rewritten, never trusted
+    path = cache().path(24)
+    path.write_bytes(b"not an npz")
+    with caplog.at_level("WARNING", logger="refrestore.gallery.matched"):
+        third = MatchedGallery(gallery, identity, cache())
+        assert np.allclose(third.embeddings([0, 1], 24), emb[:2], atol=1e-6)
+    assert third.embedded == 2 and "ignored" in caplog.text
+    assert len(cache().load(24)) == 2  # rewritten, readable again
+    # rows that are not unit vectors (an edited file) are refused the same way
+    with np.load(path, allow_pickle=False) as z:
+        meta, keys, bad = z["meta"], z["keys"], z["emb"] * 2.0
+    np.savez(path, meta=meta, keys=keys, emb=bad)
+    assert cache().load(24) == {}
+
+
+def test_matched_gallery_raises_every_score_at_24px(gallery: Gallery, held_out, identity) -> None:  # type: ignore[no-untyped-def]
+    """Why the matched gallery is not in the decision (README, benchmarks/eval_matched.py): at
+    24 px, degrading the gallery the same way raises the genuine score, but it raises the best
+    stranger's as much, so the lead that tells them apart barely moves."""
+    from refrestore.gallery.matched import MatchedGallery, level_for
+    from refrestore.gallery.quality import assess
+    from refrestore.gallery.select import robust_embedding, rule_for
+
+    rule = rule_for("dlib")
+    assert rule is not None and identity.name == "dlib"
+    matched = MatchedGallery(gallery, identity, None)
+    persons = np.array(gallery.persons)
+    own_clean, own_matched, other_clean, other_matched = [], [], [], []
+    for k, (person, path) in enumerate(_queries(held_out, members=True)[:12]):
+        img = query_image(path, "24px", seed=k)
+        assert level_for(assess(img, None, 512.0).sharpness, None, rule.details) == 24
+        q = robust_embedding(img, identity)
+        own = np.flatnonzero(persons == person)
+        rest = np.flatnonzero(persons != person)
+        clean = gallery.embeddings @ q
+        nearest = rest[np.argsort(-clean[rest])[:3]]  # the strangers that come closest
+        own_clean.append(clean[own].max())
+        other_clean.append(clean[nearest].max())
+        own_matched.append((matched.embeddings(list(own), 24) @ q).max())
+        other_matched.append((matched.embeddings(list(nearest), 24) @ q).max())
+    assert np.mean(own_matched) > np.mean(own_clean) + 0.01
+    assert np.mean(other_matched) > np.mean(other_clean) + 0.01
+
+
+def test_matched_level_and_recipe() -> None:
+    from refrestore.gallery.matched import degrade_to_width, level_for
+    from refrestore.gallery.quality import assess
+
+    details = (0.441, 0.762, 1.0)
+    assert level_for(0.44, None, details) == 24 and level_for(0.76, None, details) == 48
+    assert level_for(1.0, None, details) is None and level_for(0.95, 500.0, details) is None
+    assert level_for(1.0, 30.0, details) == 24  # the photo says the face is small: it is
+    rng = np.random.default_rng(0)
+    img = cv2_smooth(rng.integers(0, 256, (512, 512, 3), dtype=np.uint8))
+    a, b = degrade_to_width(img, 24), degrade_to_width(img, 24)
+    assert np.array_equal(a, b) and a.shape == img.shape  # deterministic (no noise draw)
+    assert assess(a, None, 512.0).sharpness < assess(degrade_to_width(img, 48), None, 512.0).sharpness
+    assert degrade_to_width(img, 400) is img  # wider than the crop's face: nothing to do
+    with pytest.raises(ValueError, match="uint8"):
+        degrade_to_width(img.astype(np.float32), 24)
+
+
+def cv2_smooth(img: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.GaussianBlur(img, (0, 0), 2.0)
