@@ -101,3 +101,52 @@ def test_paste_back_keeps_a_large_faces_own_detail(shared_dir):
     assert _lap_var(window(without)) < 0.6 * _lap_var(window(photo))
     assert _lap_var(window(with_detail)) > 0.97 * _lap_var(window(photo))
     assert np.abs(window(with_detail).astype(int) - window(photo).astype(int)).mean() < 0.5
+
+
+# Small real photos with one clear face each (sizes 410-900 px), for the noise estimate.
+NOISE_PHOTOS = ["scarlett_johansson/deepface_img50.jpg", "clapton/openface_clapton-1.jpg", "adams/openface_adams.jpg",
+                "deepface_g9/deepface_img18.jpg", "kit_harington/face_recognition_johnsnow_test1.jpg"]
+
+
+def _noisy(photo: np.ndarray, sigma: float, enlarged: bool, seed: int) -> np.ndarray:
+    """Gaussian noise at the photo's resolution, or added at half size and enlarged 2x
+    (noise that was scanned or resized with its photo, smooth at the pixel scale)."""
+    rng = np.random.default_rng(seed)
+    h, w = photo.shape[:2]
+    base = cv2.resize(photo, (w // 2, h // 2), interpolation=cv2.INTER_AREA) if enlarged else photo
+    noisy = np.clip(base.astype(np.float32) + rng.normal(0, sigma, base.shape) + 0.5, 0, 255).astype(np.uint8) if sigma else base
+    return cv2.resize(noisy, (w, h), interpolation=cv2.INTER_CUBIC) if enlarged else noisy
+
+
+def test_noise_estimate_orders_clean_and_noisy_real_faces(shared_dir):
+    from refrestore.detection import init_detector
+    from refrestore.imageio import read_image
+
+    det = init_detector("dlib")
+    t = estimate.__defaults__[-1]  # the default Thresholds
+    for i, name in enumerate(NOISE_PHOTOS):
+        photo = read_image(shared_dir / "data" / "identities" / name).rgb
+        face = max(det.detect(photo), key=lambda f: f.width)
+        for enlarged in (False, True):
+            levels = []
+            for sigma in (0, 3, 5, 10):
+                img = _noisy(photo, sigma, enlarged, seed=i)
+                a = align_face(img, face)
+                levels.append(estimate(a.image, a.affine, img).noise)
+            assert levels[0] < levels[1] < levels[2] < levels[3], (name, enlarged, levels)
+            assert levels[0] < t.noise_ok, (name, levels)  # a clean face is not called noisy
+            if not enlarged:  # at the photo's resolution, in units a user can read
+                assert 2.5 < levels[2] < 6 and 5 < levels[3] < 9, (name, levels)
+            else:  # the old median read 0.247 for every one of these
+                assert levels[3] - levels[0] > 1.0, (name, levels)
+
+
+def test_noise_sigma_is_not_quantised_on_8bit_data():
+    # 8-bit pixels give whole-number residuals; a median of them moved in steps of 0.25
+    # sigma, so 1.0 and 1.1 read the same. Rounding adds its own 0.29 (1/sqrt(12)) in quadrature.
+    rng = np.random.default_rng(3)
+    unit = rng.normal(0, 1, (256, 256))
+    sigmas = (1.0, 1.1, 1.2, 1.3, 1.4)
+    levels = [noise_sigma(np.clip(np.round(128 + s * unit), 0, 255).astype(np.float32)) for s in sigmas]
+    assert all(a < b for a, b in zip(levels, levels[1:])), levels
+    assert all(abs(v - np.hypot(s, 12 ** -0.5)) < 0.1 for v, s in zip(levels, sigmas)), levels
