@@ -253,6 +253,22 @@ def analyse(sides, data, top_k: int = 10, cohort_n: int = 5, per_person_m: int =
         h = f.has_own
         print(f"  {qs:9s} {(cond & f.own)[h].mean():.3f} / {1 - tcond.mean():.3f} ({int((cond & ~f.own)[h].sum())})"
               f"  detail median {np.median(detail):.3f}")
+    print("\nHeld-out, query vs the clean and the matched gallery (all faces; medians): genuine best, "
+          "best stranger, genuine lead, share of queries whose own person is nearest")
+    base_h, m_h = data["held_out"]
+    per_h, _ = persons["held_out"]
+    qi = base_h["query_index"]
+    for qs, level in (("48px", 48), ("24px", 24), ("alt 48px", 48), ("alt 24px", 24)):
+        q, _ = query_sets("held_out")[qs]
+        for name, g in (("clean", base_h["gallery"]), (f"matched {level}", m_h[f"g_{level}"])):
+            s = q @ g.T
+            s[np.arange(len(qi)), qi] = -np.inf
+            own = per_h[qi][:, None] == per_h[None, :]
+            gen = np.where(own, s, -np.inf).max(1)
+            imp = np.where(~own, s, -np.inf).max(1)
+            k = np.isfinite(gen)
+            print(f"  {qs:9s} {name:11s} genuine {np.median(gen[k]):.4f}  stranger {np.median(imp):.4f}  "
+                  f"lead {np.median((gen - imp)[k]):.4f}  rank-1 {(gen > imp)[k].mean():.3f}")
     print()
     print(f"top {top_k} people by the clean score get matched scores; cohort = mean of the next "
           f"{cohort_n} people's scores; matched scores for each person's {per_person_m} faces nearest "
