@@ -147,3 +147,29 @@ def test_hostile_input(tmp_path: Path, name: str) -> None:
 
 def test_the_corpus_covers_every_class() -> None:
     assert {c.klass for c in CASES.values()} == {"clobber", "paths", "images", "limits", "read-back"}
+
+
+def test_a_jpeg_cut_short_is_marked_in_the_report_and_the_album_goes_on(tmp_path: Path) -> None:
+    """A JPEG cut at 60% with an end-of-image marker appended decodes without a word from
+    Pillow; `fix` must say so in that image's report entry and still do the rest (issue 15, item 6)."""
+    import io
+
+    album = _album(tmp_path)
+    whole = Image.fromarray(np.random.default_rng(3).integers(0, 255, (300, 400, 3), dtype=np.uint8))
+    for name, progressive in (("cut_baseline.jpg", False), ("cut_progressive.jpg", True)):
+        buf = io.BytesIO()
+        whole.save(buf, "JPEG", quality=90, progressive=progressive)
+        data = buf.getvalue()
+        (album / name).write_bytes(data[: int(len(data) * 0.6)] + b"\xff\xd9")
+    inputs = _files(album)
+    env = dict(os.environ, OMP_NUM_THREADS="1", REFRESTORE_HOME=str(tmp_path / "home"), REFRESTORE_OFFLINE="1")
+    proc = subprocess.run([sys.executable, "-m", "refrestore", *FIX, str(album), "-o", str(tmp_path / "out"),
+                           "--json", str(tmp_path / "r.json")], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    images = {Path(i["input"]).name: i for i in json.loads((tmp_path / "r.json").read_text())["images"]}
+    assert set(images) == {"good.png", "cut_baseline.jpg", "cut_progressive.jpg"}
+    assert [w for w in images["cut_baseline.jpg"]["warnings"] if w.startswith("truncated JPEG: the bottom")]
+    assert [w for w in images["cut_progressive.jpg"]["warnings"] if w.startswith("truncated JPEG: its last scans")]
+    assert images["good.png"]["warnings"] == []
+    assert all(Path(i["output"]).is_file() for i in images.values())  # the album went on
+    assert _files(album) == inputs
