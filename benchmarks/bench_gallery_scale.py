@@ -13,7 +13,11 @@ of a face of data/faces by the chosen identity model. Then:
 3. search: the person-level decision and the ranking for real query embeddings (median and p99
    over 300 queries; the query's own embedding is the identity model's cost, listed apart);
 4. ten new photos (real photos of data/identities) are added and the gallery is built again:
-   only those ten are indexed.
+   only those ten are indexed;
+5. (measured, not in the shipped decision) the cost of quality-matched scores
+   (refrestore.gallery.matched) for --matched-queries queries: the 3 nearest faces of each of the
+   10 best people re-made from their photos, degraded to 24 px and embedded the first time, then
+   read from the matched cache by a new process-like object, then from memory.
 """
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--detector", default="dlib")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--profile", action="store_true", help="profile the cache load")
+    p.add_argument("--matched-queries", type=int, default=5, help="queries for the matched-score cost (0: skip)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     faces_dir, ids = SHARED / "data" / "faces", SHARED / "data" / "identities"
@@ -124,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         s = time.perf_counter()
         identity.embed([one, np.ascontiguousarray(one[:, ::-1])])
         print(f"(the query's own embedding, 2 views, by {identity.name}: {(time.perf_counter() - s) * 1000:.0f} ms)")
+        if args.matched_queries > 0:
+            matched_cost(detector, identity, emb[qi[:args.matched_queries]], Path(tmp))
         new = sorted(ids.glob("*/*.jpg"))[:10]
         for k, src in enumerate(new):
             shutil.copy(src, root / "person_0000" / f"new_{k}{src.suffix}")
@@ -134,6 +141,38 @@ def main(argv: list[str] | None = None) -> int:
               f"{t_inc:.2f} s ({len(g3.faces)} faces)")
     return 0
 
+
+def matched_cost(detector, identity, queries: np.ndarray, tmp: Path) -> None:  # type: ignore[no-untyped-def]
+    """The matched-score cost for one query's candidates: 10 people x 3 faces of a real gallery
+    (held-out photos of data/faces, really indexed, so the crops are re-made from real photos)."""
+    from refrestore.gallery import Gallery
+    from refrestore.gallery.faceset import read_faceset
+    from refrestore.gallery.matched import MatchedCache, MatchedGallery
+
+    by: dict[str, list[Path]] = {}
+    for f in read_faceset(SHARED / "data" / "faces", held_out=True):
+        by.setdefault(f.person, []).append(f.path)
+    root = tmp / "matched-gallery"
+    for person in sorted(by)[:10]:
+        (root / person).mkdir(parents=True)
+        for path in by[person][:3]:
+            shutil.copy(path, root / person / path.name)
+    gallery = Gallery.build([root], detector, identity, cache_dir=tmp / "matched-index")
+    idx = list(range(len(gallery.faces)))
+    cache = tmp / "matched-cache"
+    for label in ("first time (re-made, degraded, embedded)", "from the cache file", "in memory"):
+        if label != "in memory":
+            mg = MatchedGallery(gallery, identity, MatchedCache(cache, identity.name, identity.version, identity.dim))
+        times = []
+        for q in queries:
+            before = mg.embedded
+            s = time.perf_counter()
+            _ = mg.embeddings(idx, 24) @ q
+            times.append((time.perf_counter() - s, mg.embedded - before))
+        first_ms, first_n = times[0][0] * 1000, times[0][1]
+        rest = np.array([t for t, _ in times[1:]]) * 1000
+        print(f"matched scores at 24 px for {len(idx)} candidate faces, {label}: first query {first_ms:.0f} ms "
+              f"({first_n} embedded), next {len(rest)} queries median {np.median(rest):.2f} ms")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -218,6 +218,16 @@ def test_matched_embeddings_are_cached_validated_and_counted(gallery: Gallery, i
         assert np.allclose(third.embeddings([0, 1], 24), emb[:2], atol=1e-6)
     assert third.embedded == 2 and "ignored" in caplog.text
     assert len(cache().load(24)) == 2  # rewritten, readable again
+    # a photo gone since indexing: its clean embedding stands in, with a warning, and is not cached
+    import dataclasses
+
+    gone = dataclasses.replace(gallery.faces[6], path=tmp_path / "gone.jpg", sha256="gone")
+    lost = MatchedGallery(Gallery([gallery.faces[0], gone], [], gallery.identity_name, gallery.identity_version),
+                          identity, cache())
+    with caplog.at_level("WARNING", logger="refrestore.gallery.matched"):
+        got = lost.embeddings([0, 1], 24)
+    assert np.array_equal(got[1], gone.embedding) and lost.embedded == 0 and "gone.jpg" in caplog.text
+    assert not any(k.startswith("gone#") for k in cache().load(24))
     # rows that are not unit vectors (an edited file) are refused the same way
     with np.load(path, allow_pickle=False) as z:
         meta, keys, bad = z["meta"], z["keys"], z["emb"] * 2.0

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from refrestore.identity import IdentityModel
+from refrestore.imageio import ImageReadError
 
 from .index import Gallery, GalleryFace
 
@@ -163,16 +164,23 @@ class MatchedGallery:
         table = self._table(level)
         faces = [self.gallery.faces[i] for i in indices]
         missing = [f for f in faces if _face_key(f) not in table]
+        stand_in: dict[str, np.ndarray] = {}
         for f in missing:
+            try:
+                crop = self.gallery.aligned_image(f)
+            except (ImageReadError, OSError, ValueError) as exc:
+                # a photo changed or gone since indexing: its clean embedding stands in, uncached
+                logger.warning("matched-quality embedding of %s skipped: %s", f.label, exc)
+                stand_in[_face_key(f)] = np.asarray(f.embedding, dtype=np.float32)
+                continue
             # one view, as the index embeds the clean gallery faces
-            img = degrade_to_width(self.gallery.aligned_image(f), level)
-            table[_face_key(f)] = self.identity.embed([img])[0].astype(np.float32)
-        self.embedded += len(missing)
-        if missing and self.cache is not None:
+            table[_face_key(f)] = self.identity.embed([degrade_to_width(crop, level)])[0].astype(np.float32)
+            self.embedded += 1
+        if len(stand_in) < len(missing) and self.cache is not None:
             try:
                 self.cache.save(level, table)
             except OSError as exc:  # a read-only cache only costs the next run the embeddings
                 logger.warning("matched-quality cache not written: %s", exc)
         if not faces:
             return np.zeros((0, self.identity.dim), dtype=np.float32)
-        return np.stack([table[_face_key(f)] for f in faces])
+        return np.stack([stand_in.get(_face_key(f), table.get(_face_key(f))) for f in faces])
