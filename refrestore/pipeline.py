@@ -177,7 +177,10 @@ def _restore_on_cpu(restorer: Restorer, crop: np.ndarray, refs: Sequence[Referen
     except Exception as exc:  # noqa: BLE001
         return exc
     finally:
-        model.to(original, dtype=model_dtype) if model_dtype is not None else model.to(original)
+        if model_dtype is not None:
+            model.to(original, dtype=model_dtype)
+        else:
+            model.to(original)
         restorer.device = original
         for a, v in saved.items():
             setattr(restorer, a, v)
