@@ -188,6 +188,8 @@ def _check_alignment(face: DetectedFace, width: int, height: int) -> None:
     the crop's centre within a photo-size of the photo)."""
     from refrestore.align import affine_scale, alignment_matrix, invert_affine
 
+    if np.ptp(face.landmarks, axis=0).max() < 2.0:  # one point: no face, and no rotation or scale
+        raise CacheCorrupt("landmarks are all one point")
     with np.errstate(all="ignore"):
         matrix = alignment_matrix(face, FFHQ_SIZE)
         ok = bool(np.isfinite(matrix).all()) and ALIGN_SCALE[0] <= affine_scale(matrix) <= ALIGN_SCALE[1]
