@@ -706,6 +706,12 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
     return out
 
 
+def _same_picture(shape: tuple[int, ...], source: tuple[int, ...]) -> bool:
+    """True when an array of ``shape`` is the source's picture at a whole-number scale."""
+    h, w, sh, sw = shape[0], shape[1], source[0], source[1]
+    return sh > 0 and sw > 0 and h % sh == 0 and w % sw == 0 and h // sh == w // sw
+
+
 def _prepare(rgb: np.ndarray, like: LoadedImage, fmt: str) -> tuple[Image.Image, dict[str, Any]]:
     h, w = rgb.shape[:2]
     alpha = like.alpha
@@ -735,8 +741,9 @@ def _prepare(rgb: np.ndarray, like: LoadedImage, fmt: str) -> tuple[Image.Image,
         sx = w / like.size[0] if like.size[0] else 1.0
         sy = h / like.size[1] if like.size[1] else 1.0
         params["dpi"] = (like.dpi[0] * sx, like.dpi[1] * sy)  # same print size after upscaling
-    if fmt == "JPEG" and like.jpeg is not None:
+    if fmt == "JPEG" and like.jpeg is not None and _same_picture(rgb.shape, like.rgb.shape):
         # The source's own tables and sampling (no quality: Pillow would rescale the tables).
+        # Only for the photo itself (or its upscale): face crops and sheets get quality 95.
         params.update(qtables=[list(t) for t in like.jpeg.qtables], subsampling=like.jpeg.subsampling)
     elif fmt == "JPEG":
         params.update(quality=95, subsampling=0)

@@ -121,3 +121,13 @@ def test_an_explicit_quality_replaces_the_sources_tables(shared_dir: Path, tmp_p
     with Image.open(img.path) as src, Image.open(tmp_path / "own.jpg") as own, Image.open(tmp_path / "q95.jpg") as q95:
         assert own.quantization == src.quantization
         assert q95.quantization != src.quantization and q95.quantization[0][0] == 2
+
+
+def test_only_the_photo_itself_gets_the_sources_tables(shared_dir: Path, tmp_path: Path):
+    img = read_image(shared_dir / "data" / "real_lq" / "whole" / OLD)
+    h, w = img.rgb.shape[:2]
+    save_image(tmp_path / "x2.jpg", cv2.resize(img.rgb, (2 * w, 2 * h), interpolation=cv2.INTER_CUBIC), img)
+    save_image(tmp_path / "sheet.jpg", np.full((512, 3 * 512, 3), 128, np.uint8), img)  # a compare sheet
+    with Image.open(img.path) as src, Image.open(tmp_path / "x2.jpg") as up, Image.open(tmp_path / "sheet.jpg") as sheet:
+        assert up.quantization == src.quantization and up.size == (2 * w, 2 * h)
+        assert sheet.quantization != src.quantization and sheet.quantization[0][0] == 2  # quality 95
