@@ -64,9 +64,18 @@ def test_published_architecture_loads_and_restores_a_batch(tmp_path, shared_dir,
     faces = _faces(shared_dir, 3)
     out = restorer.restore(faces, [[], [], []])
     assert len(out) == 3
-    for o, f in zip(out, faces):
+    # The output is the network's, called with the published convention (RGB in [-1, 1],
+    # the first output back from [-1, 1]): a missing rescale, swapped channels or the wrong
+    # output of the tuple give other pixels.
+    with torch.no_grad():
+        x = torch.from_numpy(np.stack(faces)).permute(0, 3, 1, 2).contiguous().float() / 255.0
+        y = restorer.model(x * 2.0 - 1.0)
+        y = y[0] if isinstance(y, (tuple, list)) else y
+        expected = (((y + 1.0) / 2.0).clamp(0, 1) * 255.0).round().byte().permute(0, 2, 3, 1).numpy()
+    for o, f, e in zip(out, faces, expected):
         assert o.shape == (512, 512, 3) and o.dtype == np.uint8
         assert np.abs(o.astype(int) - f.astype(int)).mean() > 1.0  # the network really ran
+        assert np.abs(o.astype(int) - e.astype(int)).max() <= 1
     # Batching does not change the result of a face.
     single = restorer.restore(faces[:1])[0]
     assert np.abs(single.astype(int) - out[0].astype(int)).max() <= 2
@@ -128,4 +137,19 @@ def test_resample_restorer_changes_faces_but_not_their_size(shared_dir):
     faces = _faces(shared_dir, 2)
     out = ResampleRestorer().restore(faces)
     assert [o.shape for o in out] == [(512, 512, 3)] * 2
-    assert all((o != f).mean() > 0.2 for o, f in zip(out, faces))  # a gentle filter, but it touches most pixels
+    import cv2
+
+    def low(x: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(x.astype(np.float32), (0, 0), 4)
+
+    def fine(x: np.ndarray) -> float:  # detail finer than a pixel or two
+        x = x.astype(np.float32)
+        return float((x - cv2.GaussianBlur(x, (0, 0), 1)).std())
+
+    for o, f in zip(out, faces):
+        # The face stays where and what it was (measured 0.22 and 0.31 levels below 4 px) and
+        # its edges are sharpened (1.62x and 1.40x the fine detail; the bilateral denoise alone
+        # gives 0.87x and 0.78x, a sigma-1 blur 0.55x): a no-op, a blur, a denoise alone,
+        # noise, or a colour or position change each fail one of the two.
+        assert np.abs(low(o) - low(f)).mean() < 1.5, np.abs(low(o) - low(f)).mean()
+        assert fine(o) > 1.2 * fine(f), (fine(o), fine(f))
