@@ -406,6 +406,7 @@ DAMAGE: dict[str, Callable[[Path], None]] = {
     "entry_quality_is_a_list": lambda c: _edit_entry(c, _set_all("quality", [])),
     "entry_landmarks_1e30": lambda c: _edit_entry(c, _set_all("landmarks", [[1e30, 1e30]] * 5)),  # warpAffine hung
     "entry_landmarks_one_point": lambda c: _edit_entry(c, _set_all("landmarks", [[120.5, 80.5]] * 5)),
+    "entry_affine_is_infinite": lambda c: _edit_entry(c, _set_all("affine", [[float("inf")] * 3] * 2)),
     "entry_box_is_nan": lambda c: _edit_entry(c, _set_all("box", [0, 0, float("nan"), 5])),
     "entry_npy_claims_1e12_rows": lambda c: _replace_entry(c, ".npy", lambda p: p.write_bytes(_npy_claiming(10**12))),
     "entry_is_a_fifo": lambda c: _replace_entry(c, ".json", os.mkfifo),
