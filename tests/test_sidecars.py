@@ -59,8 +59,10 @@ SIDECAR_DAMAGE = {
     "recorded_hashes_is_a_fifo": ("recorded_hashes.json", "unknown", os.mkfifo),
     "recorded_hash_not_hex": ("recorded_hashes.json", "unknown",
                               lambda p: p.write_text('{"small.pth": {"sha256": "' + "zz" * 32 + '", "size": 50000}}')),
-    "user_added_record_damaged": ("user_added.json", "published",
-                                  lambda p: p.write_text('{"small.pth": {"sha256": "' + "A" * 64 + '", "size": true}}')),
+    "user_added_size_is_true": ("user_added.json", "published",
+                                lambda p: p.write_text('{"small.pth": {"sha256": "' + "a" * 64 + '", "size": true}}')),
+    "user_added_sha_not_hex": ("user_added.json", "published",
+                               lambda p: p.write_text('{"small.pth": {"sha256": "' + "A" * 64 + '", "size": 50000}}')),
     "user_added_huge": ("user_added.json", "published", lambda p: open(p, "wb").truncate(MAX_SIDECAR_BYTES + 1)),
 }
 
