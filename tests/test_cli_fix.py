@@ -14,6 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from refrestore.align import similarity_transform, template_for
+from refrestore.pasteback import PasteJob, paste_faces
+
 ENV_BASE = {"OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
 
 
@@ -27,6 +30,12 @@ def run_cli(args: list[str], home: Path, *, user: int | None = None, cwd: Path |
 
 def _rgb(path: Path) -> np.ndarray:
     return np.array(Image.open(path).convert("RGB"))
+
+
+def _fine(a: np.ndarray) -> float:
+    """How much detail finer than a pixel or two."""
+    a = a.astype(np.float32)
+    return float((a - cv2.GaussianBlur(a, (0, 0), 1)).std())
 
 
 def _check_face_entry(face: dict, w: int, h: int) -> None:
@@ -44,7 +53,8 @@ def test_fix_multi_face_photo_end_to_end(tmp_path, whole_photos, retinaface_stor
     src = tmp_path / "family photo.png"
     shutil.copyfile(photo, src)
     out, report = tmp_path / "out.png", tmp_path / "report.json"
-    args = ["fix", str(src), "-o", str(out), "--upscale", "2", "--json", str(report), "--model", "resample", "--detector", detector]
+    args = ["fix", str(src), "-o", str(out), "--upscale", "2", "--json", str(report), "--model", "resample", "--detector", detector,
+            "--save-faces"]
     if detector == "retinaface":
         args += ["--weights-dir", str(retinaface_store.directory), "--manifest", str(retinaface_store.manifest.source)]
     proc = run_cli(args, tmp_path / "home")
@@ -69,13 +79,32 @@ def test_fix_multi_face_photo_end_to_end(tmp_path, whole_photos, retinaface_stor
     up = cv2.resize(inp, (2 * w, 2 * h), interpolation=cv2.INTER_CUBIC)
     yy, xx = np.mgrid[0 : 2 * h, 0 : 2 * w]
     far = np.ones((2 * h, 2 * w), bool)
+    jobs: list[PasteJob] = []
+    regions = []
     for face in entry["faces"]:
         x1, y1, x2, y2 = (2 * v for v in face["box"])
         cx, cy, size = (x1 + x2) / 2, (y1 + y2) / 2, max(x2 - x1, y2 - y1)
         far &= np.hypot(xx - cx, yy - cy) > 2.0 * size
-        inner = res[int(cy - size / 4) : int(cy + size / 4), int(cx - size / 4) : int(cx + size / 4)].astype(int)
-        before = up[int(cy - size / 4) : int(cy + size / 4), int(cx - size / 4) : int(cx + size / 4)].astype(int)
-        assert (inner != before).mean() > 0.3, "the restorer must change the face"
+        sl = (slice(int(cy - size / 4), int(cy + size / 4)), slice(int(cx - size / 4), int(cx + size / 4)))
+        inner, before = res[sl].astype(int), up[sl].astype(int)
+        # Each face was restored (the resample restorer's sharpening: more fine detail in the
+        # saved restored crop than in the saved input crop) and pasted in place, colour and
+        # layout kept (a face pasted off its place, mirrored or recoloured fails).
+        crops = out.parent / f"{out.stem}_faces"
+        restored, original = (_rgb(crops / f"face{face['index']:02d}_{tag}.png") for tag in ("restored", "input"))
+        ratio = _fine(restored) / _fine(original)
+        assert ratio > 1.005, ("the restorer must change the face", ratio)  # 1.011-1.10 (adaptive amounts)
+        assert (inner != before).any(axis=2).mean() > 0.6, "the face must be pasted here"
+        low = [cv2.GaussianBlur(a.astype(np.float32), (0, 0), size / 16) for a in (inner, before)]
+        assert np.abs(low[0] - low[1]).mean() < 4.0, np.abs(low[0] - low[1]).mean()
+        m = similarity_transform(np.array(face["landmarks"]), template_for(face["landmark_kind"]))
+        jobs.append(PasteJob(restored=restored, original=original, affine=m, detail=face["kept_detail"]))
+        regions.append(sl)
+    # The output is those restored crops pasted back (report landmarks are rounded to 0.01 px: measured
+    # 0.00-0.016).
+    expected = paste_faces(inp, jobs, upscale=2).astype(int)
+    for sl in regions:
+        assert np.abs(res[sl].astype(int) - expected[sl]).mean() < 0.3, np.abs(res[sl].astype(int) - expected[sl]).mean()
     assert far.mean() > 0.2
     assert np.abs(res[far].astype(int) - up[far].astype(int)).max() <= 1, "pixels far from faces must not change"
 
