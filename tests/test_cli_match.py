@@ -71,9 +71,38 @@ def test_match_report_table_and_contact_sheets(setup: dict[str, Path]) -> None:
     assert stranger["reference"] is None
     assert stranger["selection"]["best_identity"] < stranger["selection"]["threshold"]
     assert stranger["selection"]["person"] is None and not stranger["selection"]["decision"]["matched"]
-    for name in ("a_obama", "b_stranger"):
-        sheet = Image.open(sheets / f"{name}_match.png")
-        assert sheet.width > sheet.height  # face + references in a row
+    # The contact sheets: one row per face, the face then its references in the report's
+    # order (tiles of 256 with 6 px gaps and a caption strip), or a grey "no match" tile.
+    import numpy as np
+
+    from refrestore.align import align_face
+    from refrestore.detection import init_detector
+
+    detector = init_detector("dlib")
+
+    def aligned_tile(path: Path) -> np.ndarray:
+        import cv2
+
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        crop = align_face(rgb, detector.detect(rgb)[0]).image
+        return cv2.resize(crop, (256, 256), interpolation=cv2.INTER_AREA).astype(int)
+
+    def tile(sheet: np.ndarray, col: int) -> np.ndarray:
+        return sheet[6:262, 6 + col * 262:262 + col * 262].astype(int)
+
+    sheet = np.asarray(Image.open(sheets / "a_obama_match.png").convert("RGB"))
+    assert sheet.shape == (310, 3 * 262 + 6, 3)
+    ref_paths = [ref["path"]] + [alt["path"] for alt in ref["alternatives"]]
+    for col, path in enumerate([str(setup["inputs"] / "a_obama.jpg")] + ref_paths):
+        want = aligned_tile(Path(path))
+        others = [aligned_tile(Path(p)) for p in ref_paths if p != path]
+        err = np.abs(tile(sheet, col) - want).mean()
+        assert err < 4.0, (col, path, err)
+        assert all(err < np.abs(tile(sheet, col) - o).mean() for o in others), (col, path)
+    sheet = np.asarray(Image.open(sheets / "b_stranger_match.png").convert("RGB"))
+    assert sheet.shape == (310, 2 * 262 + 6, 3)
+    assert np.abs(tile(sheet, 0) - aligned_tile(setup["inputs"] / "b_stranger.jpg")).mean() < 4.0
+    assert (tile(sheet, 1) == 200).all(axis=2).mean() > 0.9  # the "no match" tile
     # the gallery index was cached under REFRESTORE_HOME
     assert any((setup["home"] / "cache" / "gallery").rglob("*.npy"))
 
