@@ -447,3 +447,29 @@ def test_a_damaged_gallery_cache_never_breaks_a_run(clean_cache: tuple[Path, str
         _faces_from_record(Path("x.jpg"), sha, *record)
         _faces_from_record(Path("x.jpg"), sha, *store.load(sha))  # type: ignore[misc]
     assert store.load_files() and not [p for p in cache.rglob("*") if not (p.is_dir() or p.is_file())]
+
+
+def test_npy_bytes_are_checked_before_any_array_is_made() -> None:
+    """parse_npy takes float32 (n, dim) of either byte order and refuses everything else from
+    the header alone, before allocating (a header may declare 10^12 rows over 512 bytes)."""
+    import io
+
+    from refrestore.gallery.cache import CacheCorrupt, parse_npy
+
+    def npy(a: np.ndarray) -> bytes:
+        buf = io.BytesIO()
+        np.save(buf, a, allow_pickle=True)
+        return buf.getvalue()
+
+    good = np.random.default_rng(0).random((3, 128)).astype(np.float32)
+    assert np.array_equal(parse_npy(npy(good), 128, rows=3), good)
+    assert np.array_equal(parse_npy(npy(good.astype(">f4")), 128), good)
+    bad = [npy(good.astype(np.float64)), npy(good[:, :64]), npy(good[0]), npy(np.array([{"x": 1}], dtype=object)),
+           npy(np.asfortranarray(good)), npy(good)[:-4], npy(good) + b"\0" * 4, npy(good)[:6], b"garbage!" * 9,
+           _npy_claiming(10**12), _npy_claiming(-1),
+           npy(np.full((3, 128), np.nan, np.float32))]
+    for raw in bad:
+        with pytest.raises(CacheCorrupt):
+            parse_npy(raw, 128)
+    with pytest.raises(CacheCorrupt):
+        parse_npy(npy(good), 128, rows=2)

@@ -128,14 +128,15 @@ def parse_npy(raw: bytes, dim: int, rows: int | None = None) -> np.ndarray:
         raise
     except (ValueError, SyntaxError, TypeError, EOFError, RecursionError) as exc:
         raise CacheCorrupt(f"npy header unreadable ({exc})") from None
-    if dtype != np.dtype("<f4") or fortran or len(shape) != 2 or shape[1] != dim:
+    # float32 of either byte order (np.save writes the machine's own)
+    if dtype not in (np.dtype("<f4"), np.dtype(">f4")) or fortran or len(shape) != 2 or shape[1] != dim:
         raise CacheCorrupt(f"array {dtype} {shape}{' fortran' if fortran else ''}, expected float32 (n, {dim})")
     if rows is not None and shape[0] != rows:
         raise CacheCorrupt(f"array has {shape[0]} rows, expected {rows}")
     data = len(raw) - f.tell()
     if shape[0] * dim * 4 != data:  # the header's claim against the bytes that are there
         raise CacheCorrupt(f"array header says {shape[0]}x{dim} but the file holds {data} bytes of data")
-    array = np.frombuffer(raw, dtype="<f4", count=shape[0] * dim, offset=f.tell()).reshape(shape[0], dim)
+    array = np.frombuffer(raw, dtype=dtype, count=shape[0] * dim, offset=f.tell()).reshape(shape[0], dim)
     if not np.isfinite(array).all():
         raise CacheCorrupt("embeddings are not finite")
     return array.astype(np.float32)  # a writable, native copy
