@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from badfiles import GFPGAN_00_NO_FACE_BOX, make_bad_corpus, make_symlink_loop
 
@@ -64,12 +64,18 @@ def test_album_of_real_and_broken_files(tmp_path, whole_photos):
             assert e["error"] and "\n" not in e["error"] and e["output"] is None
         else:
             assert e["error"] is None
-            # exactly one complete output per good input, decodable, of the input's size
+            # exactly one complete output per good input, decodable, of the input's size (upscale
+            # 1, EXIF orientation applied), where --recursive mirrors the input's folder
             produced = Path(e["output"])
             assert produced.is_file()
             with Image.open(produced) as im:
                 im.load()
-                assert min(im.size) >= 16
+                size = im.size
+            with Image.open(tmp_path / "album" / rel) as src:
+                want = ImageOps.exif_transpose(src).size
+            assert size == want, (rel, size, want)
+            assert produced.relative_to(out).parent == Path(rel).parent, (rel, produced)
+            assert produced.stem == Path(rel).stem + "_restored", (rel, produced)
         if status == "ok":
             assert e["faces"], rel
     outputs = [p for p in out.rglob("*") if p.is_file()]
