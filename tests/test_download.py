@@ -153,6 +153,24 @@ def fetch_within(limit: float, store: WeightStore, **kwargs: object) -> BaseExce
     return outcome[0]
 
 
+@pytest.mark.parametrize("kind", ["fifo", "link"])
+def test_a_partial_file_that_is_not_a_regular_file_is_replaced_not_read(served, server: FaultServer,
+                                                                       tmp_path: Path, kind: str) -> None:
+    """A FIFO where the .part goes blocked the resume's read for ever; a link would have been
+    appended to wherever it points. Either is removed and the download starts over."""
+    import os
+
+    store, _sha, data = served
+    store.directory.mkdir(parents=True)
+    part = store.directory / (NAME + ".part")
+    elsewhere = tmp_path / "not-ours.bin"
+    elsewhere.write_bytes(b"keep me")
+    os.mkfifo(part) if kind == "fifo" else part.symlink_to(elsewhere)
+    assert fetch_within(60, store) is None
+    assert store.find(NAME).read_bytes() == data  # type: ignore[union-attr]
+    assert not os.path.lexists(part) and elsewhere.read_bytes() == b"keep me"
+
+
 def test_slow_server_times_out_then_resumes(served, server: FaultServer) -> None:
     store, _sha, data = served
     # Headers, then silence until teardown: only the client's read timeout ends each attempt.

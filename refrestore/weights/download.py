@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import socket
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -490,10 +491,19 @@ def _install(
 
 
 def _part_size(part: Path) -> int:
+    """Bytes of our own partial download; anything but a regular file in its place (a FIFO
+    would block the resume's read, a link would write elsewhere) is removed and started over."""
     try:
-        return part.stat().st_size
+        st = os.lstat(part)
     except FileNotFoundError:
         return 0
+    if stat.S_ISREG(st.st_mode):
+        return st.st_size
+    if stat.S_ISDIR(st.st_mode):
+        raise WeightsError(f"{part} is a folder where the partial download goes; remove it and run again")
+    log.warning("%s is not a regular file; removing it and starting the download over", part)
+    part.unlink()
+    return 0
 
 
 def _check_free_space(folder: Path, needed: int) -> None:
