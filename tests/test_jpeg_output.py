@@ -57,6 +57,8 @@ def test_a_photo_whose_faces_need_nothing_is_its_own_bytes(album_run):
     album, out, reports = album_run
     rep = reports["clean.jpg"]
     assert rep.status == "ok" and len(rep.faces) == 1 and rep.faces[0]["left_as_is"], rep
+    assert rep.copied and rep.to_json()["copied"] is True  # the report says so
+    assert not reports["old.jpg"].copied and not reports["turned.jpg"].copied
     output = Path(rep.output)
     assert output.read_bytes() == (album / "clean.jpg").read_bytes()
     assert not os.path.samefile(output, album / "clean.jpg")  # a copy, not a link to the input

@@ -79,7 +79,8 @@ def write(job: PhotoJob, options: BatchOptions) -> None:
         _save_face_files(job.result, task.output, job.loaded, options.save_faces, options.compare)
     # A photo none of whose faces needed anything is the input itself: its own bytes are
     # written (no re-encoding loss); otherwise a JPEG keeps the input's tables.
-    if save_output(task.output, job.result.image, job.loaded):
+    job.report.copied = save_output(task.output, job.result.image, job.loaded)
+    if job.report.copied:
         log.info("%s: nothing changed; the input was copied as it is", task.source.path)
     job.report.output = str(task.output)
 

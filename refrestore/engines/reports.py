@@ -20,6 +20,7 @@ class ImageReport:
     faces: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    copied: bool = False  # the output is the input's own bytes: no face needed anything
 
     def to_json(self) -> dict:
         return {
@@ -29,11 +30,13 @@ class ImageReport:
             "error": self.error,
             "faces": self.faces,
             "warnings": self.warnings,
+            "copied": self.copied,
         }
 
     @classmethod
     def from_json(cls, data: dict, seconds: float = 0.0) -> "ImageReport":
-        return cls(data["input"], data["output"], data["status"], data["error"], list(data["faces"]), list(data["warnings"]), seconds)
+        return cls(data["input"], data["output"], data["status"], data["error"], list(data["faces"]), list(data["warnings"]), seconds,
+                   bool(data.get("copied", False)))
 
 
 @dataclass
