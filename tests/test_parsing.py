@@ -68,26 +68,20 @@ def _crop_corners(result, shape) -> np.ndarray:
 def test_parser_is_used_when_present_and_only_touches_faces(tmp_path, photo):
     assert init_parser(WeightStore(tmp_path / "empty")) is None
 
-    # Without a parser the default ellipse: the faces change, the crop corners do not.
-    plain_pipe, plain = _run(photo, WeightStore(tmp_path / "empty"))
-    assert plain_pipe.parser is None
-    assert len(plain.faces) == 2 and not any(o.left_as_is for o in plain.faces)
-    corners = _crop_corners(plain, photo.shape)
-    assert corners.sum() > 5000, corners.sum()
-    assert np.array_equal(plain.image[corners], photo[corners])
-    assert not np.array_equal(plain.image, photo)
-
     # A parser that finds no face anywhere: the pipeline pastes nothing at all.
     assert FACE_LABELS[0] == 0 and FACE_LABELS[1] == 1
     none_pipe, none = _run(photo, _store(tmp_path / "background", label=0))
     assert none_pipe.parser is not None and not none.warnings
     assert len(none.faces) == 2 and not any(o.left_as_is for o in none.faces)
     assert np.array_equal(none.image, photo)
+    # (the default ellipse would have pasted both faces: restored, not left as they were)
 
     # A parser that calls the whole crop face: its corners, which the ellipse never reaches,
     # are restored, and the output is exactly the paste-back with that parser's masks.
     skin_pipe, skin = _run(photo, _store(tmp_path / "skin", label=1))
     assert skin_pipe.parser is not None and not skin.warnings
+    corners = _crop_corners(skin, photo.shape)  # outside every face's ellipse, by construction
+    assert corners.sum() > 5000, corners.sum()
     changed = np.abs(skin.image.astype(int) - photo.astype(int)).max(axis=2) > 0
     assert changed[corners].mean() > 0.5, changed[corners].mean()
     restored = [o for o in skin.faces if o.restored is not None and not o.left_as_is]
