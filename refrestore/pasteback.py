@@ -94,7 +94,8 @@ def match_colour(restored: np.ndarray, original: np.ndarray, mask: np.ndarray) -
     lab_o = cv2.cvtColor(original, cv2.COLOR_RGB2LAB).astype(np.float32)
     shift = lab_o[weight].mean(0) - lab_r[weight].mean(0)
     lab_r += shift
-    return cv2.cvtColor(np.clip(lab_r, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+    # Rounded, not truncated: a fractional shift truncated moves every face by up to a level.
+    return cv2.cvtColor(np.clip(np.rint(lab_r), 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
 
 
 def upscale_photo(photo: np.ndarray, factor: int) -> np.ndarray:

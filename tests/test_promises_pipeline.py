@@ -321,3 +321,18 @@ def test_gallery_cache_is_rebuilt_when_the_identity_model_changes(tmp_path, shar
     # The first model's entries are still there: going back reads them.
     back = Gallery.build([gallery], dlib_detector, CountingDlib(), cache_dir=cache)
     assert back.stats.from_cache == n_photos
+
+
+def test_colour_match_keeps_a_face_of_the_right_colour_at_that_colour(whole_photos, dlib_detector):
+    """A restored face whose colour is already the original's (here: the crop blurred, its mean
+    unchanged) must come back at the photo's colour to a fraction of a level: the Lab shift is
+    fractional, and truncating it to whole levels moved every face's colour (red -1.5 to -2.9
+    levels on real photos) before the match rounded."""
+    photo, crop, affine, box = _face_job(whole_photos, dlib_detector)
+    soft = cv2.GaussianBlur(crop, (0, 0), 2.0)
+    out = paste_faces(photo, [PasteJob(restored=soft, original=crop, affine=affine)])
+    x1, y1, x2, y2 = box
+    cx, cy, w, h = (x1 + x2) // 2, (y1 + y2) // 2, (x2 - x1) // 4, (y2 - y1) // 4
+    rgb_before = photo[cy - h:cy + h, cx - w:cx + w].reshape(-1, 3).astype(np.float64).mean(0)
+    rgb_after = out[cy - h:cy + h, cx - w:cx + w].reshape(-1, 3).astype(np.float64).mean(0)
+    assert np.abs(rgb_after - rgb_before).max() < 0.6, (rgb_before, rgb_after)
