@@ -44,6 +44,7 @@ def test_help_shows_metavars_not_python_types(tmp_path: Path) -> None:
     pages = {"": refrestore(["--help"], tmp_path)}
     for name in command_names():
         pages[name] = refrestore([name, "--help"], tmp_path)
+        assert name in pages[""].stdout, f"`refrestore --help` does not list {name}"
     for name, proc in pages.items():
         assert proc.returncode == 0, (name, proc.stderr)
         for odd in ("<bool>", "<list[", "<str>", "<path>", "{inputs}", "<int", "<float"):

@@ -204,13 +204,6 @@ def test_usage_errors_exit_2(tmp_path, whole_photos):
     assert proc.returncode == 2 and "overwrite" in proc.stderr
 
 
-def test_python_dash_m_and_help(tmp_path):
-    proc = run_cli(["--help"], tmp_path / "home")
-    assert proc.returncode == 0
-    for command in ("fix", "match", "download-weights", "models", "train", "eval"):
-        assert command in proc.stdout
-
-
 def test_fix_download_fetches_the_detector_then_uses_it(tmp_path, whole_photos, shared_dir):
     """fix --download over real HTTP on 127.0.0.1, from a user manifest (the shared RetinaFace
     file is not facexlib's published one, so it comes with a manifest of its own)."""
