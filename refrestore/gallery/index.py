@@ -9,6 +9,7 @@ embedding, head pose, expression cues and quality. Results are cached on disk pe
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections import OrderedDict
@@ -185,18 +186,28 @@ def _face_from_json(d: dict[str, Any], width: int = MAX_SIDE, height: int = MAX_
 
 def _check_alignment(face: DetectedFace, width: int, height: int) -> None:
     """The warp that re-makes this face's crop must be a sane one (finite, a face-sized scale,
-    the crop's centre within a photo-size of the photo)."""
-    from refrestore.align import affine_scale, alignment_matrix, invert_affine
+    the crop's centre within a photo-size of the photo).
 
-    if np.ptp(face.landmarks, axis=0).max() < 2.0:  # one point: no face, and no rotation or scale
-        raise CacheCorrupt("landmarks are all one point")
-    with np.errstate(all="ignore"):
-        matrix = alignment_matrix(face, FFHQ_SIZE)
-        ok = bool(np.isfinite(matrix).all()) and ALIGN_SCALE[0] <= affine_scale(matrix) <= ALIGN_SCALE[1]
-        if ok:
-            cx, cy = invert_affine(matrix) @ np.array([FFHQ_SIZE / 2, FFHQ_SIZE / 2, 1.0])
-            m = max(width, height)
-            ok = -m <= cx <= width + m and -m <= cy <= height + m
+    The least-squares similarity of five 2-D points in complex numbers, in plain Python: the same
+    transform as ``align.alignment_matrix`` (a rotation and a uniform scale), at a tenth of the
+    cost of numpy's SVD on 2x2 arrays, which made loading a 5,000-face cache miss its second."""
+    from refrestore.align import template_for
+
+    src = [complex(x, y) for x, y in face.landmarks.tolist()]
+    dst = [complex(x, y) for x, y in template_for(face.landmark_kind, FFHQ_SIZE).tolist()]
+    if max(v.real for v in src) - min(v.real for v in src) < 2.0 and \
+            max(v.imag for v in src) - min(v.imag for v in src) < 2.0:
+        raise CacheCorrupt("landmarks are all one point")  # no face, and no rotation or scale
+    ms, md = sum(src) / len(src), sum(dst) / len(dst)
+    zs, zd = [v - ms for v in src], [v - md for v in dst]
+    var = sum(abs(v) ** 2 for v in zs)
+    c = sum(a.conjugate() * b for a, b in zip(zs, zd)) / var if var > 0 else complex("nan")
+    scale = abs(c)
+    ok = math.isfinite(scale) and ALIGN_SCALE[0] <= scale <= ALIGN_SCALE[1]
+    if ok:
+        centre = ms + (complex(FFHQ_SIZE / 2, FFHQ_SIZE / 2) - md) / c  # the crop's centre in the photo
+        m = max(width, height)
+        ok = -m <= centre.real <= width + m and -m <= centre.imag <= height + m
     if not ok:
         raise CacheCorrupt("landmarks give no usable alignment")
 
