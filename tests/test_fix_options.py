@@ -137,7 +137,9 @@ def test_library_api_restores_a_photo(whole_photos, tmp_path, monkeypatch):
         cx, cy, size = (x1 + x2) / 2, (y1 + y2) / 2, max(x2 - x1, y2 - y1)
         inner = (slice(int(cy - size / 4), int(cy + size / 4)), slice(int(cx - size / 4), int(cx + size / 4)))
         assert (out[inner] != up[inner]).any(axis=2).mean() > 0.5
-        assert np.abs(out[inner] - up[inner]).mean() > 1.0
+        # resample's light sharpening moves the middle by about 0.9 levels on average (a plain
+        # upscale pasted back: 0.0; before paste-back rounded its colour match, a 1-level bias added)
+        assert np.abs(out[inner] - up[inner]).mean() > 0.5
         low = [cv2.GaussianBlur(a[inner].astype(np.float32), (0, 0), size / 16) for a in (out, up)]
         assert np.abs(low[0] - low[1]).mean() < 4.0, np.abs(low[0] - low[1]).mean()
         far &= np.hypot(xx - cx, yy - cy) > 2.0 * size
