@@ -180,13 +180,16 @@ def test_strength_scales_how_much_each_face_changes(cli, tmp_path, whole_photos)
     runs = {}
     for s in ("1", "0.5"):
         out, rep = tmp_path / f"s{s}.png", tmp_path / f"s{s}.json"
-        res = cli(str(src), "-o", str(out), "--strength", s, "--json", str(rep), *FAST)
+        # The embedded network, not resample: resample's change is as small as the paste-back's
+        # own resampling (0.23 levels at any strength), so it cannot show the scaling.
+        res = cli(str(src), "-o", str(out), "--strength", s, "--json", str(rep), "--model", "refnet-small",
+                  "--detector", "dlib")
         assert res.exit_code == 0, res.output
         runs[s] = (_rgb(out), json.loads(rep.read_text())["images"][0]["faces"])
     photo = _rgb(src)
     boxes = _boxes(tmp_path / "s1.json")
     full, half = _face_change(runs["1"][0], photo, boxes), _face_change(runs["0.5"][0], photo, boxes)
-    assert full > 1.0, full
+    assert full > 0.3, (full, half)
     assert 0.2 * full < half < 0.8 * full, (half, full)
     # The report says the same: every face's applied strength is scaled by --strength.
     for f1, f05 in zip(runs["1"][1], runs["0.5"][1]):
