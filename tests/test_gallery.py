@@ -421,15 +421,39 @@ DAMAGE: dict[str, Callable[[Path], None]] = {
 }
 
 
+@pytest.fixture(scope="module")
+def damaged_runs(clean_cache: tuple[Path, str]) -> dict[str, tuple[Path, subprocess.CompletedProcess | BaseException]]:
+    """Every kind of damage in its own copy of the clean cache, each through a real ``fix --refs``
+    subprocess (one torch thread each), two at a time: the suite otherwise leaves the second
+    core idle, and these 14 runs were a minute and a half of it. A hang is a TimeoutExpired."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    root, _ = clean_cache
+    homes = {}
+    for damage in sorted(DAMAGE):
+        home = root / f"home-{damage}"
+        shutil.copytree(root / "home", home)
+        DAMAGE[damage](_cache_folder(home))
+        homes[damage] = home
+
+    def run(damage: str) -> subprocess.CompletedProcess | BaseException:
+        try:
+            return _fix_with_refs(root, homes[damage], f"{damage}.png")
+        except subprocess.TimeoutExpired as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = dict(zip(homes, pool.map(run, homes)))
+    return {d: (homes[d], results[d]) for d in homes}
+
+
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
-def test_a_damaged_gallery_cache_never_breaks_a_run(clean_cache: tuple[Path, str], tmp_path: Path,
-                                                    damage: str) -> None:
+def test_a_damaged_gallery_cache_never_breaks_a_run(clean_cache: tuple[Path, str], damaged_runs, damage: str) -> None:
     root, clean_ref = clean_cache
-    home = tmp_path / "home"
-    shutil.copytree(root / "home", home)
+    home, proc = damaged_runs[damage]
     cache = _cache_folder(home)
-    DAMAGE[damage](cache)
-    proc = _fix_with_refs(root, home, f"{damage}.png")  # TimeoutExpired (a failure) on a hang
+    if isinstance(proc, BaseException):
+        raise proc  # it hung
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr and "damaged" in proc.stderr, proc.stderr
     face = json.loads((root / f"{damage}.png.json").read_text())["images"][0]["faces"][0]
