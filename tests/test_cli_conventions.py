@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import re
 import shutil
 import stat
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from refrestore import __version__
+from terminal import run_on_a_terminal
 
 HELP_ENV = {"COLUMNS": "200", "TERM": "dumb"}
 
@@ -150,23 +150,10 @@ def test_gallery_progress_bar_on_a_terminal(tmp_path: Path, shared_dir: Path) ->
         shutil.copyfile(src, gallery / src.name)
     photo = shared_dir / "data" / "refbench" / "real_lq_no_gt" / "00022_14.png"
     env = dict(os.environ, REFRESTORE_HOME=str(tmp_path / "home"), OMP_NUM_THREADS="1", TERM="xterm", COLUMNS="120")
-    master, slave = pty.openpty()  # stderr is a real terminal, as for a user at a shell
-    proc = subprocess.Popen([sys.executable, "-m", "refrestore", "fix", str(photo), "--refs", str(tmp_path / "gallery"),
-                             "-o", str(tmp_path / "o.png"), "--model", "resample", "--detector", "dlib"],
-                            stdout=subprocess.PIPE, stderr=slave, env=env)
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    proc.wait(timeout=300)
-    os.close(master)
-    shown = b"".join(chunks).decode("utf-8", "replace")
+    # stderr is a real terminal, as for a user at a shell
+    proc, shown = run_on_a_terminal([sys.executable, "-m", "refrestore", "fix", str(photo), "--refs",
+                                     str(tmp_path / "gallery"), "-o", str(tmp_path / "o.png"), "--model", "resample",
+                                     "--detector", "dlib"], env)
     assert proc.returncode == 0, shown
     assert "indexing gallery" in shown
     assert "gallery: 2 faces of 1 person (1 folder) in 2 photos" in shown

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import queue
 import shutil
 import signal
@@ -25,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, features
+
+from terminal import run_on_a_terminal
 
 FAST = ["--model", "resample", "--detector", "dlib"]
 
@@ -148,25 +149,11 @@ def test_a_terminal_gets_progress_bars_over_images_and_faces(tmp_path, whole_pho
     album.mkdir()
     shutil.copyfile(_photo(whole_photos, "codeformer_01.jpg"), album / "a.jpg")
     shutil.copyfile(_photo(whole_photos, "codeformer_02.png"), album / "b.png")  # four faces
-    master, slave = pty.openpty()
     env = _env(tmp_path, COLUMNS="120", TERM="xterm")
     env.pop("NO_COLOR", None)
-    proc = subprocess.Popen([sys.executable, "-m", "refrestore", "fix", str(album), "-o", str(tmp_path / "out"), *FAST],
-                            stdout=subprocess.PIPE, stderr=slave, env=env)
-    os.close(slave)
-    chunks: list[bytes] = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    proc.wait(timeout=300)
-    os.close(master)
+    proc, screen = run_on_a_terminal([sys.executable, "-m", "refrestore", "fix", str(album), "-o", str(tmp_path / "out"),
+                                      *FAST], env)
     assert proc.returncode == 0
-    screen = b"".join(chunks).decode("utf-8", "replace")
     assert "images" in screen and "2/2" in screen, screen[-2000:]
     assert "faces" in screen and "4/4" in screen, screen[-2000:]
     assert "\x1b[" in screen  # drawn in place, not one line per image
