@@ -42,8 +42,21 @@ def photo(whole_photos) -> np.ndarray:
 
 
 def _run(photo: np.ndarray, store: WeightStore):
+    """The pipeline's result, and the masks its parser gave (the real parser's own output,
+    recorded as the pipeline asked for them: no extra forward of the network)."""
     built = build_pipeline(model="resample", detector="dlib", device="cpu", store=store)
-    return built.pipeline, built.pipeline.run(photo)
+    pipe = built.pipeline
+    given: list[np.ndarray] = []
+    if pipe.parser is not None:
+        parse = pipe.parser.masks
+
+        def recorded(faces: list[np.ndarray]) -> list[np.ndarray]:
+            out = parse(faces)
+            given.extend(out)
+            return out
+
+        pipe.parser.masks = recorded
+    return pipe, pipe.run(photo), given
 
 
 def _crop_corners(result, shape) -> np.ndarray:
@@ -70,7 +83,7 @@ def test_parser_is_used_when_present_and_only_touches_faces(tmp_path, photo):
 
     # A parser that finds no face anywhere: the pipeline pastes nothing at all.
     assert FACE_LABELS[0] == 0 and FACE_LABELS[1] == 1
-    none_pipe, none = _run(photo, _store(tmp_path / "background", label=0))
+    none_pipe, none, _ = _run(photo, _store(tmp_path / "background", label=0))
     assert none_pipe.parser is not None and not none.warnings
     assert len(none.faces) == 2 and not any(o.left_as_is for o in none.faces)
     assert np.array_equal(none.image, photo)
@@ -78,17 +91,16 @@ def test_parser_is_used_when_present_and_only_touches_faces(tmp_path, photo):
 
     # A parser that calls the whole crop face: its corners, which the ellipse never reaches,
     # are restored, and the output is exactly the paste-back with that parser's masks.
-    skin_pipe, skin = _run(photo, _store(tmp_path / "skin", label=1))
+    skin_pipe, skin, used = _run(photo, _store(tmp_path / "skin", label=1))
     assert skin_pipe.parser is not None and not skin.warnings
     corners = _crop_corners(skin, photo.shape)  # outside every face's ellipse, by construction
     assert corners.sum() > 5000, corners.sum()
     changed = np.abs(skin.image.astype(int) - photo.astype(int)).max(axis=2) > 0
     assert changed[corners].mean() > 0.5, changed[corners].mean()
     restored = [o for o in skin.faces if o.restored is not None and not o.left_as_is]
-    # The label is the same at every pixel, so one face's mask is every face's.
-    (mask,) = skin_pipe.parser.masks([restored[0].restored])
-    assert mask.shape == (512, 512) and mask.dtype == np.float32 and mask.max() <= 1.0 and mask[256, 256] > 0.99
-    used = [mask] * len(restored)
+    assert len(used) == len(restored) == 2, (len(used), len(restored))
+    for mask in used:
+        assert mask.shape == (512, 512) and mask.dtype == np.float32 and mask.max() <= 1.0 and mask[256, 256] > 0.99
     jobs = [PasteJob(restored=o.restored, original=o.aligned, affine=alignment_matrix(o.face), mask=m, detail=o.keep_detail)
             for o, m in zip(restored, used)]
     assert np.array_equal(skin.image, paste_faces(photo, jobs))
