@@ -14,10 +14,11 @@
 
 Result: regression raises the degraded query's cosine to its own clean photo (24 px 0.926 ->
 0.939) but pulls every query toward the mean face, so strangers rise too and identification
-falls (48 px 62.9% -> 0-60%). Whitening seemed to lift clean queries to 91% on the small
-calibration fold, but there the held-out strangers it let through rose to 3-5%; calibrated on
-all training people, every map identifies fewer held-out people than plain dlib (clean 85.5%,
-48 px 59.1%, 24 px 10.1% with that calibration).
+falls. Calibrated on all training people (ALL=1; plain dlib 85.5% / 59.1% / 10.1%), the best,
+a 50/50 blend of the query and its regression, gains 1.6 points at 48 px (60.7%), loses at
+24 px (8.5%) and lets 2 of 318 strangers through on the alt damage; the others identify fewer.
+Whitening seemed to lift clean queries to 91% on the small calibration fold, but let 3-5% of
+held-out strangers through.
 """
 import glob
 import math
