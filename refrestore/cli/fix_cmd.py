@@ -249,8 +249,9 @@ def run_fix(req: FixRequest) -> int:
     if max_pixels is not None and max_pixels < 256:
         raise fail(f"--max-pixels {max_pixels}: too small to hold a photo", 2)
     for report_path, flag in ((req.json_report, "--json"), (req.html_report, "--html")):
-        if report_path is not None and report_path.is_dir():
-            raise fail(f"{flag} {report_path}: is a folder; give a file name", 2)
+        problem = report_path_problem(report_path) if report_path is not None else None
+        if problem:
+            raise fail(f"{flag} {report_path}: {problem}", 2)
     if req.uris or req.output_uri:
         return _run_uris(req, store, choice, max_pixels, out_console, err_console)
     if req.output is not None:
@@ -333,6 +334,27 @@ def finish_run(req: FixRequest, summary: Any, meta: dict, out_console: Console, 
         err_console.print("interrupted: finished outputs are complete; rerun to continue")
         return 130
     return 1 if summary.failed else 0
+
+
+def report_path_problem(path: Path) -> str | None:
+    """Why a report could never be written at ``path`` (None: it can), found before any photo is
+    restored: an album's run must not end, after all its work, on a report path that was
+    unusable from the start."""
+    if path.is_dir():
+        return "is a folder; give a file name"
+    parent = path.parent
+    # The nearest ancestor that exists must be a folder we can create the rest in.
+    while not parent.exists():
+        if parent.is_symlink():
+            return f"{parent} is a broken symbolic link"
+        if parent == parent.parent:
+            break
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{parent} is not a folder"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot write in {parent}"
+    return None
 
 
 def _refuse_oversized_output(path: Path, upscale: int, max_pixels: int | None) -> None:

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,13 +68,8 @@ def write_report(path: Path, summary: BatchSummary, extra: dict | None = None) -
     data = {"images": [r.to_json() for r in summary.images], "interrupted": summary.interrupted}
     if extra:
         data.update(extra)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".refrestore-", suffix=".json.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, ensure_ascii=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from ..report.json import write_text_atomic
+
+    # The same writer as the CLI's reports: mode 0666 & ~umask like any file the user makes
+    # (mkstemp's 0600 hid the report from the user's group), temp files a rerun can clean.
+    write_text_atomic(Path(path), json.dumps(data, indent=2, ensure_ascii=False) + "\n")
