@@ -74,8 +74,15 @@ def choose_restorer(name: str, store: object) -> Choice:
         return Choice(spec=spec, better=None)
     candidates = [s for s in specs if not s.info.on_request_only]
     chosen = next(s for s in candidates if _present(s, store))
-    better = next((s for s in candidates[: candidates.index(chosen)] if not _present(s, store)), None)
+    # Only a model download-weights can fetch: a private manifest may leave a model out.
+    better = next((s for s in candidates[: candidates.index(chosen)]
+                   if not _present(s, store) and _downloadable(s, store)), None)
     return Choice(spec=chosen, better=better)
+
+
+def _downloadable(spec: RestorerSpec, store: object) -> bool:
+    manifest = store.manifest  # type: ignore[attr-defined]
+    return bool(spec.info.weight_files) and all(manifest.get(f) is not None for f in spec.info.weight_files)
 
 
 def available_specs(store: object) -> list[RestorerSpec]:
