@@ -469,8 +469,7 @@ def _run_with_progress(tasks: "list[Task]", pipeline: "FacePipeline", options: "
         return run_batch(tasks, pipeline, options)
     if not is_terminal():
         def done(task: "Task", rep: "ImageReport") -> None:
-            detail = rep.error or (f"{len(rep.faces)} face(s)" if rep.status != "skipped" else "output exists")
-            out_console.print(f"{rep.status:<8} {task.source.path} -> {rep.output or '-'} ({detail})")
+            print_image_line(task, rep, out_console, err_console)
 
         return run_batch(tasks, pipeline, options, on_done=done)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -491,8 +490,23 @@ def _run_with_progress(tasks: "list[Task]", pipeline: "FacePipeline", options: "
 
         def done(task: "Task", rep: "ImageReport") -> None:
             progress.advance(images)
+            print_warnings(task, rep, progress.console)  # above the bars, which stay at the bottom
 
         return run_batch(tasks, pipeline, options, on_start=start, on_done=done, on_face=face)
+
+
+def print_image_line(task: Any, rep: "ImageReport", out_console: Console, err_console: Console) -> None:
+    """One line per finished image (logs, pipes), and its warnings on stderr."""
+    detail = rep.error or (f"{len(rep.faces)} face(s)" if rep.status != "skipped" else "output exists")
+    out_console.print(f"{rep.status:<8} {task.source.path} -> {rep.output or '-'} ({detail})", markup=False)
+    print_warnings(task, rep, err_console)
+
+
+def print_warnings(task: Any, rep: "ImageReport", console: Console) -> None:
+    """An image's warnings as it finishes (a face pasted back unrestored must not hide in the
+    JSON report of a photo counted as done)."""
+    for warning in rep.warnings:
+        console.print(f"warning: {task.source.path}: {warning}", markup=False, highlight=False)
 
 
 def summary_lines(summary: "BatchSummary", shown: int = 3) -> list[str]:

@@ -77,12 +77,13 @@ class _NoProgress:
 
 def _progress(total: int, out_console: Console, err_console: Console, verbosity: Verbosity) -> tuple[Any, Any]:
     """(on_done callback, context manager): a bar on a terminal, one line per image otherwise."""
+    from .fix_cmd import print_image_line, print_warnings
+
     if verbosity <= Verbosity.QUIET:
         return (lambda t, r: None), _NoProgress()
     if not is_terminal():
         def line(task: Any, rep: Any) -> None:
-            detail = rep.error or (f"{len(rep.faces)} face(s)" if rep.status != "skipped" else "output exists")
-            out_console.print(f"{rep.status:<8} {task.source.path} -> {rep.output or '-'} ({detail})", markup=False)
+            print_image_line(task, rep, out_console, err_console)
 
         return line, _NoProgress()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -93,5 +94,6 @@ def _progress(total: int, out_console: Console, err_console: Console, verbosity:
 
     def advance(task: Any, rep: Any) -> None:
         bar.update(images, advance=1, name=str(task.source.path).rsplit("/", 1)[-1])  # a Path or a URI
+        print_warnings(task, rep, bar.console)
 
     return advance, bar
