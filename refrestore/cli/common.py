@@ -37,8 +37,12 @@ def consoles() -> tuple[Console, Console]:
 
 
 def fail(message: str, code: int = 1) -> "typer.Exit":
-    """Print one clear line to stderr and return the Exit to raise."""
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {message}", markup=True)
+    """Print one clear line to stderr and return the Exit to raise. ``message`` is plain text:
+    a file named ``photo [draft].jpg`` is shown as it is (rich would take ``[draft]`` for a
+    style, and a ``[/x]`` in a name for a closing tag it cannot match)."""
+    from rich.markup import escape
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}", markup=True)
     return typer.Exit(code)
 
 

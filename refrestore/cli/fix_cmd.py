@@ -328,7 +328,9 @@ def finish_run(req: FixRequest, summary: Any, meta: dict, out_console: Console, 
     _write_reports(req, summary, meta, err_console)
     print_summary(summary, out_console)
     if summary.fatal:
-        err_console.print(f"[bold red]error:[/] {summary.fatal}; stopped", markup=True)
+        from rich.markup import escape
+
+        err_console.print(f"[bold red]error:[/] {escape(summary.fatal)}; stopped", markup=True)
         return 1
     if summary.interrupted:
         err_console.print("interrupted: finished outputs are complete; rerun to continue")

@@ -9,7 +9,6 @@ import logging
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 
 from .common import Verbosity, fail, is_terminal
 
@@ -25,8 +24,8 @@ def run_ray_fix(req: Any, tasks: list[Any], problems: list[tuple[Any, str]], sto
 
     try:
         import_ray()
-    except RayNotInstalled as exc:  # fail() reads markup: "[ray]" must be escaped
-        raise fail(escape(str(exc)), 2)
+    except RayNotInstalled as exc:
+        raise fail(str(exc), 2)
     if not req.debug:
         # Ray's own INFO lines (execution plans, log folders) would bury the progress bar.
         logging.getLogger("ray").setLevel(logging.WARNING)
@@ -48,9 +47,9 @@ def run_ray_fix(req: Any, tasks: list[Any], problems: list[tuple[Any, str]], sto
             run = fix_tasks(tasks, spec, refs=req.refs, ref=req.ref, options=options, cluster=cluster,
                             on_done=on_done, notes=notes)
     except (DetectorError, FileNotFoundError) as exc:
-        raise fail(escape(str(exc)), 2)
+        raise fail(str(exc), 2)
     except (WeightsError, RestorerError, RayEngineError) as exc:
-        raise fail(escape(str(exc)), 1)
+        raise fail(str(exc), 1)
     for note in notes:
         err_console.print(f"warning: {note}", markup=False)
     summary = run.summary

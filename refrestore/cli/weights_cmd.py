@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -19,7 +20,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .common import PlainHelpCommand, setup_logging, verbosity_from
+from .common import PlainHelpCommand, fail, setup_logging, verbosity_from
 
 from ..weights.choose import preferred
 from ..weights.errors import WeightsError
@@ -40,8 +41,7 @@ def _err() -> Console:
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    _err().print(f"[red]error:[/red] {message}", markup=True, highlight=False)
-    return typer.Exit(code)
+    return fail(message, code)
 
 
 def _open_store(directory: Optional[Path], manifest_file: Optional[Path]) -> WeightStore:
@@ -135,7 +135,7 @@ def download_weights(
     except WeightsError as exc:
         # One line per file that failed, each with its own cause.
         for line in getattr(exc, "failures", None) or [str(exc)]:
-            err.print(f"[red]error:[/red] {line}", markup=True, highlight=False)
+            err.print(f"[bold red]error:[/] {escape(line)}", markup=True, highlight=False)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         raise _fail("interrupted; run the command again to resume", 130) from None
