@@ -2,16 +2,81 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def shared_path() -> Path:
+    """Where the shared test data is looked for: REFRESTORE_SHARED, else ../shared."""
+    env = os.environ.get("REFRESTORE_SHARED")
+    return Path(env) if env else REPO_ROOT.parent / "shared"
+
+
+@dataclass
+class BackgroundCalibration:
+    """test_select's calibration data being computed by tests/calibration_data.py."""
+
+    proc: subprocess.Popen
+    work: Path
+    identities: Path
+
+
+CALIBRATION = pytest.StashKey[BackgroundCalibration]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start test_select's 90 s of dlib work at once, in its own process at nice 19: on two
+    cores it runs beside the tests before test_select instead of after them."""
+    if not any(item.path.name == "test_select.py" for item in session.items):
+        return
+    identities = shared_path() / "data" / "identities"
+    if not identities.is_dir():
+        return  # test_select skips on its own (shared_dir)
+    work = Path(tempfile.mkdtemp(prefix="refrestore-calibration-"))
+    with open(work / "log.txt", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("calibration_data.py")), str(identities),
+             str(work / "cache"), str(work / "out")],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=dict(os.environ, OMP_NUM_THREADS="1", REFRESTORE_HOME=str(work / "home")))
+    session.config.stash[CALIBRATION] = BackgroundCalibration(proc, work, identities)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    job = session.config.stash.get(CALIBRATION, None)
+    if job is not None:
+        job.proc.kill()  # a no-op once it has finished
+        job.proc.wait()
+        shutil.rmtree(job.work, ignore_errors=True)
+
+
+def calibration_data(config: pytest.Config, timeout: float = 900) -> Any:
+    """The CalibrationData of shared/data/identities, once the background job has written it."""
+    from calibration_data import load
+
+    job = config.stash.get(CALIBRATION, None)
+    assert job is not None, "the calibration job was not started (test_select not collected?)"
+    try:
+        job.proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"calibration job still running after {timeout:.0f} s:\n"
+                             + (job.work / "log.txt").read_text(errors="replace")[-4000:]) from None
+    assert job.proc.returncode == 0, (f"calibration job failed ({job.proc.returncode}):\n"
+                                      + (job.work / "log.txt").read_text(errors="replace")[-4000:])
+    return load(job.identities, job.work / "cache", job.work / "out")
 
 
 @pytest.fixture(autouse=True)
@@ -121,8 +186,7 @@ def server(tmp_path: Path):
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     """../shared (or REFRESTORE_SHARED); skips with a reason when it is absent."""
-    env = os.environ.get("REFRESTORE_SHARED")
-    path = Path(env) if env else REPO_ROOT.parent / "shared"
+    path = shared_path()
     if not path.is_dir():
         pytest.skip(f"shared test data not found at {path} (set REFRESTORE_SHARED)")
     return path

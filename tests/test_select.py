@@ -3,8 +3,9 @@
 Issue 4's acceptance figures were leave-one-out >= 98% clean and >= 90% at 48 px with the
 threshold fitted on these photos; issue 14 calibrates on shared/data/faces instead and puts
 rejecting strangers first, so these photos are now an independent in-the-wild check.
-The gallery and the query descriptions are computed once per session (about 2-3 minutes on
-two cores: dlib detection of 99 photos and 4 embeddings per query).
+The gallery and the query descriptions are computed once per session by collect() in a
+process of its own, started when the tests are collected (about 90 s of dlib detection of 99
+photos and 4 embeddings per query; see tests/calibration_data.py).
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from PIL import Image
 from refrestore.align import align_face
 from refrestore.detection import init_detector
 from refrestore.gallery import forced_reference, select_references
-from refrestore.gallery.calibrate import CalibrationData, collect, evaluate, person_of
+from conftest import calibration_data
+from refrestore.gallery.calibrate import CalibrationData, evaluate, person_of
 from refrestore.gallery.index import load_rgb
 from refrestore.gallery.select import region_compatibility, select_from_query
 from refrestore.identity import DlibIdentity
@@ -43,8 +45,10 @@ def identities(shared_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def data(identities: Path, detector, identity, tmp_path_factory: pytest.TempPathFactory) -> CalibrationData:  # type: ignore[no-untyped-def]
-    return collect(identities, detector, identity, cache_dir=tmp_path_factory.mktemp("gallery-cache"))
+def data(identities: Path, request: pytest.FixtureRequest) -> CalibrationData:
+    # collect()'s result, computed by a process that conftest started at collection (see
+    # tests/calibration_data.py): about 90 s of dlib work, done beside the earlier tests.
+    return calibration_data(request.config)
 
 
 def test_clean_leave_one_out(data: CalibrationData) -> None:
