@@ -23,3 +23,20 @@ def test_a_name_with_brackets_is_shown_as_it_is(tmp_path: Path, args: list[str],
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().startswith(line), proc.stderr
+
+
+def test_progress_bar_shows_a_bracketed_name_as_it_is(tmp_path: Path) -> None:
+    """At a terminal the bar names the photo being restored: ``[bold]`` in it is text."""
+    import numpy as np
+    from PIL import Image
+    from terminal import run_on_a_terminal
+
+    album = tmp_path / "album"
+    album.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(album / "a [bold]b.png")
+    env = dict(os.environ, REFRESTORE_HOME=str(tmp_path / "home"), OMP_NUM_THREADS="1", TERM="xterm", COLUMNS="200")
+    proc, shown = run_on_a_terminal([sys.executable, "-m", "refrestore", "fix", str(album), "-o", str(tmp_path / "out"),
+                                     "--model", "resample", "--detector", "dlib"], env)
+    assert proc.returncode == 0, shown
+    assert "a [bold]b.png" in shown, shown
+    assert (tmp_path / "out" / "a [bold]b_restored.png").is_file()

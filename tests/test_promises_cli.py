@@ -87,22 +87,32 @@ def _face_change(a: np.ndarray, b: np.ndarray, boxes: list[tuple[int, int, int, 
 # --- --debug ----------------------------------------------------------------------------------
 
 def test_an_unexpected_error_is_one_line_and_debug_shows_its_traceback(tmp_path, whole_photos):
-    """A report that cannot be written (its folder is a file) is an error nobody planned for:
-    one line and status 1 normally, the traceback with --debug."""
-    blocker = tmp_path / "not_a_folder"
-    blocker.write_text("a file of the user's")
+    """A report that cannot be written because its disk filled up during the run (a real full
+    tmpfs, private to the command) is an error nobody planned for: one line and status 1
+    normally, the traceback with --debug. (A report path that could never be written, such as
+    one under a regular file, is refused before any work: tests/test_report_paths.py.)"""
+    from tmpfs import tmpfs_prefix
+
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    # fill the 8 KiB disk before the run, so the report's first byte finds no room
+    fill = f'head -c 8192 /dev/zero > "{reports}/fill" 2>/dev/null; exec "$@"'
+    prefix = [*tmpfs_prefix(reports, "size=8k"), "sh", "-c", fill, "sh"]
     args = [str(_photo(whole_photos, "codeformer_04.jpg")), "-o", str(tmp_path / "out") + "/",
-            "--json", str(blocker / "r.json"), *FAST]
-    plain = _fix(tmp_path, *args)
+            "--json", str(reports / "r.json"), *FAST]
+    cmd = [sys.executable, "-m", "refrestore", "fix", *args]
+    plain = subprocess.run([*prefix, *cmd], capture_output=True, text=True, env=_env(tmp_path), timeout=300)
     assert plain.returncode == 1, plain.stderr
     lines = plain.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and "not_a_folder" in lines[0], plain.stderr
+    assert len(lines) == 1 and lines[0].startswith("error:") and "space" in lines[0].lower(), plain.stderr
     assert "Traceback" not in plain.stderr
-    debug = _fix(tmp_path, *args, "--overwrite", "--debug")
+    assert (tmp_path / "out" / "codeformer_04_restored.jpg").is_file()  # the work itself was done
+    debug = subprocess.run([*prefix, *cmd, "--overwrite", "--debug"], capture_output=True, text=True,
+                           env=_env(tmp_path), timeout=300)
     assert debug.returncode != 0
     assert "Traceback (most recent call last)" in debug.stderr
-    assert "FileExistsError" in debug.stderr and "write_text_atomic" in debug.stderr
-    assert blocker.read_text() == "a file of the user's"
+    assert "write_text_atomic" in debug.stderr and "No space left on device" in debug.stderr, debug.stderr
+    assert not (reports / "r.json").exists()  # outside the namespace the folder was never written
 
 
 # --- progress, the grouped summary, --skip-existing ---------------------------------------------

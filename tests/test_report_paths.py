@@ -65,3 +65,17 @@ def test_library_report_has_the_users_file_mode(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
     assert '"images"' in path.read_text()
     assert [p.name for p in path.parent.iterdir()] == ["r.json"]  # no temporary file left
+
+
+def test_html_images_folder_taken_by_a_file_is_refused_before_any_work(tmp_path: Path) -> None:
+    photo = _photo(tmp_path / "album" / "a.png")
+    (tmp_path / "rep_files").write_text("the user's file\n")
+    env = {**os.environ, "REFRESTORE_HOME": str(tmp_path / "home")}
+    proc = subprocess.run([sys.executable, "-m", "refrestore", "fix", "--model", "resample", "--detector", "dlib",
+                           str(photo), "-o", str(tmp_path / "o.png"), "--html", str(tmp_path / "rep.html")],
+                          capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == (f"error: --html {tmp_path / 'rep.html'}: its images folder "
+                                   f"{tmp_path / 'rep_files'} exists and is not a folder"), proc.stderr
+    assert not (tmp_path / "o.png").exists()
+    assert (tmp_path / "rep_files").read_text() == "the user's file\n"

@@ -234,8 +234,9 @@ def run_fix(req: FixRequest) -> int:
     from ..discover import find_inputs
     from ..paths import offline_from_env
 
-    out_console = Console(highlight=False, soft_wrap=True)
-    err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+    # markup off: what is printed holds the user's file names ("[draft]" is text, not a style)
+    out_console = Console(highlight=False, soft_wrap=True, markup=False)
+    err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
     offline = req.offline or offline_from_env()
     store, choice = _choose(req, offline, err_console)
     assert choice is not None
@@ -250,6 +251,12 @@ def run_fix(req: FixRequest) -> int:
         raise fail(f"--max-pixels {max_pixels}: too small to hold a photo", 2)
     for report_path, flag in ((req.json_report, "--json"), (req.html_report, "--html")):
         problem = report_path_problem(report_path) if report_path is not None else None
+        if problem is None and flag == "--html" and report_path is not None:
+            from ..report.html import files_folder
+
+            folder = files_folder(report_path)
+            if folder.exists() and not folder.is_dir():
+                problem = f"its images folder {folder} exists and is not a folder"
         if problem:
             raise fail(f"{flag} {report_path}: {problem}", 2)
     if req.uris or req.output_uri:
@@ -422,7 +429,7 @@ class GalleryProgress:
 
             self.progress = Progress(
                 TextColumn("[bold]indexing gallery"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TextColumn("{task.fields[name]}"), console=self.console, transient=True,
+                TextColumn("{task.fields[name]}", markup=False), console=self.console, transient=True,
             )
             self.progress.start()
             self.task = self.progress.add_task("gallery", total=total, name="")
@@ -478,7 +485,7 @@ def _run_with_progress(tasks: "list[Task]", pipeline: "FacePipeline", options: "
 
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("{task.fields[name]}"), console=err_console, transient=False,
+        TextColumn("{task.fields[name]}", markup=False), console=err_console, transient=False,
     ) as progress:
         images = progress.add_task("images", total=len(tasks), name="")
         faces = progress.add_task("faces", total=None, name="")

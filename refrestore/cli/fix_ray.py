@@ -88,7 +88,7 @@ def _progress(total: int, out_console: Console, err_console: Console, verbosity:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     bar = Progress(TextColumn("[bold]images (ray)"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("{task.fields[name]}"), console=err_console, transient=False)
+                   TextColumn("{task.fields[name]}", markup=False), console=err_console, transient=False)
     images = bar.add_task("images", total=total, name="")
 
     def advance(task: Any, rep: Any) -> None:

@@ -56,8 +56,9 @@ def _gallery(sources: list[Path], json_report: Path | None, detector_name: str, 
     from ..weights import WeightsError, WeightStore
     from .match_cmd import _build_gallery
 
-    out = Console(highlight=False, soft_wrap=True)
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    # markup off: what is printed holds the user's file names ("[draft]" is text, not a style)
+    out = Console(highlight=False, soft_wrap=True, markup=False)
+    err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
     missing = [p for p in sources if not p.exists()]
     if missing:
         raise fail(f"{missing[0]}: no such file or folder", 2)

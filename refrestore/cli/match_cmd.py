@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .common import fail, is_terminal, setup_logging
@@ -69,8 +70,9 @@ def _match(inputs: list[Path], refs: list[Path], ref: Path | None, json_report: 
     from ..paths import cache_dir
     from ..weights import WeightsError, WeightStore
 
-    out = Console(highlight=False, soft_wrap=True)
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    # markup off: what is printed holds the user's file names ("[draft]" is text, not a style)
+    out = Console(highlight=False, soft_wrap=True, markup=False)
+    err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
     if not refs and ref is None:
         raise fail("give a gallery with --refs DIR (or one reference with --ref FILE)", 2)
     if refs and ref is not None:
@@ -174,7 +176,7 @@ def _match(inputs: list[Path], refs: list[Path], ref: Path | None, json_report: 
                 err.print(f"warning: {item.path}: contact sheet not written: {exc}")
     for r in summary.images:
         if r.status == "error":
-            err.print(f"[bold red]error:[/] {r.input}: {r.error}")
+            err.print(f"[bold red]error:[/] {escape(f'{r.input}: {r.error}')}", markup=True)
     if json_report is not None or html_report is not None:
         document = build_document(summary, {
             "command": "match",
@@ -219,7 +221,7 @@ def _build_gallery(gallery_cls: Any, refs: list[Path], det: Any, model: Any, cac
     )
 
     with Progress(TextColumn("[bold]indexing gallery"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TextColumn("{task.fields[name]}"), console=err,
+                  TimeElapsedColumn(), TextColumn("{task.fields[name]}", markup=False), console=err,
                   transient=True) as progress:
         task = progress.add_task("gallery", total=None, name="")
 

@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _err() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+    return Console(stderr=True, highlight=False, soft_wrap=True, markup=False)  # paths are text
 
 
 def _fail(message: str, code: int) -> typer.Exit:
@@ -139,7 +139,7 @@ def download_weights(
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         raise _fail("interrupted; run the command again to resume", 130) from None
-    out = Console(highlight=False, soft_wrap=True)
+    out = Console(highlight=False, soft_wrap=True, markup=False)
     for entry, path in zip(entries, paths, strict=True):
         out.print(f"ok  {entry.name}  {path}")
 
@@ -153,7 +153,7 @@ def _add_from_file(store: WeightStore, names: list[str], source: Path, force: bo
         added = add_user_file(store, names[0], source, replace=force)
     except WeightsError as exc:
         raise _fail(str(exc), 1) from None
-    out = Console(highlight=False, soft_wrap=True)
+    out = Console(highlight=False, soft_wrap=True, markup=False)
     out.print(f"added {source} as {added.name} ({', '.join(added.models)}; {added.architecture}, strict load ok), "
               f"user-added, sha256 {added.sha256[:16]}...: {added.path}", markup=False)
 
