@@ -37,6 +37,15 @@ class BackgroundCalibration:
 CALIBRATION = pytest.StashKey[BackgroundCalibration]()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests send a real SIGINT (Ctrl-C) to the commands they start. A suite started in the
+    background of a non-interactive shell (``bash .ci/run &``) inherits SIGINT ignored, every
+    child inherits that too, and Python then never raises KeyboardInterrupt in them: give the
+    children the disposition a user's terminal gives them."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Start test_select's 90 s of dlib work at once, in its own process at nice 19: on two
     cores it runs beside the tests before test_select instead of after them."""
