@@ -43,7 +43,7 @@ def test_report_under_a_regular_file_is_refused_before_any_work(tmp_path: Path, 
 
 
 def test_report_in_a_folder_still_to_be_made_is_accepted(tmp_path: Path) -> None:
-    from refrestore.cli.fix_cmd import report_path_problem
+    from refrestore.engines.clash import report_path_problem
 
     assert report_path_problem(tmp_path / "a" / "b" / "r.json") is None
     (tmp_path / "f").write_text("x")

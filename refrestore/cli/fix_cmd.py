@@ -249,14 +249,10 @@ def run_fix(req: FixRequest) -> int:
         raise fail(str(exc), 2)
     if max_pixels is not None and max_pixels < 256:
         raise fail(f"--max-pixels {max_pixels}: too small to hold a photo", 2)
-    for report_path, flag in ((req.json_report, "--json"), (req.html_report, "--html")):
-        problem = report_path_problem(report_path) if report_path is not None else None
-        if problem is None and flag == "--html" and report_path is not None:
-            from ..report.html import files_folder
+    from ..engines.clash import report_path_problem
 
-            folder = files_folder(report_path)
-            if folder.exists() and not folder.is_dir():
-                problem = f"its images folder {folder} exists and is not a folder"
+    for report_path, flag in ((req.json_report, "--json"), (req.html_report, "--html")):
+        problem = report_path_problem(report_path, html=flag == "--html") if report_path is not None else None
         if problem:
             raise fail(f"{flag} {report_path}: {problem}", 2)
     if req.uris or req.output_uri:
@@ -343,27 +339,6 @@ def finish_run(req: FixRequest, summary: Any, meta: dict, out_console: Console, 
         err_console.print("interrupted: finished outputs are complete; rerun to continue")
         return 130
     return 1 if summary.failed else 0
-
-
-def report_path_problem(path: Path) -> str | None:
-    """Why a report could never be written at ``path`` (None: it can), found before any photo is
-    restored: an album's run must not end, after all its work, on a report path that was
-    unusable from the start."""
-    if path.is_dir():
-        return "is a folder; give a file name"
-    parent = path.parent
-    # The nearest ancestor that exists must be a folder we can create the rest in.
-    while not parent.exists():
-        if parent.is_symlink():
-            return f"{parent} is a broken symbolic link"
-        if parent == parent.parent:
-            break
-        parent = parent.parent
-    if not parent.is_dir():
-        return f"{parent} is not a folder"
-    if not os.access(parent, os.W_OK | os.X_OK):
-        return f"cannot write in {parent}"
-    return None
 
 
 def _refuse_oversized_output(path: Path, upscale: int, max_pixels: int | None) -> None:

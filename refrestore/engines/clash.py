@@ -3,7 +3,8 @@
 Every file a run writes (outputs, face crops, compare sheets, reports, the HTML report's
 image folder, match's contact sheets) is checked, before any work, against the inputs, the
 references and every other file of the same run. Paths are compared after ``realpath`` so a
-symlink or a ``..`` cannot slip past.
+symlink or a ``..`` cannot slip past. :func:`report_path_problem` refuses, as early, a report
+path that could never be written.
 """
 from __future__ import annotations
 
@@ -78,6 +79,33 @@ class WritePlan:
         if m and (os.path.dirname(key), m.group(1)) in self.compare_stems:
             raise ClashError(f"{name} would be overwritten by "
                              f"{self.compare_stems[(os.path.dirname(key), m.group(1))]}: choose another path")
+
+
+def report_path_problem(path: Path, html: bool = False) -> str | None:
+    """Why a report could never be written at ``path`` (None: it can), found before any photo is
+    restored: an album's run must not end, after all its work, on a report path that was
+    unusable from the start. ``html``: also its images folder (``<stem>_files/``)."""
+    if path.is_dir():
+        return "is a folder; give a file name"
+    parent = path.parent
+    # The nearest ancestor that exists must be a folder we can create the rest in.
+    while not parent.exists():
+        if parent.is_symlink():
+            return f"{parent} is a broken symbolic link"
+        if parent == parent.parent:
+            break
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{parent} is not a folder"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot write in {parent}"
+    if html:
+        from ..report.html import files_folder
+
+        folder = files_folder(path)
+        if folder.exists() and not folder.is_dir():
+            return f"its images folder {folder} exists and is not a folder"
+    return None
 
 
 def reference_photos(refs: list[Path]) -> list[Path]:
