@@ -36,13 +36,19 @@ def consoles() -> tuple[Console, Console]:
     return Console(), Console(stderr=True)
 
 
-def fail(message: str, code: int = 1) -> "typer.Exit":
-    """Print one clear line to stderr and return the Exit to raise. ``message`` is plain text:
-    a file named ``photo [draft].jpg`` is shown as it is (rich would take ``[draft]`` for a
-    style, and a ``[/x]`` in a name for a closing tag it cannot match)."""
+def print_error(message: str, console: Console | None = None) -> None:
+    """One ``error: ...`` line on stderr (or ``console``). ``message`` is plain text: a file named
+    ``photo [draft].jpg`` is shown as it is (rich would take ``[draft]`` for a style, and a
+    ``[/x]`` in a name for a closing tag it cannot match)."""
     from rich.markup import escape
 
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}", markup=True)
+    console = console if console is not None else Console(stderr=True, highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
+
+
+def fail(message: str, code: int = 1) -> "typer.Exit":
+    """Print one clear line to stderr (:func:`print_error`) and return the Exit to raise."""
+    print_error(message)
     return typer.Exit(code)
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import typer
 from rich.console import Console
 
-from .common import PlainHelpCommand, Verbosity, fail, is_terminal, setup_logging, verbosity_from
+from .common import PlainHelpCommand, Verbosity, fail, is_terminal, print_error, setup_logging, verbosity_from
 
 if TYPE_CHECKING:
     from ..batch import BatchOptions, BatchSummary, ImageReport, Task
@@ -331,9 +331,7 @@ def finish_run(req: FixRequest, summary: Any, meta: dict, out_console: Console, 
     _write_reports(req, summary, meta, err_console)
     print_summary(summary, out_console)
     if summary.fatal:
-        from rich.markup import escape
-
-        err_console.print(f"[bold red]error:[/] {escape(summary.fatal)}; stopped", markup=True)
+        print_error(f"{summary.fatal}; stopped", err_console)
         return 1
     if summary.interrupted:
         err_console.print("interrupted: finished outputs are complete; rerun to continue")

@@ -9,10 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from .common import fail, is_terminal, setup_logging
+from .common import fail, is_terminal, print_error, setup_logging
 
 if TYPE_CHECKING:  # numpy is imported when a sheet is drawn: `match --help` stays fast
     import numpy as np
@@ -176,7 +175,7 @@ def _match(inputs: list[Path], refs: list[Path], ref: Path | None, json_report: 
                 err.print(f"warning: {item.path}: contact sheet not written: {exc}")
     for r in summary.images:
         if r.status == "error":
-            err.print(f"[bold red]error:[/] {escape(f'{r.input}: {r.error}')}", markup=True)
+            print_error(f"{r.input}: {r.error}", err)
     if json_report is not None or html_report is not None:
         document = build_document(summary, {
             "command": "match",

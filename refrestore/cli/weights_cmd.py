@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -20,7 +19,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .common import PlainHelpCommand, fail, setup_logging, verbosity_from
+from .common import PlainHelpCommand, fail, print_error, setup_logging, verbosity_from
 
 from ..weights.choose import preferred
 from ..weights.errors import WeightsError
@@ -135,7 +134,7 @@ def download_weights(
     except WeightsError as exc:
         # One line per file that failed, each with its own cause.
         for line in getattr(exc, "failures", None) or [str(exc)]:
-            err.print(f"[bold red]error:[/] {escape(line)}", markup=True, highlight=False)
+            print_error(line, err)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         raise _fail("interrupted; run the command again to resume", 130) from None
