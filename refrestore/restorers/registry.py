@@ -49,8 +49,7 @@ def _present(spec: RestorerSpec, store: object) -> bool:
     """All weights on disk and verified. A tampered file raises WeightsError: never used silently."""
     if spec.info.embedded or not spec.info.weight_files:
         return True
-    manifest = store.manifest  # type: ignore[attr-defined]
-    if any(manifest.get(f) is None for f in spec.info.weight_files):  # a private manifest may omit it
+    if not _downloadable(spec, store):  # a private manifest may omit it
         return False
     return all(store.find(f) is not None for f in spec.info.weight_files)  # type: ignore[attr-defined]
 
