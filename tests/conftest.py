@@ -211,17 +211,27 @@ def store_for(folder: Path, name: str, role: str, model: str):
     For files a test writes itself or copies from shared/: they are not the published files,
     so they get a manifest of their own instead of posing as them.
     """
+    return store_for_files(folder, {name: (role, model)})
+
+
+def store_for_files(folder: Path, files: dict[str, tuple[str, str]]):
+    """As :func:`store_for`, for several files: ``{file name: (role, model)}``, in that order
+    (the manifest's order is its preference order). The files must exist when this is called;
+    a test may delete one afterwards to stand for "listed, not downloaded"."""
     import hashlib
 
     from refrestore.weights import WeightStore, load_manifest
 
-    data = (folder / name).read_bytes()
+    entries = []
+    for name, (role, model) in files.items():
+        data = (folder / name).read_bytes()
+        entries.append(
+            f'[[file]]\nname = "{name}"\nrole = "{role}"\nmodels = ["{model}"]\n'
+            f'url = "https://example.invalid/{name}"\nsize = {len(data)}\nsha256 = "{hashlib.sha256(data).hexdigest()}"\n'
+            'license = "test"\ncommercial = true\ndefault = true\ndescription = "written or copied by the tests"\n'
+        )
     manifest = folder / "test-manifest.toml"
-    manifest.write_text(
-        f'schema = 1\n\n[[file]]\nname = "{name}"\nrole = "{role}"\nmodels = ["{model}"]\n'
-        f'url = "https://example.invalid/{name}"\nsize = {len(data)}\nsha256 = "{hashlib.sha256(data).hexdigest()}"\n'
-        'license = "test"\ncommercial = true\ndefault = true\ndescription = "written or copied by the tests"\n'
-    )
+    manifest.write_text("schema = 1\n\n" + "\n".join(entries))
     return WeightStore(folder, load_manifest(manifest))
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 from PIL import Image, features
 
+from conftest import store_for_files
 from terminal import run_on_a_terminal
 
 FAST = ["--model", "resample", "--detector", "dlib"]
@@ -394,30 +395,13 @@ def test_auto_names_the_better_model_and_prefers_a_downloaded_one(cli, tmp_path)
     weights.mkdir()
     (weights / "RestoreFormer.pth").write_bytes(b"stands for the downloaded file: only its hash is checked here")
     (weights / "GFPGANv1.4.pth").write_bytes(b"another stand-in")
-    both = _two_file_store(weights)
+    both = store_for_files(weights, {"GFPGANv1.4.pth": ("restorer", "gfpgan-v1.4"),
+                                     "RestoreFormer.pth": ("restorer", "restoreformer")})
     choice = choose_restorer("auto", both)
     assert choice.spec.info.name == "gfpgan-v1.4" and choice.better is None
     (weights / "GFPGANv1.4.pth").unlink()
     choice = choose_restorer("auto", both)
     assert choice.spec.info.name == "restoreformer" and choice.better.info.name == "gfpgan-v1.4"
-
-
-def _two_file_store(folder: Path):  # type: ignore[no-untyped-def]
-    """A store whose manifest lists GFPGAN v1.4 and RestoreFormer with the files' own hashes."""
-    import hashlib
-
-    from refrestore.weights import WeightStore, load_manifest
-
-    entries = []
-    for name, model in (("GFPGANv1.4.pth", "gfpgan-v1.4"), ("RestoreFormer.pth", "restoreformer")):
-        data = (folder / name).read_bytes()
-        entries.append(f'[[file]]\nname = "{name}"\nrole = "restorer"\nmodels = ["{model}"]\n'
-                       f'url = "https://example.invalid/{name}"\nsize = {len(data)}\n'
-                       f'sha256 = "{hashlib.sha256(data).hexdigest()}"\nlicense = "test"\ncommercial = true\n'
-                       'default = true\ndescription = "a stand-in written by the test"\n')
-    manifest = folder / "two.toml"
-    manifest.write_text("schema = 1\n\n" + "\n".join(entries))
-    return WeightStore(folder, load_manifest(manifest))
 
 
 # --- a 50 MP photo -------------------------------------------------------------------------------
