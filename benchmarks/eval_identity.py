@@ -22,6 +22,7 @@ import argparse
 import hashlib
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -35,33 +36,42 @@ def _views(img: np.ndarray) -> list[np.ndarray]:
     return [img, np.ascontiguousarray(img[:, ::-1])]
 
 
+def cached_embeddings(cache: Path, name: str, faces, extra: str,  # type: ignore[no-untyped-def]
+                      compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """``compute()``'s arrays, kept in ``cache/NAME-KEY.npz`` (KEY: the photos and ``extra``)."""
+    key = hashlib.sha256(("|".join(str(f.path) for f in faces) + extra).encode()).hexdigest()[:16]
+    path = cache / f"{name}-{key}.npz"
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    out = compute()
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **out)
+    return out
+
+
 def embed_side(model, faces, queries_per_person: int, cache: Path, tag: str) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
     from refrestore.gallery.faceset import QUALITIES, query_image, read_aligned
     from refrestore.gallery.quality import assess
 
-    key = hashlib.sha256(("|".join(str(f.path) for f in faces) + f"|{queries_per_person}|{model.version}")
-                         .encode()).hexdigest()[:16]
-    path = cache / f"{model.name}-{tag}-{key}.npz"
-    if path.is_file():
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    start = time.perf_counter()
-    gallery = np.concatenate([model.embed([read_aligned(f.path)]) for f in faces])
-    qidx = query_indices(faces, queries_per_person)
-    out = {"gallery": gallery, "query_index": qidx}
-    for quality in QUALITIES:
-        embs, details = [], []
-        for n, i in enumerate(qidx):
-            img = query_image(faces[i].path, quality, seed=int(i))
-            embs.append(model.embed(_views(img)))
-            details.append(assess(img, None, 512.0).sharpness)
-        out[f"q_{quality}"] = np.stack(embs)
-        out[f"detail_{quality}"] = np.asarray(details)
-    cache.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **out)
-    print(f"  embedded {tag} with {model.name}: {len(faces)} photos, {len(qidx)} queries "
-          f"({time.perf_counter() - start:.0f} s)", flush=True)
-    return out
+    def compute() -> dict[str, np.ndarray]:
+        start = time.perf_counter()
+        gallery = np.concatenate([model.embed([read_aligned(f.path)]) for f in faces])
+        qidx = query_indices(faces, queries_per_person)
+        out = {"gallery": gallery, "query_index": qidx}
+        for quality in QUALITIES:
+            embs, details = [], []
+            for i in qidx:
+                img = query_image(faces[i].path, quality, seed=int(i))
+                embs.append(model.embed(_views(img)))
+                details.append(assess(img, None, 512.0).sharpness)
+            out[f"q_{quality}"] = np.stack(embs)
+            out[f"detail_{quality}"] = np.asarray(details)
+        print(f"  embedded {tag} with {model.name}: {len(faces)} photos, {len(qidx)} queries "
+              f"({time.perf_counter() - start:.0f} s)", flush=True)
+        return out
+
+    return cached_embeddings(cache, f"{model.name}-{tag}", faces, f"|{queries_per_person}|{model.version}", compute)
 
 
 def query_indices(faces, per_person: int) -> np.ndarray:  # type: ignore[no-untyped-def]

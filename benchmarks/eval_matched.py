@@ -20,7 +20,6 @@ HELD-OUT people, for the benchmark queries and the ``alt`` queries.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import time
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from eval_identity import embed_side, robust  # noqa: E402
+from eval_identity import _views, cached_embeddings, embed_side, robust  # noqa: E402
 
 ALT_SEED = 90_000
 
@@ -55,30 +54,26 @@ def embed_matched(model, faces, qidx: np.ndarray, cache: Path, tag: str) -> dict
     from refrestore.gallery.matched import LEVELS, RECIPE, degrade_to_width
     from refrestore.gallery.quality import assess
 
-    key = hashlib.sha256(("|".join(str(f.path) for f in faces) + f"|{model.version}|{RECIPE}|{LEVELS}")
-                         .encode()).hexdigest()[:16]
-    path = cache / f"matched-{model.name}-{tag}-{key}.npz"
-    if path.is_file():
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    start = time.perf_counter()
-    out: dict[str, np.ndarray] = {}
-    clean = [read_aligned(f.path) for f in faces]
-    for level in LEVELS:
-        out[f"g_{level}"] = np.concatenate([model.embed([degrade_to_width(img, level)]) for img in clean])
-        print(f"  {tag}: gallery at {level} px ({time.perf_counter() - start:.0f} s)", flush=True)
-    for width in (48, 24):
-        embs, details = [], []
-        for i in qidx:
-            img = alt_query(faces[i].path, width, ALT_SEED + int(i))
-            embs.append(model.embed([img, np.ascontiguousarray(img[:, ::-1])]))
-            details.append(assess(img, None, 512.0).sharpness)
-        out[f"alt_{width}px"] = np.stack(embs)
-        out[f"alt_detail_{width}px"] = np.asarray(details)
-        print(f"  {tag}: alt queries at {width} px ({time.perf_counter() - start:.0f} s)", flush=True)
-    cache.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **out)
-    return out
+    def compute() -> dict[str, np.ndarray]:
+        start = time.perf_counter()
+        out: dict[str, np.ndarray] = {}
+        clean = [read_aligned(f.path) for f in faces]
+        for level in LEVELS:
+            out[f"g_{level}"] = np.concatenate([model.embed([degrade_to_width(img, level)]) for img in clean])
+            print(f"  {tag}: gallery at {level} px ({time.perf_counter() - start:.0f} s)", flush=True)
+        for width in (48, 24):
+            embs, details = [], []
+            for i in qidx:
+                img = alt_query(faces[i].path, width, ALT_SEED + int(i))
+                embs.append(model.embed(_views(img)))
+                details.append(assess(img, None, 512.0).sharpness)
+            out[f"alt_{width}px"] = np.stack(embs)
+            out[f"alt_detail_{width}px"] = np.asarray(details)
+            print(f"  {tag}: alt queries at {width} px ({time.perf_counter() - start:.0f} s)", flush=True)
+        return out
+
+    return cached_embeddings(cache, f"matched-{model.name}-{tag}", faces,
+                             f"|{model.version}|{RECIPE}|{LEVELS}", compute)
 
 # Detail anchors of the shipped dlib rule (median detail of 24 px, 48 px and clean training
 # queries) and the face widths they stand for; a query's width is read off its detail.
