@@ -136,7 +136,9 @@ class CosFaceHead(torch.nn.Module):
         return F.cross_entropy(logits, labels), (cos.argmax(1) == labels).float().mean()
 
 
-def _lr(cfg: EmbedderTrainConfig, step: int, elapsed: float) -> float:
+def wall_time_lr(cfg: EmbedderTrainConfig, step: int, elapsed: float) -> float:
+    """Linear warm-up over ``cfg.warmup_steps``, then a cosine over the wall-time budget
+    (``cfg.minutes``) down to 2% of ``cfg.lr``. Any config with those three fields will do."""
     warm = min(1.0, (step + 1) / cfg.warmup_steps)
     frac = min(1.0, elapsed / (cfg.minutes * 60.0))
     return cfg.lr * warm * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
@@ -182,7 +184,7 @@ def train(data: Path, out: Path, run_dir: Path, cfg: EmbedderTrainConfig,
         if elapsed >= budget:
             break
         for g in opt.param_groups:
-            g["lr"] = _lr(cfg, step, elapsed)
+            g["lr"] = wall_time_lr(cfg, step, elapsed)
         idx = rng.integers(0, len(images), size=cfg.batch)
         x = to_tensor([augment(images[i], rng, cfg) for i in idx]).to(device)
         y = torch.from_numpy(labels[idx]).to(device)

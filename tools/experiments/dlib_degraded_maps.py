@@ -37,10 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.chdir(ROOT)
 
 from dlib_student import is_calibration_person  # noqa: E402
-from eval_identity import embed_side, robust  # noqa: E402
-from eval_matched import embed_matched  # noqa: E402
+from eval_dlib_student import dlib_sides  # noqa: E402
+from eval_identity import robust  # noqa: E402
 
-from refrestore.gallery.faceset import FACE_WIDTH_FRACTION, read_faceset  # noqa: E402
+from refrestore.gallery.faceset import FACE_WIDTH_FRACTION  # noqa: E402
 from refrestore.gallery.heldout import GallerySet, QuerySet, person_scores, pick_rule, rates  # noqa: E402
 from refrestore.gallery.quality import assess  # noqa: E402
 from refrestore.identity import DlibIdentity  # noqa: E402
@@ -101,18 +101,10 @@ def apply(W, x):
 ALL = os.environ.get("ALL") == "1"
 cache = ROOT / "runs/identity-eval"
 faces_root = ROOT.parent / "shared/data/faces"
-sides = {"train": read_faceset(faces_root, held_out=False, per_person=8), "held_out": read_faceset(faces_root, held_out=True)}
-sets = {}
-for side, faces in sides.items():
-    base = embed_side(dlib, faces, 3, cache, side); alt = embed_matched(dlib, faces, base["query_index"], cache, side)
-    names = sorted({f.person for f in faces}); per = np.array([names.index(f.person) for f in faces])
-    qi = base["query_index"]
-    keep = np.array([is_calibration_person(faces[i].person) or ALL for i in qi]) if side == "train" else np.ones(len(qi), bool)
-    q = {k: robust(base[f"q_{k}"])[keep] for k in ("clean", "48px", "24px")}
-    q.update({f"alt {w}": robust(alt[f"alt_{w}"])[keep] for w in ("48px", "24px")})
-    det = {k: base[f"detail_{k}"][keep] for k in ("clean", "48px", "24px")}
-    det.update({f"alt {w}": alt[f"alt_detail_{w}"][keep] for w in ("48px", "24px")})
-    sets[side] = (GallerySet(base["gallery"], per), len(names), qi[keep], per[qi[keep]], q, det)
+# (gallery, people, query photos, query persons, robust dlib query embeddings, detail) per side
+sets = {name: (side.gallery, side.people, side.queries, side.persons,
+               {k: robust(v) for k, v in side.views.items()}, side.detail)
+        for name, side in dlib_sides(dlib, faces_root, cache, all_training=ALL).items()}
 
 def evaluate(mapper, label):
     cells = []

@@ -54,6 +54,7 @@ from refrestore.net.train_embedder import (
     list_people,
     read_rgb,
     to_tensor,
+    wall_time_lr,
 )
 
 logger = logging.getLogger(__name__)
@@ -157,12 +158,6 @@ def distill_loss(pred: torch.Tensor, target: torch.Tensor, labels: torch.Tensor,
     return (1.0 - cos).mean() * (1.0 / tau) * 0.1 + nce_weight * nce, cos.mean()
 
 
-def _lr(cfg: StudentTrainConfig, step: int, elapsed: float) -> float:
-    warm = min(1.0, (step + 1) / cfg.warmup_steps)
-    frac = min(1.0, elapsed / (cfg.minutes * 60.0))
-    return cfg.lr * warm * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
-
-
 def train(data: Path, out: Path, run_dir: Path, cfg: StudentTrainConfig, resume: bool = True,
           device: str = "cpu") -> FaceEmbedder:
     images, labels, files = load_student_set(data)
@@ -198,7 +193,7 @@ def train(data: Path, out: Path, run_dir: Path, cfg: StudentTrainConfig, resume:
         if elapsed >= budget:
             break
         for g in opt.param_groups:
-            g["lr"] = _lr(cfg, step, elapsed)
+            g["lr"] = wall_time_lr(cfg, step, elapsed)  # type: ignore[arg-type]
         idx = rng.choice(len(images), size=cfg.batch, replace=False)
         batch, flips = zip(*(augment(images[i], rng, cfg) for i in idx))
         x = to_tensor(list(batch)).to(device)

@@ -14,9 +14,9 @@ the figures are on the 106 HELD-OUT people. Embeddings are cached under --cache.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,34 +26,79 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from eval_identity import embed_side, robust  # noqa: E402
+from eval_identity import _views, cached_embeddings, embed_side, robust  # noqa: E402
 from eval_matched import ALT_SEED, alt_query, embed_matched  # noqa: E402
 
 MIXES = (1.0, 0.75, 0.5, 0.35, 0.25, 0.0)
 MIN_REJECTED = 0.995
+QUALITIES = ("clean", "48px", "24px", "alt 48px", "alt 24px")
+
+
+@dataclass
+class Side:
+    """One side of the split with dlib's embeddings of its gallery and queries."""
+
+    faces: list  # LabelledFace
+    qidx: np.ndarray  # every query's photo (eval_identity.query_indices)
+    keep: np.ndarray  # the queries used (training side: the calibration fold only, unless all)
+    gallery: object  # refrestore.gallery.heldout.GallerySet
+    people: int
+    views: dict[str, np.ndarray]  # quality -> (Q, 2, 128) dlib views (as is, mirrored), kept queries
+    detail: dict[str, np.ndarray]  # quality -> (Q,) detail of the kept queries
+
+    @property
+    def queries(self) -> np.ndarray:
+        return self.qidx[self.keep]
+
+    @property
+    def persons(self) -> np.ndarray:
+        return self.gallery.persons[self.queries]  # type: ignore[attr-defined]
+
+
+def dlib_sides(dlib, faces_root: Path, cache: Path, queries: int = 3, train_per_person: int = 8,  # type: ignore[no-untyped-def]
+               all_training: bool = False) -> dict[str, Side]:
+    """The training side (queries of the calibration fold, or of every training person) and the
+    held-out side, with eval_identity's and eval_matched's cached dlib embeddings."""
+    from dlib_student import is_calibration_person
+
+    from refrestore.gallery.faceset import read_faceset
+    from refrestore.gallery.heldout import GallerySet
+
+    sides = {"train": read_faceset(faces_root, held_out=False, per_person=train_per_person),
+             "held_out": read_faceset(faces_root, held_out=True)}
+    out = {}
+    for side, faces in sides.items():
+        base = embed_side(dlib, faces, queries, cache, side)
+        alt = embed_matched(dlib, faces, base["query_index"], cache, side)
+        names = sorted({f.person for f in faces})
+        per = np.array([names.index(f.person) for f in faces])
+        qi = base["query_index"]
+        keep = np.ones(len(qi), dtype=bool)
+        if side == "train" and not all_training:  # calibration queries: people the student never saw
+            keep = np.array([is_calibration_person(faces[i].person) for i in qi])
+        views = {q: base[f"q_{q}"][keep] for q in ("clean", "48px", "24px")}
+        views.update({f"alt {w}": alt[f"alt_{w}"][keep] for w in ("48px", "24px")})
+        detail = {q: base[f"detail_{q}"][keep] for q in ("clean", "48px", "24px")}
+        detail.update({f"alt {w}": alt[f"alt_detail_{w}"][keep] for w in ("48px", "24px")})
+        out[side] = Side(faces, qi, keep, GallerySet(base["gallery"], per), len(names), views, detail)
+    return out
 
 
 def embed_student(student, faces, qidx: np.ndarray, cache: Path, tag: str) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
-    from refrestore.gallery.faceset import QUALITIES, query_image
+    from refrestore.gallery.faceset import QUALITIES as BENCHMARK, query_image
 
-    key = hashlib.sha256(("|".join(str(f.path) for f in faces) + f"|{student.version}|{len(qidx)}")
-                         .encode()).hexdigest()[:16]
-    path = cache / f"student-{tag}-{key}.npz"
-    if path.is_file():
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    start = time.perf_counter()
-    out: dict[str, np.ndarray] = {}
-    views = lambda img: [img, np.ascontiguousarray(img[:, ::-1])]  # noqa: E731
-    for q in QUALITIES:
-        out[f"q_{q}"] = np.stack([student.embed(views(query_image(faces[i].path, q, seed=int(i)))) for i in qidx])
-    for w in (48, 24):
-        out[f"alt_{w}px"] = np.stack([student.embed(views(alt_query(faces[i].path, w, ALT_SEED + int(i))))
-                                      for i in qidx])
-    cache.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **out)
-    print(f"  student embedded {tag}: {len(qidx)} queries x 5 ({time.perf_counter() - start:.0f} s)", flush=True)
-    return out
+    def compute() -> dict[str, np.ndarray]:
+        start = time.perf_counter()
+        out: dict[str, np.ndarray] = {}
+        for q in BENCHMARK:
+            out[f"q_{q}"] = np.stack([student.embed(_views(query_image(faces[i].path, q, seed=int(i)))) for i in qidx])
+        for w in (48, 24):
+            out[f"alt_{w}px"] = np.stack([student.embed(_views(alt_query(faces[i].path, w, ALT_SEED + int(i))))
+                                          for i in qidx])
+        print(f"  student embedded {tag}: {len(qidx)} queries x 5 ({time.perf_counter() - start:.0f} s)", flush=True)
+        return out
+
+    return cached_embeddings(cache, f"student-{tag}", faces, f"|{student.version}|{len(qidx)}", compute)
 
 
 def mix(d: np.ndarray, s: np.ndarray, a: float) -> np.ndarray:
@@ -74,59 +119,42 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.faces} is not a folder", file=sys.stderr)
         return 2
     torch.set_num_threads(1)
-    from refrestore.gallery.faceset import read_faceset
-    from refrestore.gallery.heldout import GallerySet, QuerySet, person_scores, pick_rule, rates
+    from refrestore.gallery.heldout import QuerySet, person_scores, pick_rule, rates
     from refrestore.identity import DlibIdentity
     from refrestore.identity.own import OwnIdentity
-    from dlib_student import is_calibration_person
 
-    dlib = DlibIdentity()
     student = OwnIdentity(args.student)
-    sides = {"train": read_faceset(args.faces, held_out=False, per_person=args.train_per_person),
-             "held_out": read_faceset(args.faces, held_out=True)}
-    sets = {}
-    for side, faces in sides.items():
-        base = embed_side(dlib, faces, args.queries, args.cache, side)
-        alt = embed_matched(dlib, faces, base["query_index"], args.cache, side)
-        stu = embed_student(student, faces, base["query_index"], args.cache, side)
-        names = sorted({f.person for f in faces})
-        per = np.array([names.index(f.person) for f in faces])
-        qi = base["query_index"]
-        keep = np.ones(len(qi), dtype=bool)
-        if side == "train":  # calibration queries: people the student never saw
-            keep = np.array([is_calibration_person(faces[i].person) for i in qi])
-        dl = {q: base[f"q_{q}"] for q in ("clean", "48px", "24px")}
-        dl.update({f"alt {w}": alt[f"alt_{w}"] for w in ("48px", "24px")})
-        st = {q: stu[f"q_{q}"] for q in ("clean", "48px", "24px")}
-        st.update({f"alt {w}": stu[f"alt_{w}"] for w in ("48px", "24px")})
-        sets[side] = (GallerySet(base["gallery"], per), len(names), qi[keep], per[qi[keep]],
-                      {k: v[keep] for k, v in dl.items()}, {k: v[keep] for k, v in st.items()})
-    g_tr, n_tr, qi_tr, _, _, _ = sets["train"]
-    print(f"calibration: {len(qi_tr)} queries of {len(set(sets['train'][3]))} people unseen by the student, "
-          f"against {len(g_tr.persons)} photos of {n_tr} training people")
-    print(f"held-out: {len(sets['held_out'][2])} queries, {len(sets['held_out'][0].persons)} photos of "
-          f"{sets['held_out'][1]} people\n")
+    sides = dlib_sides(DlibIdentity(), args.faces, args.cache, args.queries, args.train_per_person)
+    stu = {}  # side -> quality -> (Q, 2, 128) student views of the kept queries
+    for name, side in sides.items():
+        raw = embed_student(student, side.faces, side.qidx, args.cache, name)
+        stu[name] = {q: raw[f"q_{q}"][side.keep] for q in ("clean", "48px", "24px")}
+        stu[name].update({f"alt {w}": raw[f"alt_{w}"][side.keep] for w in ("48px", "24px")})
+    tr, ho = sides["train"], sides["held_out"]
+    print(f"calibration: {len(tr.queries)} queries of {len(set(tr.persons))} people unseen by the student, "
+          f"against {len(tr.gallery.persons)} photos of {tr.people} training people")
+    print(f"held-out: {len(ho.queries)} queries, {len(ho.gallery.persons)} photos of {ho.people} people\n")
     print("cosine of the query's embedding (as is) to dlib's of its own clean photo, held-out / calibration:")
     for qual in ("48px", "24px", "alt 48px", "alt 24px"):
         cells = []
-        for label, k in (("dlib", 4), ("student", 5)):
+        for label in ("dlib", "student"):
             vals = []
-            for side in ("held_out", "train"):
-                g, _, qi, _, dl, st = sets[side]
-                e = (dl if k == 4 else st)[qual][:, 0]
+            for name in ("held_out", "train"):
+                side = sides[name]
+                e = (side.views if label == "dlib" else stu[name])[qual][:, 0]
                 e = e / np.linalg.norm(e, axis=1, keepdims=True)
-                vals.append(float((e * g.embeddings[qi]).sum(1).mean()))
+                vals.append(float((e * side.gallery.embeddings[side.queries]).sum(1).mean()))
             cells.append(f"{label} {vals[0]:.4f} / {vals[1]:.4f}")
         print(f"  {qual:8s} " + "   ".join(cells))
     print("\nidentified / strangers rejected (strangers matched) on held-out people; rule from calibration")
-    for qual in ("clean", "48px", "24px", "alt 48px", "alt 24px"):
+    for qual in QUALITIES:
         cells = []
         for a in MIXES:
             ps = {}
-            for side in ("train", "held_out"):
-                g, n, qi, per, dl, st = sets[side]
-                qs = QuerySet(mix(dl[qual], st[qual], a), per, qi, np.ones(len(qi)))
-                ps[side] = person_scores(qs, g, n)
+            for name, side in sides.items():
+                qs = QuerySet(mix(side.views[qual], stu[name][qual], a), side.persons, side.queries,
+                              np.ones(len(side.queries)))
+                ps[name] = person_scores(qs, side.gallery, side.people)
             t, gap, r_tr = pick_rule(ps["train"], args.min_rejected)
             r = rates(ps["held_out"], t, gap)
             n_imp = round((1 - r.rejected) * r.queries)
