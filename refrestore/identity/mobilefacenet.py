@@ -1,0 +1,145 @@
+"""MobileFaceNet (Chen et al. 2018), the pretrained ArcFace-loss identity embedder.
+
+The network is written here so that its parameter names match the published state dict
+(foamliu/MobileFaceNet, Apache-2.0: 307 tensors, loaded with ``strict=True``); the weights come
+from the weight store (``mobilefacenet.pt``), read with ``torch.load(weights_only=True)``.
+Input: a 112x112 RGB face on the ArcFace 5-point template, (x - 127.5) / 127.5; output: 128-d,
+not normalised (the caller normalises).
+
+This module imports only torch, numpy and OpenCV, so the trainer can use the network as an
+identity loss without the rest of the identity package.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+WEIGHTS_FILE = "mobilefacenet.pt"
+INPUT_SIZE = 112
+
+# The standard ArcFace 112x112 template (eye centres, nose tip, mouth corners; insightface).
+ARCFACE_TEMPLATE = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
+    dtype=np.float64,
+)
+
+
+def ffhq_to_arcface(size: int = 512) -> np.ndarray:
+    """2x3 similarity from an FFHQ-aligned crop of ``size`` px to the ArcFace 112 template.
+
+    The FFHQ crop was made by fitting the face's five landmarks to the FFHQ template, so the
+    landmarks sit at the template's points in every crop; mapping template to template is the
+    same alignment the landmarks themselves would give, without needing them again.
+    """
+    from refrestore.align import TEMPLATE_RETINAFACE, similarity_transform
+
+    return similarity_transform(TEMPLATE_RETINAFACE * (size / 512.0), ARCFACE_TEMPLATE)
+
+
+class _ConvBNReLU(nn.Sequential):
+    def __init__(self, cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1) -> None:
+        super().__init__(nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU6(inplace=True))
+
+
+class _DepthwiseSeparable(nn.Module):
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv2d(cin, cin, 3, padding=1, groups=cin, bias=False)
+        self.pointwise = nn.Conv2d(cin, cout, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.depthwise(x)))
+        return self.relu(self.bn2(self.pointwise(x)))
+
+
+class _GlobalDepthwise(nn.Module):
+    def __init__(self, channels: int, kernel: int) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv2d(channels, channels, kernel, groups=channels, bias=False)
+        self.bn = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.depthwise(x))
+
+
+class _InvertedResidual(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, expand: int) -> None:
+        super().__init__()
+        hidden = cin * expand
+        self.residual = stride == 1 and cin == cout
+        self.conv = nn.Sequential(_ConvBNReLU(cin, hidden, kernel=1),
+                                  _ConvBNReLU(hidden, hidden, stride=stride, groups=hidden),
+                                  nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x) if self.residual else self.conv(x)
+
+
+# (expansion, channels, repeats, first stride) of the bottleneck stages
+_STAGES = ((2, 64, 5, 2), (4, 128, 1, 2), (2, 128, 6, 1), (4, 128, 1, 2), (2, 128, 2, 1))
+
+
+class MobileFaceNet(nn.Module):
+    """112x112 RGB in [-1, 1] -> (N, 128) embedding (not normalised)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = _ConvBNReLU(3, 64, stride=2)
+        self.dw_conv = _DepthwiseSeparable(64, 64)
+        blocks: list[nn.Module] = []
+        cin = 64
+        for t, c, n, s in _STAGES:
+            for i in range(n):
+                blocks.append(_InvertedResidual(cin, c, s if i == 0 else 1, t))
+                cin = c
+        self.features = nn.Sequential(*blocks)
+        self.conv2 = _ConvBNReLU(cin, 512, kernel=1)
+        self.gdconv = _GlobalDepthwise(512, 7)
+        self.conv3 = nn.Conv2d(512, 128, 1)
+        self.bn = nn.BatchNorm2d(128)
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        """Early feature maps (56x56 then 28x28): what a perceptual loss can compare."""
+        return self.features[:5](self.dw_conv(self.conv1(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features[5:](self.stem(x))
+        x = self.bn(self.conv3(self.gdconv(self.conv2(x))))
+        return x.flatten(1)
+
+
+def load_mobilefacenet(path: Path, device: torch.device | str = "cpu") -> MobileFaceNet:
+    """The network with the weights at ``path`` (every tensor, no more and no fewer), in eval mode."""
+    state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not a state dict")
+    model = MobileFaceNet()
+    model.load_state_dict(state, strict=True)
+    return model.eval().to(device)
+
+
+def to_input(aligned: Sequence[np.ndarray]) -> np.ndarray:
+    """FFHQ-aligned RGB uint8 crops (any square size) -> (N, 3, 112, 112) float32 network input."""
+    out = np.empty((len(aligned), 3, INPUT_SIZE, INPUT_SIZE), dtype=np.float32)
+    for i, img in enumerate(aligned):
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8 or img.shape[0] != img.shape[1]:
+            raise ValueError(f"expected a square HxWx3 uint8 RGB crop, got {img.shape} {img.dtype}")
+        m = ffhq_to_arcface(img.shape[0])
+        # a 512 crop shrinks 4.6x: blur first so the warp does not alias (INTER_AREA cannot rotate)
+        scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
+        src = img
+        if scale < 0.5:
+            src = cv2.GaussianBlur(img, (0, 0), 0.5 / scale)
+        crop = cv2.warpAffine(src, m, (INPUT_SIZE, INPUT_SIZE), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REFLECT)
+        out[i] = (crop.astype(np.float32).transpose(2, 0, 1) - 127.5) / 127.5
+    return out
