@@ -16,6 +16,7 @@ import torch
 from .align import FFHQ_SIZE, align_face, detect_aligned_crop
 from .degradation import Degradation, Thresholds, estimate
 from .detection import Detector
+from .detection.content import detect_faces
 from .faces import AlignedFace, DetectedFace, Reference
 from .pasteback import PasteJob, detail_sigma, paste_faces, temper, upscale_photo
 from .references import ForcedReference
@@ -228,7 +229,7 @@ class FacePipeline:
             return [AlignedFace(image=np.ascontiguousarray(crop), affine=np.array([[FFHQ_SIZE / rgb.shape[1], 0, 0], [0, FFHQ_SIZE / rgb.shape[0], 0]]), face=face)]
         if self.detector is None:
             raise ValueError("a detector is needed unless the input is an aligned crop")
-        faces = self.detector.detect(rgb)
+        faces = detect_faces(self.detector, rgb)  # a mostly-paper scan: on its content
         if self.options.only_center_face:
             faces = center_face(faces, rgb.shape)
         return [align_face(rgb, f) for f in faces]
