@@ -5,6 +5,7 @@ down; the work itself is the library's (``api.build_pipeline``, ``batch.run_batc
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -16,7 +17,8 @@ from typing import TYPE_CHECKING, Any, Optional
 import typer
 from rich.console import Console
 
-from .common import PlainHelpCommand, Verbosity, fail, is_terminal, print_error, setup_logging, verbosity_from
+from .common import (PlainConsole, PlainHelpCommand, Verbosity, consoles, fail, is_terminal, print_error, setup_logging,
+                     shown, verbosity_from)
 
 if TYPE_CHECKING:
     from ..batch import BatchOptions, BatchSummary, ImageReport, Task
@@ -82,6 +84,7 @@ class FixRequest:
     ray_address: str | None = None
     workers: int | None = None
     gpus_per_worker: float = 0.0
+    report_mode: int | None = None  # the reports' permission bits follow the most private input
 
     @property
     def debug(self) -> bool:
@@ -129,7 +132,7 @@ def fix(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs."),
 ) -> None:
     """Restore the faces in photos and paste them back."""
-    from ..engines.remote import is_uri
+    from ..engines.remote import is_uri  # no torch: a machine's limits are met inside run_fix
 
     output_uri = output if output and is_uri(output) else None
     request = FixRequest(
@@ -231,13 +234,16 @@ def _run_uris(req: FixRequest, store: Any, choice: Any, max_pixels: int | None, 
 def run_fix(req: FixRequest) -> int:
     """The whole command: check the request, build the pipeline, run the album, report."""
     from ..batch import BatchOptions, ImageReport, UsageError, plan_outputs
-    from ..discover import find_inputs
+    from ..fileio import stream_fd
     from ..paths import offline_from_env
 
-    # markup off: what is printed holds the user's file names ("[draft]" is text, not a style)
-    out_console = Console(highlight=False, soft_wrap=True, markup=False)
-    err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+    # markup off and names escaped: what is printed holds the user's file names; a broken
+    # stdout or stderr stops the messages, never the work (cli.common.PlainConsole)
+    out_console, err_console = consoles()
+    if req.json_report is not None and stream_fd(req.json_report) == 1:
+        out_console = PlainConsole(stderr=True)  # stdout carries the report: messages go to stderr
     offline = req.offline or offline_from_env()
+    _refuse_remote_offline(req, offline)
     store, choice = _choose(req, offline, err_console)
     assert choice is not None
 
@@ -256,6 +262,7 @@ def run_fix(req: FixRequest) -> int:
         if problem:
             raise fail(f"{flag} {report_path}: {problem}", 2)
     if req.uris or req.output_uri:
+        req, _locks = _gate(req, [])
         return _run_uris(req, store, choice, max_pixels, out_console, err_console)
     if req.output is not None:
         for src in req.inputs:
@@ -280,14 +287,7 @@ def run_fix(req: FixRequest) -> int:
         tasks = plan_outputs(found, req.output, single_file=single, output_is_folder=req.output_is_folder)
     except UsageError as exc:
         raise fail(str(exc), 2)
-    from ..engines.clash import ClashError, check_run_writes
-
-    try:  # no file of this run may land on an input, a reference or another of its files
-        check_run_writes(tasks, [*req.refs, *([req.ref] if req.ref else [])], save_faces=req.save_faces,
-                         compare=req.compare, reports=[("--json", req.json_report), ("--html", req.html_report)],
-                         html=req.html_report)
-    except ClashError as exc:
-        raise fail(str(exc), 2)
+    req, _locks = _gate(req, tasks)  # held until the run ends
     if single and req.upscale > 1 and not req.aligned:
         _refuse_oversized_output(tasks[0].source.path, req.upscale, max_pixels)
 
@@ -326,8 +326,49 @@ def run_fix(req: FixRequest) -> int:
     return finish_run(req, summary, meta, out_console, err_console)
 
 
+def _refuse_remote_offline(req: FixRequest, offline: bool) -> None:
+    """Remote inputs or outputs with --offline: a usage error before anything touches the network."""
+    remote = [u for u in (*req.uris, *([req.output_uri] if req.output_uri else [])) if not u.startswith("file://")]
+    if offline and remote:
+        raise fail(f"{remote[0]}: a remote path and --offline (or REFRESTORE_OFFLINE=1): nothing can be "
+                   f"fetched or written offline", 2)
+
+
+def _gate(req: FixRequest, tasks: "list[Task]") -> "tuple[FixRequest, list[Any]]":
+    """Every file the run writes through the one gate (``engines.clash``), before any work:
+    exit 2 with one line naming both files. Returns the request with its report paths as the
+    writers must take them (a FIFO opened here is ``/dev/fd/N``), and the reports' locks: a
+    second run writing the same report fails here, not after its album."""
+    from ..engines.clash import ClashError, check_run_writes
+    from ..fileio import is_stream_path, lock_for_writing
+
+    try:  # no file of this run may land on an input, a reference or a file refrestore did not write
+        plan = check_run_writes(tasks, [*req.refs, *([req.ref] if req.ref else [])], save_faces=req.save_faces,
+                                compare=req.compare, reports=[("--json", req.json_report), ("--html", req.html_report)],
+                                html=req.html_report)
+    except ClashError as exc:
+        raise fail(str(exc), 2)
+    locks = []
+    for flag, path in (("--json", req.json_report), ("--html", req.html_report)):
+        if path is None or is_stream_path(plan.destination(path)):
+            continue
+        lock = lock_for_writing(path)
+        if lock is None:
+            raise fail(f"{flag} {path}: another refrestore run is writing this report; wait for it or choose another path", 2)
+        locks.append(lock)
+    modes = [os.stat(t.source.path).st_mode for t in tasks if os.path.exists(t.source.path)]
+    private = 0o777
+    for mode in modes:
+        private &= mode  # the reports show every photo: no more readable than the most private one
+    return dataclasses.replace(req, json_report=plan.destination(req.json_report),
+                               html_report=plan.destination(req.html_report), report_mode=private), locks
+
+
 def finish_run(req: FixRequest, summary: Any, meta: dict, out_console: Console, err_console: Console) -> int:
     """Reports, summary and exit status of a finished run, for either engine."""
+    # The album is done: a SIGTERM now must not cut the reports short, nor kill the process
+    # while it tears down (a default handler again: exit 143 and no word); it finishes cleanly.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _write_reports(req, summary, meta, err_console)
     print_summary(summary, out_console)
     if summary.fatal:
@@ -406,7 +447,7 @@ class GalleryProgress:
             )
             self.progress.start()
             self.task = self.progress.add_task("gallery", total=total, name="")
-        self.progress.update(self.task, total=total, completed=done, name=Path(path).name)
+        self.progress.update(self.task, total=total, completed=done, name=shown(Path(path).name))
 
 
 def _gallery_line(gallery: Any) -> str | None:
@@ -434,11 +475,11 @@ def _write_reports(req: FixRequest, summary: "BatchSummary", meta: dict[str, Any
         return
     document = build_document(summary, meta)
     if req.json_report is not None:
-        write_json_report(req.json_report, document)
+        write_json_report(req.json_report, document, req.report_mode)
     if req.html_report is not None:
         from ..report import write_html_report
 
-        write_html_report(req.html_report, document, title="refrestore fix")
+        write_html_report(req.html_report, document, title="refrestore fix", source_mode=req.report_mode)
         if not req.quiet:
             err_console.print(f"report: {req.html_report}", markup=False)
 
@@ -464,7 +505,7 @@ def _run_with_progress(tasks: "list[Task]", pipeline: "FacePipeline", options: "
         faces = progress.add_task("faces", total=None, name="")
 
         def start(task: "Task") -> None:
-            progress.update(images, name=task.source.path.name)
+            progress.update(images, name=shown(task.source.path.name))
             progress.reset(faces, total=None)
 
         def face(i: int, n: int) -> None:

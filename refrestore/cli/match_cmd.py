@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .common import fail, is_terminal, print_error, setup_logging
+from .common import consoles, fail, is_terminal, print_error, setup_logging, shown
 
 if TYPE_CHECKING:  # numpy is imported when a sheet is drawn: `match --help` stays fast
     import numpy as np
@@ -69,9 +67,8 @@ def _match(inputs: list[Path], refs: list[Path], ref: Path | None, json_report: 
     from ..paths import cache_dir
     from ..weights import WeightsError, WeightStore
 
-    # markup off: what is printed holds the user's file names ("[draft]" is text, not a style)
-    out = Console(highlight=False, soft_wrap=True, markup=False)
-    err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+    # markup off and names escaped: what is printed holds the user's file names
+    out, err = consoles()
     if not refs and ref is None:
         raise fail("give a gallery with --refs DIR (or one reference with --ref FILE)", 2)
     if refs and ref is not None:
@@ -83,7 +80,10 @@ def _match(inputs: list[Path], refs: list[Path], ref: Path | None, json_report: 
         raise fail(f"--ref {ref}: no such file", 2)
     if compare is not None and compare.exists() and not compare.is_dir():
         raise fail(f"--compare {compare}: exists and is not a folder", 2)
-    _refuse_clashes(inputs, [*refs, *([ref] if ref else [])], json_report, html_report, compare)
+    json_report, html_report, _locks = _refuse_clashes(inputs, [*refs, *([ref] if ref else [])], json_report,
+                                                       html_report, compare)
+    if json_report is not None and str(json_report) in ("-", "/dev/stdout", "/dev/fd/1"):
+        out = err  # stdout carries the report
     try:
         device = pick_device(device_name)
         store = WeightStore(weights_dir)
@@ -193,19 +193,30 @@ def _match(inputs: list[Path], refs: list[Path], ref: Path | None, json_report: 
 
 
 def _refuse_clashes(inputs: list[Path], refs: list[Path], json_report: Path | None, html_report: Path | None,
-                    compare: Path | None) -> None:
-    """Exit 2 before any work when a report or contact sheet would land on an input, a reference
-    or another file of the run."""
+                    compare: Path | None) -> tuple[Path | None, Path | None, list[Any]]:
+    """The one gate (``engines.clash``), before any work: exit 2 when a report or contact sheet
+    would land on an input, a reference, a file refrestore did not write or another file of
+    the run. Returns the report paths as the writers take them, and the reports' locks."""
     from ..discover import find_inputs
     from ..engines.clash import ClashError, check_run_writes
+    from ..fileio import is_stream_path, lock_for_writing
 
     found, _ = find_inputs(inputs, recursive=False)
     sheets = [(f.path, compare / f"{f.path.stem}_match.png") for f in found] if compare is not None else []
     try:
-        check_run_writes([], refs, reports=[("--json", json_report), ("--html", html_report)], html=html_report,
-                         sheets=sheets, protect=[f.path for f in found])
+        plan = check_run_writes([], refs, reports=[("--json", json_report), ("--html", html_report)], html=html_report,
+                                sheets=sheets, protect=[f.path for f in found])
     except ClashError as exc:
         raise fail(str(exc), 2)
+    locks = []
+    for flag, path in (("--json", json_report), ("--html", html_report)):
+        if path is not None and not is_stream_path(plan.destination(path)):
+            lock = lock_for_writing(path)
+            if lock is None:
+                raise fail(f"{flag} {path}: another refrestore run is writing this report; wait for it or "
+                           f"choose another path", 2)
+            locks.append(lock)
+    return plan.destination(json_report), plan.destination(html_report), locks
 
 
 def _build_gallery(gallery_cls: Any, refs: list[Path], det: Any, model: Any, cache: Path, err: Console) -> Any:
@@ -225,7 +236,7 @@ def _build_gallery(gallery_cls: Any, refs: list[Path], det: Any, model: Any, cac
         task = progress.add_task("gallery", total=None, name="")
 
         def tick(done: int, total: int, name: str) -> None:
-            progress.update(task, total=total, completed=done, name=Path(name).name)
+            progress.update(task, total=total, completed=done, name=shown(Path(name).name))
 
         return gallery_cls.build(refs, det, model, cache_dir=cache, progress=tick)
 
@@ -238,21 +249,21 @@ def _print_table(console: Console, path: Path, rows: list[tuple]) -> None:
     if not console.is_terminal:
         _print_plain(console, path, rows)
         return
-    table = Table(title=str(path), title_justify="left")
+    table = Table(title=shown(str(path)), title_justify="left")
     for col in ("face", "reference", "identity", "pose", "expression", "quality", "total", "regions e/n/m/o"):
         table.add_column(col, justify="left" if col in ("reference", "regions e/n/m/o") else "right")
     for i, face, _aligned, refs, rep, extra in rows:
         label = f"{i} ({face.width:.0f}px)"
         if rep is None:
-            table.add_row(label, f"no match ({_why(extra)})", "", "", "", "", "", "")
+            table.add_row(label, shown(f"no match ({_why(extra)})"), "", "", "", "", "", "")
             continue
         person = rep.get("person")
         for k, r in enumerate(refs):
             c = r.components
             reg = r.regions
-            name = f"{Path(r.path).name}#{r.face_index}"
+            name = shown(f"{Path(r.path).name}#{r.face_index}")
             if k == 0 and person:
-                name = f"{person}: {name} ({_margins(rep.get('decision') or {})})"
+                name = f"{shown(str(person))}: {name} ({_margins(rep.get('decision') or {})})"
             table.add_row(label if k == 0 else "", name,
                           _fmt(c.get("identity")), _fmt(c.get("pose")), _fmt(c.get("expression")),
                           _fmt(c.get("quality")), _fmt(r.score),
@@ -361,16 +372,11 @@ def _contact_sheet(rows: list[tuple[np.ndarray, list, dict | None]], tile: int =
 
 
 def _write_png(path: Path, rgb: np.ndarray) -> None:
-    """Write atomically: a temporary file in the same folder, then rename."""
+    """Write through refrestore's one writer (atomic, recorded as refrestore's: a rerun never
+    takes a contact sheet for a photo of the gallery)."""
     from PIL import Image
 
+    from ..fileio import write_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            Image.fromarray(rgb).save(fh, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, lambda f: Image.fromarray(rgb).save(f, format="PNG"))
