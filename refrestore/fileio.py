@@ -94,7 +94,11 @@ def final_target(path: Path) -> Path:
     """Where writing ``path`` lands: a symbolic link's target (followed to the end, even when
     it does not exist yet), else ``path`` itself (absolute)."""
     path = Path(os.path.abspath(path))
-    return Path(os.path.realpath(path)) if path.is_symlink() else path
+    try:
+        linked = stat.S_ISLNK(os.lstat(path).st_mode)
+    except (OSError, ValueError):  # absent, or a name the file system cannot hold
+        linked = False
+    return Path(os.path.realpath(path)) if linked else path
 
 
 def _write_all(fd: int, data: bytes) -> None:

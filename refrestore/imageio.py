@@ -36,8 +36,9 @@ import numpy as np
 from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError, features
 
 from refrestore.discover import sniff_bytes
+from refrestore.imagemeta import LAYOUT_TAGS, METADATA_PARAMS, Metadata, metadata_params, read_metadata
 from refrestore.paper import content_mask
-from refrestore.fileio import Source, remove_stale_temp_files, stream_fd, write_atomic
+from refrestore.fileio import Source, stream_fd, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,7 @@ class LoadedImage:
     orientation: int = 1  # the source's EXIF orientation (its pixels are stored turned by it)
     jpeg: JpegEncoding | None = None  # for a JPEG source: how to encode its output alike
     source: SourceStamp | None = None  # the file's identity when it was decoded
+    meta: Metadata | None = None  # XMP, IPTC, comments, PNG text (``imagemeta``)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -357,6 +359,8 @@ def _read_exif(im: Image.Image, limit: int, warn: list[str], corrupt: bool) -> t
     try:
         with _pil_pixel_limit(limit) as caught:
             exif = im.getexif()
+            for tag in LAYOUT_TAGS & set(exif):  # a TIFF's layout, not the photo's (imagemeta)
+                del exif[tag]
             count = len(exif)
             orientation = exif.get(_ORIENTATION_TAG)
             data = b""
@@ -494,6 +498,7 @@ def _decode(path: Path, f: IO[bytes], limit: int, upscale: int = 1) -> LoadedIma
         orientation, exif = _read_exif(im, limit, warn, exif_corrupt)
         jpeg = _jpeg_encoding(im) if fmt in ("JPEG", "MPO") else None
         im.load()
+        meta = read_metadata(im)
         if fmt in ("JPEG", "MPO"):
             _warn_truncated_jpeg(im, f, warn)
         rgb, alpha, grey_source = _to_rgb(im, src_mode, icc, warn)
@@ -531,7 +536,7 @@ def _decode(path: Path, f: IO[bytes], limit: int, upscale: int = 1) -> LoadedIma
     return LoadedImage(
         path=path, rgb=rgb_arr, alpha=alpha_arr, grayscale=grey, bit_depth=16 if deep else 8,
         format=fmt, mode=src_mode, icc_profile=icc, exif=exif, warnings=warn, dpi=dpi_t,
-        orientation=orientation, jpeg=jpeg, source=stamp,
+        orientation=orientation, jpeg=jpeg, source=stamp, meta=meta,
     )
 
 
@@ -627,6 +632,7 @@ def _to_rgb(
     if mode == "P" or mode == "PA":
         im = im.convert("RGBA")  # palette transparency becomes real alpha
         mode = "RGBA"
+        warn.append("palette image written in full colour")
     elif mode in ("L", "RGB") and "transparency" in im.info:
         im = im.convert("LA" if mode == "L" else "RGBA")
         mode = im.mode
@@ -746,6 +752,7 @@ def _prepare(rgb: np.ndarray, like: LoadedImage, fmt: str) -> tuple[Image.Image,
             log.info("not carrying a %s ICC profile into a %s output", _icc_space(like.icc_profile), out_space)
         if like.exif:
             params["exif"] = like.exif
+    params.update(metadata_params(like.meta, fmt))
     if like.dpi:
         sx = w / like.size[0] if like.size[0] else 1.0
         sy = h / like.size[1] if like.size[1] else 1.0
@@ -827,8 +834,10 @@ def save_image(path: Path, rgb: np.ndarray, like: LoadedImage, *, quality: int |
     # Metadata must never cost the photo: when an encoder rejects the EXIF (JPEG's 64 KB
     # segment cap, odd tags) or the ICC profile, write again without it and say so.
     attempts = [dict(params)]
+    if METADATA_PARAMS & set(params):
+        attempts.append({k: v for k, v in params.items() if k not in METADATA_PARAMS})
     if "exif" in params:
-        attempts.append({k: v for k, v in params.items() if k != "exif"})
+        attempts.append({k: v for k, v in attempts[-1].items() if k != "exif"})
     if "icc_profile" in params:
         attempts.append({k: v for k, v in attempts[-1].items() if k != "icc_profile"})
     for i, attempt in enumerate(attempts):

@@ -23,9 +23,9 @@ from refrestore.imageio import (
     LoadedImage,
     output_suffix_ext,
     read_image,
-    remove_stale_temp_files,
     save_image,
 )
+from refrestore.fileio import remove_stale_temp_files
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS_PHOTOS = ["gfpgan_Blake_Lively.jpg", "codeformer_04.jpg", "gfpgan_10045.png", "codeformer_05.jpg", "codeformer_00.jpg"]

@@ -65,6 +65,11 @@ def main() -> None:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         hint = " (not enough memory: is a memory limit such as ulimit -v set too low?)" \
             if isinstance(exc, MemoryError) or "map" in text or "memory" in text.lower() else ""
-        what = (f"cannot load {(exc.name or 'a library refrestore needs').split('.')[0]}: " if isinstance(exc, ImportError) else "")
+        what = ""
+        if isinstance(exc, ImportError):  # torch._C's error names only "_C": its package says more
+            from pathlib import Path
+
+            lib = Path(exc.path).parent.name if exc.path else (exc.name or "a library refrestore needs").split(".")[0]
+            what = f"cannot load {lib}: "
         print_error(f"{what}{text}{hint}")
         raise SystemExit(1) from None

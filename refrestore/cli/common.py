@@ -53,14 +53,17 @@ class SafeStream:
     """stdout or stderr for messages. A broken pipe (``| head -1``), a full disk or a closed
     stream stops the messages, never the work: the first failure silences the stream (its
     descriptor then points at /dev/null, so the interpreter's last flush cannot fail either).
-    The stream is looked up at each call, so a test that swaps ``sys.stdout`` still sees it."""
+    The stream is the one ``sys`` has when this is made (rich's live display later swaps
+    ``sys.stderr`` for a proxy that writes back into its console: looked up at each write, that
+    would loop)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.broken = False
+        self.stream = getattr(sys, name, None)
 
     def _stream(self) -> Any:
-        return None if self.broken else getattr(sys, self.name, None)
+        return None if self.broken else self.stream
 
     def _silence(self, stream: Any) -> None:
         self.broken = True

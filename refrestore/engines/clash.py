@@ -102,10 +102,12 @@ class WritePlan:
         return self.opened.get(os.fspath(path), path)
 
     def write_file(self, path: Path, what: str, *, stream: bool = True,
-                   may_replace: Callable[[Path], bool] | None = None) -> None:
+                   may_replace: Callable[[Path], bool] | None = None, usable: bool = True) -> None:
         """Plan a file at ``path``. ``stream``: a stream, device or FIFO may take it (a report,
         one photo's output); ``may_replace``: also let an existing file be replaced when it
-        says so (a training run's own checkpoint on ``--resume``)."""
+        says so (a training run's own checkpoint on ``--resume``); ``usable``: refuse now a path
+        that can never be written (a photo's output that cannot be written is that photo's
+        error in the report instead, and the album goes on)."""
         name = f"{what} {path}"
         if stream_fd(path) is not None:
             self._check_stream(path, name, stream)
@@ -120,10 +122,10 @@ class WritePlan:
         target = final_target(path)
         key = _real(target)
         self._check_file(key, name)
-        problem = path_problem(target)
+        problem = path_problem(target) if usable else None
         if problem is not None:
             raise ClashError(f"{name}: {problem}")
-        if st is not None and st.st_size > 0 and written_by_refrestore(target) is None \
+        if st is not None and stat.S_ISREG(st.st_mode) and st.st_size > 0 and written_by_refrestore(target) is None \
                 and not (may_replace is not None and may_replace(target)):
             shown = f" (a link to {target})" if target != Path(os.path.abspath(path)) else ""
             raise ClashError(f"{name} would overwrite {path}{shown}, which refrestore did not write: "
@@ -278,9 +280,9 @@ def check_run_writes(tasks: Iterable[object], refs: list[Path], *, save_faces: b
     one = len(task_list) == 1
     for t in task_list:
         # one photo's output may be a device or a pipe (-o /dev/null); an album's are files
-        plan.write_file(t.output, f"the output of {t.source.path}:", stream=one)  # type: ignore[attr-defined]
+        plan.write_file(t.output, f"the output of {t.source.path}:", stream=one, usable=False)  # type: ignore[attr-defined]
     for src, sheet in sheet_list:
-        plan.write_file(sheet, f"the contact sheet of {src}:", stream=False)
+        plan.write_file(sheet, f"the contact sheet of {src}:", stream=False, usable=False)
     for t in task_list:
         out: Path = t.output  # type: ignore[attr-defined]
         if save_faces:

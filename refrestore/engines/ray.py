@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..discover import InputFile
-from ..imageio import remove_stale_temp_files
+from ..fileio import remove_stale_temp_files
 from ..pipeline import FacePipeline, FixOptions
 from .photo import BatchOptions
 from .remote import RemoteTask, download, is_uri, split_finished_remote, upload

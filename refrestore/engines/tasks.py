@@ -53,35 +53,38 @@ def _labels(roots: list[Path]) -> dict[Path, Path]:
     return {r: Path(f"input{i + 1}") for i, r in enumerate(roots)}
 
 
+def _clashes(tasks: list[Task]) -> list[list[int]]:
+    """Groups of tasks whose outputs share a name (case-folded, for case-insensitive disks)."""
+    groups: dict[str, list[int]] = {}
+    for i, t in enumerate(tasks):
+        groups.setdefault(os.path.normcase(str(t.output)).casefold(), []).append(i)
+    return [m for m in groups.values() if len(m) > 1]
+
+
 def _distinct(tasks: list[Task], output: Path, suffix: str) -> list[Task]:
     """Give outputs that would share a name (``a.jpg`` and ``a.JPG``, ``a.gif`` and ``a.png``,
     ``IMG_0001.jpg`` in two input folders) distinct names that depend only on the inputs:
-    inputs from different folders go under those folders' names, and in one folder the input
-    whose extension is the output's keeps the plain name while the others get theirs in it
-    (``a_gif_restored.png``). Names are compared case-folded, for case-insensitive disks."""
-    def key(t: Task) -> str:
-        return os.path.normcase(str(t.output)).casefold()
-
-    groups: dict[str, list[int]] = {}
-    for i, t in enumerate(tasks):
-        groups.setdefault(key(t), []).append(i)
+    input folders whose names clash are each mirrored under their own name (``out/box1/``),
+    and in one folder the input whose extension is the output's keeps the plain name while
+    the others get theirs in it (``a_gif_restored.png``). The report says so."""
+    roots = [_root_of(t.source) for t in tasks]
+    crossing = sorted({roots[i] for m in _clashes(tasks) for i in m if len({roots[j] for j in m}) > 1})
     out = list(tasks)
-    for members in (m for m in groups.values() if len(m) > 1):
-        roots = sorted({_root_of(tasks[i].source) for i in members})
-        labels = _labels(roots) if len(roots) > 1 else {}
+    if crossing:
+        labels = _labels(crossing)
+        for i, t in enumerate(tasks):
+            if roots[i] in labels:
+                out[i] = Task(t.source, output / labels[roots[i]] / _default_name(t.source.rel, t.source.path, suffix))
+    for members in _clashes(out):
         for i in members:
-            t = tasks[i]
-            root = _root_of(t.source)
-            target = t.output
-            if labels:
-                target = output / labels[root] / _default_name(t.source.rel, t.source.path, suffix)
-            same_folder = [j for j in members if _root_of(tasks[j].source) == root]
-            if len(same_folder) > 1 and t.source.path.suffix != target.suffix:
+            t = out[i]
+            if t.source.path.suffix != t.output.suffix:
                 ext = t.source.path.suffix.lstrip(".") or "noext"
-                target = target.with_name(f"{t.source.rel.stem}_{ext}{suffix}{target.suffix}")
+                out[i] = Task(t.source, t.output.with_name(f"{t.source.rel.stem}_{ext}{suffix}{t.output.suffix}"))
+    for members in _clashes(tasks):
+        for i in members:
             others = ", ".join(str(tasks[j].source.path) for j in members if j != i)
-            out[i] = Task(t.source, target, f"written as {target.name}"
-                          f"{' in ' + str(target.parent) if labels else ''}: {others} has the same name")
+            out[i] = Task(out[i].source, out[i].output, f"written as {out[i].output}: {others} would have had the same output name")
     return out
 
 
