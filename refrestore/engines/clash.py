@@ -69,7 +69,7 @@ def report_path_problem(path: Path, html: bool = False) -> str | None:
     if problem is None and html:
         from ..report.html import files_folder
 
-        folder = files_folder(path)
+        folder = files_folder(final_target(path))
         if folder.exists() and not folder.is_dir():
             return f"its images folder {folder} exists and is not a folder"
     return problem
@@ -297,5 +297,6 @@ def check_run_writes(tasks: Iterable[object], refs: list[Path], *, save_faces: b
             raise ClashError(f"--html {html}: the page needs a folder beside it for its images; give a file name")
         from ..report.html import files_folder
 
-        plan.write_folder(files_folder(html), "the --html images folder")
+        if not (os.path.exists(html) and not os.path.isfile(html)):  # a device or pipe gets no images
+            plan.write_folder(files_folder(final_target(html)), "the --html images folder")
     return plan

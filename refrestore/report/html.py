@@ -248,9 +248,9 @@ def write_html_report(path: Path, document: dict[str, Any], title: str = "refres
     A page written to a stream or device (``/dev/fd/N``, a pipe) has no folder beside it: its
     images are left out. ``source_mode``: the page and its images are no more readable by
     others than this (the inputs' strictest permission bits)."""
-    from ..fileio import is_stream_path, record_folder
+    from ..fileio import final_target, is_stream_path, record_folder
 
-    path = Path(path)
+    path = Path(path) if is_stream_path(path) else final_target(Path(path))  # a link: beside its target
     writer = _Writer(path, document)
     images = document.get("images") or []
     if is_stream_path(path):
