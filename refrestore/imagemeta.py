@@ -27,11 +27,11 @@ _IPTC_RESOURCE = 0x0404  # Photoshop image resource holding IPTC-IIM records
 _MAX_BYTES = 1 << 20  # metadata beyond this is not carried (a preview hidden in XMP, say)
 
 # Tags of a TIFF's first IFD that describe how its pixels are stored, not the photo: the
-# output's writer sets its own. Resolution goes separately (``LoadedImage.dpi``); XMP, IPTC,
+# output's writer sets its own. (Resolution stays: it describes the print.) XMP, IPTC,
 # Photoshop resources and the ICC profile go by their own routes.
 LAYOUT_TAGS = frozenset({
-    254, 255, 256, 257, 258, 259, 262, 263, 266, 273, 277, 278, 279, 280, 281, 282, 283, 284, 290, 291,
-    292, 293, 296, 301, 317, 318, 319, 320, 321, 322, 323, 324, 325, 332, 333, 334, 336, 338, 339, 340,
+    254, 255, 256, 257, 258, 259, 262, 263, 266, 273, 277, 278, 279, 280, 281, 284, 290, 291,
+    292, 293, 301, 317, 318, 319, 320, 321, 322, 323, 324, 325, 332, 333, 334, 336, 338, 339, 340,
     341, 347, 513, 514, 529, 530, 531, 532, 700, 33723, 34377, 34675, 37724,
 })
 

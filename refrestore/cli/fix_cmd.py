@@ -287,9 +287,9 @@ def run_fix(req: FixRequest) -> int:
         tasks = plan_outputs(found, req.output, single_file=single, output_is_folder=req.output_is_folder)
     except UsageError as exc:
         raise fail(str(exc), 2)
-    req, _locks = _gate(req, tasks)  # held until the run ends
     if single and req.upscale > 1 and not req.aligned:
         _refuse_oversized_output(tasks[0].source.path, req.upscale, max_pixels)
+    req, _locks = _gate(req, tasks)  # the reports' locks are held until the run ends
 
     if choice.better is not None and not req.quiet:
         err_console.print(

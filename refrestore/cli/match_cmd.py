@@ -82,7 +82,9 @@ def _match(inputs: list[Path], refs: list[Path], ref: Path | None, json_report: 
         raise fail(f"--compare {compare}: exists and is not a folder", 2)
     json_report, html_report, _locks = _refuse_clashes(inputs, [*refs, *([ref] if ref else [])], json_report,
                                                        html_report, compare)
-    if json_report is not None and str(json_report) in ("-", "/dev/stdout", "/dev/fd/1"):
+    from ..fileio import stream_fd
+
+    if json_report is not None and stream_fd(json_report) == 1:
         out = err  # stdout carries the report
     try:
         device = pick_device(device_name)
