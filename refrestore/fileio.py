@@ -234,7 +234,7 @@ def _write_record(path: Path, st: os.stat_result, source: Source | None, folder:
     target = _record_path(path)
     try:
         target.parent.mkdir(exist_ok=True)
-        _replace_with(target, lambda f: f.write(json.dumps(doc).encode("utf-8")), 0o666 & ~current_umask())
+        replace_file(target, lambda f: f.write(json.dumps(doc).encode("utf-8")), 0o666 & ~current_umask())
     except OSError:
         # A folder that takes no record (read-only records folder, a file in its place): the
         # output is still written; only a rerun will not know it as refrestore's.
@@ -278,8 +278,11 @@ def temp_name(folder: Path, suffix: str = "") -> Path:
     return folder / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}{suffix}"
 
 
-def _replace_with(path: Path, write: Callable[[IO[bytes]], None], mode: int,
-                  before_rename: Callable[[os.stat_result], None] | None = None) -> None:
+def replace_file(path: Path, write: Callable[[IO[bytes]], None], mode: int,
+                 before_rename: Callable[[os.stat_result], None] | None = None, *, durable: bool = True) -> None:
+    """Write a regular file at ``path`` through a temporary file beside it and a rename (no
+    links followed, no record: :func:`write_atomic` is for the user's folders). ``durable``:
+    fsync the file and its folder (a cache that is rebuilt when lost can skip it)."""
     tmp = temp_name(path.parent, path.suffix)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
     try:
@@ -287,7 +290,8 @@ def _replace_with(path: Path, write: Callable[[IO[bytes]], None], mode: int,
             write(f)
             f.flush()
             os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         if before_rename is not None:
             before_rename(os.stat(tmp))
         os.replace(tmp, path)
@@ -297,7 +301,8 @@ def _replace_with(path: Path, write: Callable[[IO[bytes]], None], mode: int,
         except OSError:
             pass
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def write_atomic(path: Path, write: Callable[[IO[bytes]], None], *, source: Source | None = None,
@@ -328,7 +333,7 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None], *, source: Sour
         raise OSError(errno.EISDIR if stat.S_ISDIR(st.st_mode) else errno.EINVAL,
                       "is a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file", str(target))
     hook = (lambda made: _write_record(target, made, source)) if record else None
-    _replace_with(target, write, file_mode(source_mode), hook)
+    replace_file(target, write, file_mode(source_mode), hook)
 
 
 def write_text(path: Path, text: str, **kwargs: object) -> None:
