@@ -155,6 +155,8 @@ def fix(
         raise
     except KeyboardInterrupt:
         raise fail("interrupted", 130)
+    except (ImportError, MemoryError):
+        raise  # a library that cannot load (a memory limit): cli.main says so in one line
     except Exception as exc:  # noqa: BLE001 - one line unless --debug
         if request.debug:
             raise
@@ -233,7 +235,7 @@ def _run_uris(req: FixRequest, store: Any, choice: Any, max_pixels: int | None, 
 
 def run_fix(req: FixRequest) -> int:
     """The whole command: check the request, build the pipeline, run the album, report."""
-    from ..batch import BatchOptions, ImageReport, UsageError, plan_outputs
+    from ..engines.tasks import UsageError, plan_outputs
     from ..fileio import stream_fd
     from ..paths import offline_from_env
 
@@ -244,9 +246,6 @@ def run_fix(req: FixRequest) -> int:
         out_console = PlainConsole(stderr=True)  # stdout carries the report: messages go to stderr
     offline = req.offline or offline_from_env()
     _refuse_remote_offline(req, offline)
-    store, choice = _choose(req, offline, err_console)
-    assert choice is not None
-
     from ..imageio import max_pixels_from_env
 
     try:
@@ -263,6 +262,7 @@ def run_fix(req: FixRequest) -> int:
             raise fail(f"{flag} {report_path}: {problem}", 2)
     if req.uris or req.output_uri:
         req, _locks = _gate(req, [])
+        store, choice = _choose(req, offline, err_console)
         return _run_uris(req, store, choice, max_pixels, out_console, err_console)
     if req.output is not None:
         for src in req.inputs:
@@ -279,7 +279,12 @@ def run_fix(req: FixRequest) -> int:
         # Nothing usable: name what was wrong with each input, as a usage error.
         if problems:
             raise fail("; ".join(f"{p}: {reason}" for p, reason in problems[:5]), 2)
-        raise fail(f"no photos found in {', '.join(str(p) for p in req.inputs)}", 2)
+        from ..fileio import RECORDS
+
+        own = any((p / RECORDS).is_dir() for p in req.inputs if p.is_dir())
+        raise fail(f"no photos found in {', '.join(str(p) for p in req.inputs)}"
+                   + ("; what is there is refrestore's own output (name the files one by one to restore them again)"
+                      if own else ""), 2)
     # One photo, even when named twice: -o is then its output file
     single = (len(found) == 1 and all(p.is_file() and not is_path_list(p) for p in req.inputs)
               and len({os.path.realpath(p) for p in req.inputs}) == 1)
@@ -289,7 +294,12 @@ def run_fix(req: FixRequest) -> int:
         raise fail(str(exc), 2)
     if single and req.upscale > 1 and not req.aligned:
         _refuse_oversized_output(tasks[0].source.path, req.upscale, max_pixels)
-    req, _locks = _gate(req, tasks)  # the reports' locks are held until the run ends
+    # Every written path through the one gate before any work (torch is not even imported yet);
+    # the reports' locks are held until the run ends.
+    req, _locks = _gate(req, tasks)
+    store, choice = _choose(req, offline, err_console)
+    assert choice is not None
+    from ..batch import BatchOptions, ImageReport
 
     if choice.better is not None and not req.quiet:
         err_console.print(

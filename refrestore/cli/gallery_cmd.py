@@ -36,6 +36,8 @@ def gallery(
         raise
     except KeyboardInterrupt:
         raise fail("interrupted", 130)
+    except (ImportError, MemoryError):
+        raise  # a library that cannot load (a memory limit): cli.main says so in one line
     except Exception as exc:
         if debug:
             raise
@@ -45,14 +47,6 @@ def gallery(
 
 def _gallery(sources: list[Path], json_report: Path | None, detector_name: str, identity_name: str,
              device_name: str, weights_dir: Path | None) -> int:
-    from ..detection import DetectorError, init_detector
-    from ..devices import DeviceError, pick_device
-    from ..gallery import Gallery
-    from ..identity import init_identity_model
-    from ..paths import cache_dir
-    from ..weights import WeightsError, WeightStore
-    from .match_cmd import _build_gallery
-
     # markup off and names escaped: what is printed holds the user's file names
     out, err = consoles()
     missing = [p for p in sources if not p.exists()]
@@ -60,6 +54,14 @@ def _gallery(sources: list[Path], json_report: Path | None, detector_name: str, 
         raise fail(f"{missing[0]}: no such file or folder", 2)
     if json_report is not None:
         json_report = _gate(json_report, sources)
+    # the libraries (torch among them) only once the gate has let the run through
+    from ..detection import DetectorError, init_detector
+    from ..devices import DeviceError, pick_device
+    from ..gallery import Gallery
+    from ..identity import init_identity_model
+    from ..paths import cache_dir
+    from ..weights import WeightsError, WeightStore
+    from .match_cmd import _build_gallery
     try:
         device = pick_device(device_name)
         store = WeightStore(weights_dir)

@@ -45,6 +45,8 @@ def match(
         raise
     except KeyboardInterrupt:
         raise fail("interrupted", 130)
+    except (ImportError, MemoryError):
+        raise  # a library that cannot load (a memory limit): cli.main says so in one line
     except Exception as exc:
         if debug:
             raise
@@ -55,17 +57,6 @@ def match(
 def _match(inputs: list[Path], refs: list[Path], ref: Path | None, json_report: Path | None, top_k: int,
            compare: Path | None, detector_name: str, identity_name: str, threshold: float | None,
            device_name: str, weights_dir: Path | None, html_report: Path | None = None) -> int:
-    from ..batch import BatchSummary, ImageReport
-    from ..report import build_document, write_html_report, write_json_report
-    from ..detection import DetectorError, init_detector
-    from ..devices import DeviceError, pick_device
-    from ..discover import find_inputs
-    from ..gallery import Gallery, forced_reference, select_references
-    from ..gallery.index import aligned_crop_of, find_faces
-    from ..identity import init_identity_model
-    from ..imageio import ImageReadError, read_image
-    from ..paths import cache_dir
-    from ..weights import WeightsError, WeightStore
 
     # markup off and names escaped: what is printed holds the user's file names
     out, err = consoles()
@@ -86,6 +77,18 @@ def _match(inputs: list[Path], refs: list[Path], ref: Path | None, json_report: 
 
     if json_report is not None and stream_fd(json_report) == 1:
         out = err  # stdout carries the report
+    # the libraries (torch among them) only once the gate has let the run through
+    from ..batch import BatchSummary, ImageReport
+    from ..detection import DetectorError, init_detector
+    from ..devices import DeviceError, pick_device
+    from ..discover import find_inputs
+    from ..gallery import Gallery, forced_reference, select_references
+    from ..gallery.index import aligned_crop_of, find_faces
+    from ..identity import init_identity_model
+    from ..imageio import ImageReadError, read_image
+    from ..paths import cache_dir
+    from ..report import build_document, write_html_report, write_json_report
+    from ..weights import WeightsError, WeightStore
     try:
         device = pick_device(device_name)
         store = WeightStore(weights_dir)
