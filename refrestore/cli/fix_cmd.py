@@ -294,6 +294,8 @@ def run_fix(req: FixRequest) -> int:
         raise fail(str(exc), 2)
     if single and req.upscale > 1 and not req.aligned:
         _refuse_oversized_output(tasks[0].source.path, req.upscale, max_pixels)
+    if single and stream_fd(tasks[0].output) == 1:
+        out_console = PlainConsole(stderr=True)  # stdout carries the photo
     # Every written path through the one gate before any work (torch is not even imported yet);
     # the reports' locks are held until the run ends.
     req, _locks = _gate(req, tasks)
