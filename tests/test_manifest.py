@@ -81,7 +81,7 @@ def test_roles_models_and_download_sets() -> None:
         "codeformer": "codeformer.pth", "retinaface-resnet50": "detection_Resnet50_Final.pth",
         "retinaface-mobilenet": "detection_mobilenet0.25_Final.pth", "parsenet": "parsing_parsenet.pth",
         "bisenet": "parsing_bisenet.pth", "arcface": "recognition_arcface_ir_se50.pth",
-        "mobilefacenet": "mobilefacenet.pt",
+        "mobilefacenet": "mobilefacenet.pt", "mobilefacenet-lr": "mobilefacenet_lr.pt",
         "realesrgan-x2": "RealESRGAN_x2plus.pth", "refnet-small": "refnet_small.pth",
     }
     for model, file_name in expected_models.items():
