@@ -55,6 +55,7 @@ class FixRequest:
     output_uri: str | None = None  # -o on another filesystem
     refs: list[Path] = field(default_factory=list)
     ref: Path | None = None
+    person: Path | None = None  # --person DIR: the one person these photos show
     output: Path | None = None
     output_is_folder: bool = False  # -o ended in a slash: a folder even when named like a file
     aligned: bool = False
@@ -100,6 +101,7 @@ def fix(
     inputs: list[str] = typer.Argument(..., metavar="INPUT...", help="Photos or folders of photos to restore (with --engine ray also s3://, gs://, file:// URIs)."),
     refs: list[Path] = typer.Option([], "--refs", metavar="DIR_OR_FILE", help="Gallery folder or photo of good references (repeatable)."),
     ref: Optional[Path] = typer.Option(None, "--ref", metavar="FILE", help="Force this photo as the reference (single-face photos)."),
+    person: Optional[Path] = typer.Option(None, "--person", metavar="DIR", help="Photos of the one person these photos show: used unless a face is clearly someone else (instead of --refs)."),
     output: Optional[str] = typer.Option(None, "-o", "--output", metavar="PATH", help="Output file (one input) or folder (a trailing / says folder)."),
     aligned: bool = typer.Option(False, "--aligned", help="Inputs are already aligned face crops."),
     model: str = typer.Option("auto", "--model", metavar="NAME", help=MODEL_HELP),
@@ -137,7 +139,7 @@ def fix(
     output_uri = output if output and is_uri(output) else None
     request = FixRequest(
         inputs=[Path(p) for p in inputs if not is_uri(p)], uris=tuple(p for p in inputs if is_uri(p)),
-        output_uri=output_uri, refs=list(refs), ref=ref, output=Path(output) if output and not output_uri else None,
+        output_uri=output_uri, refs=list(refs), ref=ref, person=person, output=Path(output) if output and not output_uri else None,
         output_is_folder=bool(output) and output.endswith(("/", os.sep)), aligned=aligned, model=model,
         detector=detector, device=device, upscale=upscale, strength=strength, fidelity=fidelity,
         only_center_face=only_center_face, save_faces=save_faces, compare=compare,
@@ -254,6 +256,11 @@ def run_fix(req: FixRequest) -> int:
         raise fail(str(exc), 2)
     if max_pixels is not None and max_pixels < 256:
         raise fail(f"--max-pixels {max_pixels}: too small to hold a photo", 2)
+    if req.person is not None:
+        if req.refs or req.ref is not None:
+            raise fail("--person is the whole gallery (the one person these photos show): give it without --refs or --ref", 2)
+        if not req.person.is_dir():
+            raise fail(f"--person {req.person}: no such folder", 2)
     from ..engines.clash import report_path_problem
 
     for report_path, flag in ((req.json_report, "--json"), (req.html_report, "--html")):
@@ -355,7 +362,8 @@ def _gate(req: FixRequest, tasks: "list[Task]") -> "tuple[FixRequest, list[Any]]
     from ..fileio import is_stream_path, lock_for_writing
 
     try:  # no file of this run may land on an input, a reference or a file refrestore did not write
-        plan = check_run_writes(tasks, [*req.refs, *([req.ref] if req.ref else [])], save_faces=req.save_faces,
+        plan = check_run_writes(tasks, [*req.refs, *([req.ref] if req.ref else []), *([req.person] if req.person else [])],
+                                save_faces=req.save_faces,
                                 compare=req.compare, reports=[("--json", req.json_report), ("--html", req.html_report)],
                                 html=req.html_report)
     except ClashError as exc:
@@ -416,13 +424,13 @@ def _build(req: FixRequest, choice: Any, store: Any, err_console: Console) -> An
     # The user's --model ("auto" routes each face: matched -> refnet-small, stranger -> best blind);
     # choose_restorer above only checked that it can be built.
     kwargs: dict[str, Any] = dict(
-        refs=req.refs, ref=req.ref, model=req.model, detector=req.detector, device=req.device,
+        refs=req.refs, ref=req.ref, person=req.person, model=req.model, detector=req.detector, device=req.device,
         options=_fix_options(req), top_k=req.top_k, store=store,
     )
     try:
-        with GalleryProgress(err_console, live=is_terminal() and not req.quiet and bool(req.refs)) as progress:
+        with GalleryProgress(err_console, live=is_terminal() and not req.quiet and bool(req.refs or req.person)) as progress:
             built = build_pipeline(**kwargs, on_gallery_progress=progress)
-    except (DetectorError, FileNotFoundError) as exc:
+    except (DetectorError, FileNotFoundError, ValueError) as exc:
         raise fail(str(exc), 2)
     except (WeightsError, RestorerError) as exc:
         raise fail(str(exc), 1)

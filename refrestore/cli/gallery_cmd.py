@@ -23,7 +23,7 @@ def gallery(
     sources: list[Path] = typer.Argument(..., help="Gallery folders (one sub-folder per person) or photos."),
     json_report: Path | None = typer.Option(None, "--json", help="Write the people as JSON here ('-': standard output)."),
     detector: str = typer.Option("auto", "--detector", help="auto, retinaface, retinaface_resnet50, retinaface_mobile0.25 or dlib."),
-    identity: str = typer.Option("auto", "--identity", help="Identity model: auto, fused, faceid, dlib or arcface."),
+    identity: str = typer.Option("auto", "--identity", help="Identity model: auto, mobilefacenet, fused, faceid, dlib or arcface."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     weights_dir: Path | None = typer.Option(None, "--weights-dir", help="Weights folder for this run."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs."),
@@ -80,9 +80,12 @@ def _gallery(sources: list[Path], json_report: Path | None, detector_name: str, 
     st = g.stats
     err.print(f"gallery: {len(people)} people, {st.faces} faces in {st.files} photos "
               f"({st.from_cache} from cache, {st.indexed} indexed) with {model.name}", markup=False)
+    if g.declared is not None:
+        err.print(f"one-person gallery: {g.declared} (its references are used unless a face is clearly someone else)",
+                  markup=False)
     doc = {"sources": [str(s) for s in sources], "identity_model": f"{model.name} {model.version}",
            "photos": st.files, "faces": st.faces, "indexed": st.indexed, "from_cache": st.from_cache,
-           "people": [p.as_dict() for p in people],
+           "one_person": g.declared, "people": [p.as_dict() for p in people],
            "problems": [{"path": str(p.path), "reason": p.reason} for p in g.problems]}
     if json_report is not None:
         from ..fileio import stream_fd

@@ -25,12 +25,13 @@ def match(
     inputs: list[Path] = typer.Argument(..., help="Photos or folders of photos whose faces to match."),
     refs: list[Path] = typer.Option([], "--refs", help="Gallery folder or photo of good references (repeatable)."),
     ref: Path | None = typer.Option(None, "--ref", help="Force this photo as the reference (single-face photos)."),
+    person: Path | None = typer.Option(None, "--person", metavar="DIR", help="Photos of the one person these photos show: used unless a face is clearly someone else (instead of --refs)."),
     json_report: Path | None = typer.Option(None, "--json", help="Write a machine-readable report here."),
     html_report: Path | None = typer.Option(None, "--html", help="Write a report to look at in a browser here (images beside it)."),
     top_k: int = typer.Option(3, "--top-k", min=1, max=16, help="References per face."),
     compare: Path | None = typer.Option(None, "--compare", help="Write a contact sheet per photo into this folder."),
     detector: str = typer.Option("auto", "--detector", help="auto, retinaface, retinaface_resnet50, retinaface_mobile0.25 or dlib."),
-    identity: str = typer.Option("auto", "--identity", help="Identity model: auto, fused, faceid, dlib or arcface."),
+    identity: str = typer.Option("auto", "--identity", help="Identity model: auto, mobilefacenet, fused, faceid, dlib or arcface."),
     threshold: float | None = typer.Option(None, "--threshold", min=-1.0, max=1.0, help="Override the calibrated same-person threshold."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     weights_dir: Path | None = typer.Option(None, "--weights-dir", help="Weights folder for this run."),
@@ -40,7 +41,7 @@ def match(
     setup_logging(debug)
     try:
         code = _match(inputs, refs, ref, json_report, top_k, compare, detector, identity, threshold,
-                      device, weights_dir, html_report)
+                      device, weights_dir, html_report, person)
     except typer.Exit:
         raise
     except KeyboardInterrupt:
@@ -56,12 +57,18 @@ def match(
 
 def _match(inputs: list[Path], refs: list[Path], ref: Path | None, json_report: Path | None, top_k: int,
            compare: Path | None, detector_name: str, identity_name: str, threshold: float | None,
-           device_name: str, weights_dir: Path | None, html_report: Path | None = None) -> int:
-
+           device_name: str, weights_dir: Path | None, html_report: Path | None = None,
+           person: Path | None = None) -> int:
     # markup off and names escaped: what is printed holds the user's file names
     out, err = consoles()
+    if person is not None:
+        if refs or ref is not None:
+            raise fail("--person is the whole gallery (the one person these photos show): give it without --refs or --ref", 2)
+        if not person.is_dir():
+            raise fail(f"--person {person}: no such folder", 2)
+        refs = [person]
     if not refs and ref is None:
-        raise fail("give a gallery with --refs DIR (or one reference with --ref FILE)", 2)
+        raise fail("give a gallery with --refs DIR (or one reference with --ref FILE, or --person DIR)", 2)
     if refs and ref is not None:
         raise fail("--ref and --refs together: choose one", 2)
     missing = [p for p in refs if not p.exists()]
@@ -82,7 +89,7 @@ def _match(inputs: list[Path], refs: list[Path], ref: Path | None, json_report: 
     from ..detection import DetectorError, init_detector
     from ..devices import DeviceError, pick_device
     from ..discover import find_inputs
-    from ..gallery import Gallery, forced_reference, select_references
+    from ..gallery import Gallery, describe_query, forced_reference, select_photo
     from ..gallery.index import aligned_crop_of, find_faces
     from ..identity import init_identity_model
     from ..imageio import ImageReadError, read_image
@@ -107,7 +114,8 @@ def _match(inputs: list[Path], refs: list[Path], ref: Path | None, json_report: 
         except ValueError as exc:
             raise fail(str(exc), 1)
     else:
-        gallery = _build_gallery(Gallery, list(refs), det, model, cache_dir(), err)
+        gallery = _build_gallery(Gallery, list(refs), det, model, cache_dir(), err,
+                                 people=[person] if person is not None else [])
         for problem in gallery.problems:
             err.print(f"warning: gallery {problem.path}: {problem.reason}")
         if not gallery.faces:
@@ -137,8 +145,14 @@ def _match(inputs: list[Path], refs: list[Path], ref: Path | None, json_report: 
         if forced is not None and len(faces) > 1:
             report.warnings.append(f"--ref is meant for single-face photos; used for all {len(faces)} faces")
         rows = []
+        crops = [aligned_crop_of(rgb, face, already) for face, already in found_faces]
+        if gallery is not None:
+            # the faces of a photo are decided together (a person goes to one face of it)
+            queries = [describe_query(crop, face, model, gallery.analyzer(), affine)
+                       for (crop, affine), face in zip(crops, faces)]
+            selections = select_photo(gallery, queries, top_k=top_k, threshold=threshold)
         for i, (face, already) in enumerate(found_faces):
-            crop, affine = aligned_crop_of(rgb, face, already)
+            crop, affine = crops[i]
             if forced is not None:
                 refs_list = [forced]
                 ref_json: dict[str, Any] | None = {"path": forced.path, "face_index": forced.face_index,
@@ -147,11 +161,13 @@ def _match(inputs: list[Path], refs: list[Path], ref: Path | None, json_report: 
                                                    "alternatives": []}
                 extra: dict[str, Any] = {}
             else:
-                assert gallery is not None
-                sel = select_references(gallery, crop, face, model, top_k=top_k,
-                                        threshold=threshold, affine=affine)
+                sel = selections[i]
                 refs_list, ref_json = sel.references, sel.report()
-                extra = {"selection": {"best_identity": round(float(sel.best_identity), 4),
+                warning = sel.warning(i)
+                if warning:
+                    report.warnings.append(warning)
+                extra = {"reference_rule": sel.rule,
+                         "selection": {"best_identity": round(float(sel.best_identity), 4),
                                        "threshold": round(sel.threshold, 4),
                                        "identity_model": sel.identity_model,
                                        "candidates": len(sel.candidates),
@@ -171,6 +187,8 @@ def _match(inputs: list[Path], refs: list[Path], ref: Path | None, json_report: 
             })
             rows.append((i, face, crop, refs_list, ref_json, extra))
         _print_table(out, item.path, rows)
+        for warning in report.warnings:
+            err.print(f"warning: {item.path}: {warning}")
         if compare is not None:
             try:
                 sheet = _contact_sheet([(r[2], r[3], r[4]) for r in rows])
@@ -224,9 +242,10 @@ def _refuse_clashes(inputs: list[Path], refs: list[Path], json_report: Path | No
     return plan.destination(json_report), plan.destination(html_report), locks
 
 
-def _build_gallery(gallery_cls: Any, refs: list[Path], det: Any, model: Any, cache: Path, err: Console) -> Any:
+def _build_gallery(gallery_cls: Any, refs: list[Path], det: Any, model: Any, cache: Path, err: Console,
+                   people: list[Path] | None = None) -> Any:
     if not is_terminal():
-        return gallery_cls.build(refs, det, model, cache_dir=cache)
+        return gallery_cls.build(refs, det, model, cache_dir=cache, people=people or [])
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -243,7 +262,7 @@ def _build_gallery(gallery_cls: Any, refs: list[Path], det: Any, model: Any, cac
         def tick(done: int, total: int, name: str) -> None:
             progress.update(task, total=total, completed=done, name=shown(Path(name).name))
 
-        return gallery_cls.build(refs, det, model, cache_dir=cache, progress=tick)
+        return gallery_cls.build(refs, det, model, cache_dir=cache, progress=tick, people=people or [])
 
 
 def _fmt(value: Any) -> str:

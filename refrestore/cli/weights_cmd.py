@@ -106,8 +106,9 @@ def download_weights(
         Optional[Path],
         typer.Option(
             "--from-file", metavar="FILE",
-            help="Add this local file as NAME (one name) instead of downloading: it must load strictly into "
-            "NAME's architecture; its own hash is recorded as user-added.",
+            help="Add this local file instead of downloading: the published file (found by its sha256; NAME "
+            "optional), or your own file as NAME, which must load strictly into NAME's architecture (its own "
+            "hash is then recorded as user-added).",
         ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Fetch again even if a verified copy is present.")] = False,
@@ -168,15 +169,19 @@ def download_weights(
 def _add_from_file(store: WeightStore, names: list[str], source: Path, force: bool) -> None:
     from ..weights.user_added import add_user_file
 
-    if len(names) != 1:
+    if len(names) > 1:
         raise _fail("--from-file adds one file: name the model or file it is (see `refrestore models`)", 2)
     try:
-        added = add_user_file(store, names[0], source, replace=force)
+        added = add_user_file(store, names[0] if names else None, source, replace=force)
     except WeightsError as exc:
         raise _fail(str(exc), 1) from None
     out = PlainConsole()
+    if added.published:
+        out.print(f"added {source} as {added.name} ({', '.join(added.models)}; the published file, sha256 "
+                  f"verified): {added.path}")
+        return
     out.print(f"added {source} as {added.name} ({', '.join(added.models)}; {added.architecture}, strict load ok), "
-              f"user-added, sha256 {added.sha256[:16]}...: {added.path}", markup=False)
+              f"user-added, sha256 {added.sha256[:16]}...: {added.path}")
 
 
 def _select(manifest: Manifest, names: list[str], all_files: bool) -> list[ManifestEntry]:

@@ -109,7 +109,9 @@ class ReferencePlan:
         if isinstance(source, GalleryReferences):
             g = source.gallery
             # The landmark fitter and derived tables are rebuilt where they are used.
-            plain = Gallery(list(g.faces), list(g.problems), g.identity_name, g.identity_version, g.stats)
+            plain = Gallery(list(g.faces), list(g.problems), g.identity_name, g.identity_version, g.stats,
+                            levels=g.levels)
+            plain.declared = g.declared
             return cls(gallery=plain, top_k=source.top_k, threshold=source.threshold)
         raise TypeError(f"cannot send {type(source).__name__} to Ray workers")
 

@@ -10,6 +10,7 @@ from .select import (
     describe_query,
     forced_reference,
     select_from_query,
+    select_photo,
     select_references,
     thresholds_for,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "describe_query",
     "forced_reference",
     "select_from_query",
+    "select_photo",
     "select_references",
     "thresholds_for",
 ]

@@ -34,7 +34,7 @@ from refrestore.identity import IdentityModel
 from refrestore.imageio import ImageReadError
 
 from .index import Gallery, GalleryFace, aligned_crop_of, find_faces, load_rgb
-from .people import MatchRule, PersonDecision, decide
+from .people import MatchRule, PersonDecision
 from .pose import FaceAnalyzer
 from .quality import assess
 
@@ -109,6 +109,19 @@ RULES: dict[str, MatchRule] = {
     # dlib weight 0.98 (refrestore.identity.fused.DLIB_WEIGHT); see README for why this is not
     # the default: faceid-small has memorised the training people, so this rule is fitted on
     # scores that are better than a stranger's photos will give.
+    # The pretrained MobileFaceNet, calibrated on the TRAINING people of shared/data/faces by
+    # `python benchmarks/eval_people.py --calibrate` (per detail anchor: the best identification
+    # with at most 1% of strangers matched, over two kinds of damage; the stranger threshold at the
+    # 3rd percentile of genuine scores) and measured on the held-out people (README, "References").
+    # Anchors: median detail of 16 (and alt-24), 16, 24, 32, 48 px and clean queries; each compares
+    # the query with the gallery at that level (mixed with the clean embedding), a person scored by
+    # the centroid of its faces.
+    "mobilefacenet": MatchRule(details=(0.15, 0.29, 0.42, 0.54, 0.74, 1.0),
+                               thresholds=(0.53, 0.585, 0.53, 0.47, 0.435, 0.465),
+                               gaps=(0.1, 0.1, 0.1, 0.1, 0.1, 0.0), gallery=0.45,
+                               levels=(16, 16, 24, 32, 48, None), aggregate="centroid",
+                               strangers=(0.272, 0.225, 0.142, 0.132, 0.185, 0.298),
+                               verifiable_detail=0.1, min_face_px=16.0),
     "fused": MatchRule(details=(0.441, 0.762, 1.0), thresholds=(0.9375, 0.9375, 0.9450),
                        gaps=(0.02, 0.02, 0.02), gallery=0.92),
 }
@@ -232,6 +245,26 @@ class Selection:
             return self.decision.person
         return self.candidates[0].face.person if self.candidates else None
 
+    @property
+    def rule(self) -> str | None:
+        """What gave the face its references: "matched", "declared" or "unverifiable-declared"
+        (see :mod:`refrestore.gallery.decide`); None when it got none."""
+        if not self.matched:
+            return None
+        return self.decision.rule if self.decision is not None else "matched"
+
+    def warning(self, index: int) -> str | None:
+        """A line for the photo's warnings when a one-person gallery decided (or refused) this face."""
+        d = self.decision
+        if d is None:
+            return None
+        size = f"{d.face_px:.0f} px" if d.face_px is not None else "aligned crop"
+        if self.matched and d.rule in ("declared", "unverifiable-declared"):
+            return f"face {index} ({size}): references of {d.person} used as the one-person gallery declares ({d.rule}: {d.reason})"
+        if not self.matched and d.reason.startswith("clearly someone else"):
+            return f"face {index} ({size}): no references: {d.reason}"
+        return None
+
     def explain(self) -> dict[str, Any]:
         """Every number behind the decision (for ``match`` and the reports)."""
         if self.decision is not None:
@@ -245,6 +278,7 @@ class Selection:
             return None
         ref = self.references[0]
         out: dict[str, Any] = {"path": ref.path, "face_index": ref.face_index, "person": self.person,
+                               "reference_rule": self.rule,
                                "score": round(ref.score, 4), **ref.components,
                                "regions": ref.regions, "identity_model": self.identity_model,
                                "threshold": round(self.threshold, 4), "decision": self.explain()}
@@ -286,25 +320,34 @@ def _score(query: QueryFace, g: GalleryFace, sim: float, raw: float, floor: floa
 
 
 def rank_with_decision(gallery: Gallery, query: QueryFace, threshold: float | None = None,
-                       identity_name: str | None = None
+                       identity_name: str | None = None, decision: PersonDecision | None = None
                        ) -> tuple[list[Candidate], float, float, PersonDecision | None]:
-    """As :func:`rank_candidates`, plus the person-level decision where the model has a rule."""
+    """As :func:`rank_candidates`, plus the person-level decision where the model has a rule
+    (``decision``: one already made for this face, as :func:`select_photo` makes them)."""
     name = identity_name or gallery.identity_name
     rule = rule_for(name)
     if rule is not None:
-        emb = gallery.embeddings
-        raw = emb @ query.embedding if len(emb) else np.zeros(0, dtype=np.float32)
-        persons = gallery.persons
-        dec = decide(raw, persons, query.detail, rule, threshold, face_width=query.face_width)
+        from .decide import RULE_MATCHED, FaceQuery, identify
+
+        dec = decision if decision is not None else identify(
+            gallery, FaceQuery(query.embedding, query.detail, query.face_width), rule, threshold)
         if not dec.matched:
             return [], dec.best_score, dec.threshold, dec
-        # The gallery's labels (folders, clusters) say which faces are this person; faces of
-        # the person far below the threshold from this query (a profile, a child photo) are left out.
+        emb = gallery.embeddings
+        raw = emb @ query.embedding
+        persons = gallery.persons
+        # The gallery's labels (folders, clusters) say which faces are this person; a matched face
+        # leaves out the person's faces far below the threshold from it (a profile, a child photo).
+        # A face given its person by a one-person folder keeps them all: its score says little.
         idx = [i for i, p in enumerate(persons) if p == dec.person]
         best = max(idx, key=lambda i: raw[i])
-        floor = dec.threshold - QUERY_SLACK
-        picks = [i for i in idx if i == best or raw[i] >= floor]
-        out = [_score(query, gallery.faces[i], float(raw[i]), float(raw[i]), floor, dec.best_score) for i in picks]
+        if dec.rule == RULE_MATCHED:
+            floor = min(dec.threshold, float(raw[best])) - QUERY_SLACK
+            picks = [i for i in idx if i == best or raw[i] >= floor]
+        else:
+            floor = float(raw[idx].min()) - QUERY_SLACK
+            picks = idx
+        out = [_score(query, gallery.faces[i], float(raw[i]), float(raw[i]), floor, float(raw[best])) for i in picks]
         out.sort(key=lambda c: c.total, reverse=True)
         return out, dec.best_score, dec.threshold, dec
     th = thresholds_for(name)
@@ -342,14 +385,30 @@ def _to_reference(gallery: Gallery, c: Candidate, with_image: bool) -> Reference
 
 
 def select_from_query(gallery: Gallery, query: QueryFace, top_k: int = 3,
-                      threshold: float | None = None, with_images: bool = True) -> Selection:
+                      threshold: float | None = None, with_images: bool = True,
+                      decision: PersonDecision | None = None) -> Selection:
     """Selection for an already described face (see :func:`describe_query`)."""
     if top_k < 1:
         raise ValueError("top_k must be at least 1")
-    cands, best, thr, dec = rank_with_decision(gallery, query, threshold)
+    cands, best, thr, dec = rank_with_decision(gallery, query, threshold, decision=decision)
     refs = [_to_reference(gallery, c, with_images) for c in cands[:top_k]]
     return Selection(references=refs, matched=bool(refs), best_identity=best, candidates=cands,
                      threshold=thr, identity_model=gallery.identity_name, decision=dec)
+
+
+def select_photo(gallery: Gallery, queries: list[QueryFace], top_k: int = 3,
+                 threshold: float | None = None, with_images: bool = True) -> list[Selection]:
+    """Selections for every face of one photo, decided together (:func:`refrestore.gallery.decide.decide_photo`:
+    a person goes to one face of a photo; a one-person gallery's person to the face that fits it)."""
+    rule = rule_for(gallery.identity_name)
+    if rule is None:
+        return [select_from_query(gallery, q, top_k, threshold, with_images) for q in queries]
+    from .decide import FaceQuery, decide_photo
+
+    decisions = decide_photo(gallery, [FaceQuery(q.embedding, q.detail, q.face_width) for q in queries],
+                             rule, threshold)
+    return [select_from_query(gallery, q, top_k, threshold, with_images, decision=d)
+            for q, d in zip(queries, decisions)]
 
 
 def select_references(gallery: Gallery, aligned_face: np.ndarray, face: DetectedFace | None,
