@@ -17,60 +17,19 @@ import numpy as np
 import torch
 
 from .arch import region_prior
+from .folders import DataError, read_rgb, scan_people
 from .degrade import MILD, degrade, random_params, scaled_for
+from .pack import read_pack
 from ..restorers.tensors import resize_square
 from .warp import align_references
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
-
-
-class DataError(ValueError):
-    """The data folder is missing or not laid out as expected."""
-
 
 @dataclass(frozen=True)
 class Photo:
     person: str
     path: Path
     digest: str  # sha1 of the decoded pixels, to drop exact duplicates from references
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise DataError(f"cannot read image {path}")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
-def person_root(data: Path) -> Path:
-    """DIR itself, or DIR/hq when DIR is a refbench-style folder."""
-    data = Path(data)
-    if not data.is_dir():
-        raise DataError(f"data folder not found: {data}")
-    if (data / "hq").is_dir():
-        return data / "hq"
-    return data
-
-
-def _natural_key(p: Path) -> tuple[int, str]:
-    return (int(p.stem), "") if p.stem.isdigit() else (1 << 30, p.stem)
-
-
-def scan_people(data: Path, exclude: Sequence[str] = (), include: Sequence[str] | None = None) -> dict[str, list[Path]]:
-    """person -> sorted photo paths; people with a single photo are kept (usable as eval GT only if >= 2)."""
-    root = person_root(data)
-    people: dict[str, list[Path]] = {}
-    for d in sorted(p for p in root.iterdir() if p.is_dir()):
-        if d.name in exclude or (include is not None and d.name not in include):
-            continue
-        files = sorted((f for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
-        if files:
-            people[d.name] = files
-    if not people:
-        raise DataError(f"no <person>/<photo> images found under {root}")
-    return people
 
 
 class FaceBank:
@@ -89,8 +48,6 @@ class FaceBank:
 
         data = Path(data)
         if data.is_file() and data.suffix == ".npz":
-            from .pack import read_pack
-
             _, packed = read_pack(data)
             decoded = {p: imgs for p, imgs in packed.items() if wanted(p)}
             self.people = {p: [Path(f"{data}#{p}/{i}") for i in range(len(v))] for p, v in decoded.items()}

@@ -17,7 +17,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from .data import read_rgb, scan_people
+from .folders import read_rgb, scan_people
 from .split import is_held_out
 from ..restorers.tensors import resize_square
 
