@@ -24,11 +24,9 @@ from .data import FaceBank, MixedSampler, TrainSampler
 from .discriminator import PatchDiscriminator, d_hinge_loss
 from .losses import LossWeights, at_size, total_loss
 from .split import is_held_out
+from .weights import CKPT_FORMAT, WEIGHTS_FORMAT, load_weights, read_weights  # noqa: F401 (load_weights: the trainer's callers)
 
 log = logging.getLogger(__name__)
-
-CKPT_FORMAT = "refnet-ckpt-1"
-WEIGHTS_FORMAT = "refnet-weights-1"
 
 
 @dataclass(frozen=True)
@@ -113,27 +111,6 @@ def export_weights(model_sd: dict[str, torch.Tensor], cfg: RefNetConfig, path: P
     """Write inference weights (fp16) with their config; loadable with weights_only=True."""
     atomic_save({"format": WEIGHTS_FORMAT, "config": cfg.to_dict(), "state_dict": _half_state(model_sd),
                  "meta": meta}, path)
-
-
-def read_weights(path: Path) -> tuple[RefNetConfig, dict[str, torch.Tensor]]:
-    """Config and fp32 state dict of exported weights or of a checkpoint's EMA (weights_only)."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a corrupt or foreign file
-        raise ValueError(f"{path} is not a readable RefNet weights file ({type(exc).__name__})") from exc
-    if not isinstance(obj, dict) or obj.get("format") not in (WEIGHTS_FORMAT, CKPT_FORMAT):
-        raise ValueError(f"{path} is not a RefNet weights file")
-    sd = obj["state_dict"] if obj["format"] == WEIGHTS_FORMAT else obj["ema"]
-    return (RefNetConfig.from_dict(obj["config"]),
-            {k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
-
-
-def load_weights(path: Path, device: torch.device | str = "cpu") -> RefNet:
-    """Build RefNet from exported weights or a training checkpoint (strict, weights_only)."""
-    cfg, sd = read_weights(path)
-    model = RefNet(cfg)
-    model.load_state_dict(sd, strict=True)
-    return model.to(device).eval()
 
 
 def _init_from(model: RefNet, path: Path) -> None:

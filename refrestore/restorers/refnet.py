@@ -12,7 +12,7 @@ import torch
 from .. import paths
 from ..faces import Reference
 from ..net.arch import RefNet, region_prior
-from ..net.train import load_weights
+from ..net.weights import load_weights
 from ..net.warp import align_references
 from .base import RestorerInfo, RestorerSpec
 from .tensors import batch_to_tensor, resize_square, tensor_to_batch
