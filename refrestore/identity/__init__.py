@@ -31,15 +31,10 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
 
+from .crops import ALIGNED_SIZE, _check_aligned, _normalise  # noqa: F401 (ALIGNED_SIZE: part of the package's names)
+from .dlib_resnet import DLIB_ALIGNED_RECT, DlibIdentity  # noqa: F401 (DLIB_ALIGNED_RECT: part of the package's names)
+
 logger = logging.getLogger(__name__)
-
-ALIGNED_SIZE = 512
-
-# Where dlib's HOG detector puts its box on FFHQ-aligned 512 crops: measured on the 85 aligned
-# photos of data/refbench/hq (padded by 128 px so the detector fires); mean box
-# (105, 152, 412, 459), median (105, 139, 414, 449). The 5-point shape predictor was trained
-# on boxes like these, so feeding it the same box on every aligned crop gives it what it expects.
-DLIB_ALIGNED_RECT: tuple[int, int, int, int] = (105, 146, 412, 453)
 
 ARCFACE_WEIGHTS = "recognition_arcface_ir_se50.pth"
 # The IR-SE50 model expects 112x112 crops of the ArcFace template. On an FFHQ 512 crop that
@@ -58,57 +53,6 @@ class IdentityModel(Protocol):
     def embed(self, aligned: Sequence[np.ndarray]) -> np.ndarray:
         """Embed aligned 512x512 RGB uint8 crops; returns (N, dim) float32, unit rows."""
         ...
-
-
-def _check_aligned(img: np.ndarray) -> np.ndarray:
-    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-        raise ValueError(f"expected an HxWx3 uint8 RGB image, got {img.shape} {img.dtype}")
-    if img.shape[:2] != (ALIGNED_SIZE, ALIGNED_SIZE):
-        import cv2
-
-        img = cv2.resize(img, (ALIGNED_SIZE, ALIGNED_SIZE), interpolation=cv2.INTER_AREA
-                         if img.shape[0] > ALIGNED_SIZE else cv2.INTER_CUBIC)
-    return np.ascontiguousarray(img)
-
-
-def _normalise(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
-
-
-class DlibIdentity:
-    """dlib's ResNet-29 face descriptor (128-d), run on a fixed box of the aligned crop."""
-
-    name = "dlib"
-    dim = 128
-
-    def __init__(self, num_jitters: int = 0) -> None:
-        import dlib
-        import face_recognition_models as frm
-
-        self._dlib = dlib
-        self.num_jitters = int(num_jitters)
-        self._shape = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
-        self._net = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
-        self._rect = dlib.rectangle(*DLIB_ALIGNED_RECT)
-        # Anything that changes the embedding changes the version, so caches keyed on it go stale.
-        self.version = (
-            f"resnet_v1-dlib{getattr(dlib, '__version__', '?')}"
-            f"-rect{'_'.join(map(str, DLIB_ALIGNED_RECT))}-j{self.num_jitters}"
-        )
-
-    def embed(self, aligned: Sequence[np.ndarray]) -> np.ndarray:
-        out = np.zeros((len(aligned), self.dim), dtype=np.float32)
-        for i, img in enumerate(aligned):
-            img = _check_aligned(img)
-            shape = self._shape(img, self._rect)
-            if self.num_jitters > 0:
-                desc = self._net.compute_face_descriptor(img, shape, self.num_jitters)
-            else:
-                desc = self._net.compute_face_descriptor(img, shape)
-            out[i] = np.asarray(desc, dtype=np.float32)
-        return _normalise(out) if len(aligned) else out
 
 
 class ArcFaceIdentity:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import DlibIdentity
+from .dlib_resnet import DlibIdentity
 from .own import OwnIdentity
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
