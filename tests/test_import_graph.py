@@ -17,11 +17,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 # What ``fix`` may load of refrestore.net: the architecture, reference warping, the weight files,
-# and the embedder behind the ``faceid`` identity model. Everything else there (train loop,
-# losses, discriminator, samplers, packs, data folders, degradations for training, evaluation)
-# is training-only.
+# crop/tensor conversions, and the embedder behind the ``faceid`` identity model. Everything else
+# there (train loop, losses, discriminator, samplers, packs, data folders, degradations for
+# training, evaluation) is training-only.
 RUNTIME_NET = {"refrestore.net", "refrestore.net.arch", "refrestore.net.warp", "refrestore.net.weights",
-               "refrestore.net.embedder"}
+               "refrestore.net.tensors", "refrestore.net.embedder"}
 
 
 def package_modules(root: Path, package: str) -> dict[str, tuple[Path, bool]]:

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from .arch import region_prior
-from .folders import DataError, read_rgb, scan_people
 from .degrade import MILD, degrade, random_params, scaled_for
+from .folders import DataError, read_rgb, scan_people
 from .pack import read_pack
-from ..restorers.tensors import resize_square
+from .tensors import resize_square
 from .warp import align_references
 
 log = logging.getLogger(__name__)

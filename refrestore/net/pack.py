@@ -19,7 +19,7 @@ import numpy as np
 
 from .folders import read_rgb, scan_people
 from .split import is_held_out
-from ..restorers.tensors import resize_square
+from .tensors import resize_square
 
 PACK_FORMAT = "refrestore-facepack-1"
 

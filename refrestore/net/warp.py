@@ -20,7 +20,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from ..restorers.tensors import resize_square
+from .tensors import resize_square
 
 FLOW_SIZE = 256  # side at which the flow is estimated
 BAND = 64  # both faces are band-limited to this side before matching

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from ..faces import Reference
+from ..net.tensors import batch_to_tensor, tensor_to_batch
 from .base import RestorerInfo, RestorerSpec
-from .tensors import batch_to_tensor, tensor_to_batch
 
 log = logging.getLogger(__name__)
 

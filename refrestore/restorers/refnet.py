@@ -12,10 +12,10 @@ import torch
 from .. import paths
 from ..faces import Reference
 from ..net.arch import RefNet, region_prior
-from ..net.weights import load_weights
+from ..net.tensors import batch_to_tensor, resize_square, tensor_to_batch
 from ..net.warp import align_references
+from ..net.weights import load_weights
 from .base import RestorerInfo, RestorerSpec
-from .tensors import batch_to_tensor, resize_square, tensor_to_batch
 
 log = logging.getLogger(__name__)
 
