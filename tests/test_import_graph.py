@@ -1,5 +1,6 @@
 """How refrestore's modules import each other (issue 24): no circle anywhere, the runtime of
-``fix`` apart from the training code, and every package of the tree installed.
+``fix`` apart from the training code, every package of the tree installed, and no module
+over 600 lines.
 
 The import graph is read from the source with ``ast``: module-level, function-level and
 ``TYPE_CHECKING`` imports all count (a lazy import is still a dependency a reader must follow),
@@ -181,6 +182,16 @@ def test_every_package_of_the_tree_is_installed() -> None:
     on_disk = {name for name, (_, is_package) in package_modules(REPO, "refrestore").items() if is_package}
     missing = sorted(on_disk - listed)
     assert not missing, f"packages missing from pyproject.toml [tool.setuptools] packages: {missing}"
+
+
+MAX_MODULE_LINES = 600  # the developers' guide: small modules with one job each
+
+
+def test_no_module_over_600_lines() -> None:
+    sizes = {str(path.relative_to(REPO)): len(path.read_text(encoding="utf-8").splitlines())
+             for path, _ in package_modules(REPO, "refrestore").values()}
+    over = {name: n for name, n in sorted(sizes.items()) if n > MAX_MODULE_LINES}
+    assert not over, f"modules over {MAX_MODULE_LINES} lines (split them by job): {over}"
 
 
 if __name__ == "__main__":  # list the cycles: python tests/test_import_graph.py
