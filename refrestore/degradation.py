@@ -49,10 +49,10 @@ class Thresholds:
     size_bad: float = 40.0
     pattern_ok: float = 1.9  # spectral peak of a regular 2-6.5 px pattern (103 clean faces: at most 1.74)
     pattern_bad: float = 2.2  # codeformer_02's scan lines read 2.15-3.70, a halftone print 33
-    tiny_ok: float = 96.0  # a face at least this wide (output pixels) has pixels enough to hold detail
-    tiny_bad: float = 56.0  # below this, what looks like detail is mostly pixel noise and compression
+    tiny_ok: float = 80.0  # a face at least this wide (output pixels) has pixels enough to hold detail
+    tiny_bad: float = 48.0  # below this, what looks like detail is mostly pixel noise and compression
     leave_below: float = 0.15  # a face whose severity is below this is left as it was
-    full_above: float = 0.6  # severity from which the restoration is applied in full
+    full_above: float = 0.8  # severity from which the restoration is applied in full
 
 
 @dataclass(frozen=True)
