@@ -52,7 +52,7 @@ class Thresholds:
     tiny_ok: float = 80.0  # a face at least this wide (output pixels) has pixels enough to hold detail
     tiny_bad: float = 48.0  # below this, what looks like detail is mostly pixel noise and compression
     leave_below: float = 0.15  # a face whose severity is below this is left as it was
-    full_above: float = 0.8  # severity from which the restoration is applied in full
+    full_above: float = 0.6  # severity from which the restoration is applied in full
 
 
 @dataclass(frozen=True)
