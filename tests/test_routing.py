@@ -182,9 +182,10 @@ def test_fidelity_reaches_only_restorers_that_support_it(whole_photos):
 
 # Damaged real faces that still move less than issue 23's acceptance level (2 grey levels in
 # the restored photo), with the floor each must keep: gfpgan_00's left face, soft (severity
-# 0.65) but clean, moves 1.96 with refnet-small 0.3. A face that reaches the level must leave
-# this list. (Written by `fix` as JPEG with the source's coarse tables, three small faces of
-# codeformer_00, 01 and 05 move 1.4-1.8 instead of 2.1-2.8: the re-encode puts the blocks back.)
+# 0.65) but clean, moves 1.96 with the shipped refnet-small (the v2/v6 soup). A face that
+# reaches the level must leave this list. (Written by `fix` as JPEG with the source's coarse
+# tables, three small faces of codeformer_00, 01 and 05 move 1.4-1.8 instead of 2.1-2.8: the
+# re-encode puts the blocks back.)
 SHORT_OF_ACCEPTANCE = {("gfpgan_00.jpg", 0): 1.8}
 
 

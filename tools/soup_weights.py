@@ -5,8 +5,12 @@
 Each input is exported weights or a training checkpoint (its EMA); all must share one
 config (refnet-v6 was trained from refnet-v2, so their weights sit in one basin and their
 average is a working network, not a blend of two unrelated ones). Written as fp16 weights
-with the inputs' steps in ``meta``. The shipped refnet-small of 0.3 is the 0.5/0.5 soup of
-refnet-v2 (step 3173) and refnet-v6 (step 2567); ``benchmarks/eval_blind.py`` has the figures.
+with the inputs' steps in ``meta``. The shipped refnet-small is
+
+    python tools/soup_weights.py models/refnet_small.pth runs/refnet-v2/last.pth \
+        runs/refnet-v6/last.pth --weights 0.7 0.3
+
+(README, "The blind path": ``benchmarks/eval_blind.py`` has the figures).
 """
 from __future__ import annotations
 
