@@ -1,8 +1,8 @@
-"""How damaged is a face? A small, explainable estimate from four measurements.
+"""How damaged is a face? A small, explainable estimate from five measurements.
 
 Every face is measured where its information is: at its native size in the photo (an
 aligned 512 crop of a 90 px face is an upscale, and its blur says nothing about the
-photo). The four measurements, each mapped to 0 (fine) .. 1 (badly damaged):
+photo). The five measurements, each mapped to 0 (fine) .. 1 (badly damaged):
 
 - ``sharpness``: how much fine gradient a light re-blur removes (Crete-Roffet's re-blur
   idea): a sharp face loses much of its gradient to a sigma-1 blur, a blurred one little;
@@ -13,7 +13,10 @@ photo). The four measurements, each mapped to 0 (fine) .. 1 (badly damaged):
 - ``face_px``: the face's width in the output (photo pixels times the upscale): a sharp
   face that is small in the output still has little to show.
 
-``severity`` combines the four scores as independent damages, 1 - prod(1 - score): one bad
+- ``pattern``: a regular pattern of fine lines or dots across the face (a scanner's streaks, a
+  printed screen), from the rows' and columns' spectra on the photo's own pixels.
+
+``severity`` combines the five scores as independent damages, 1 - prod(1 - score): one bad
 property is enough to need restoration, and two moderate ones (a small face that is also
 soft, as in most old group photos) add up. ``cause`` names the largest.
 """
@@ -44,8 +47,12 @@ class Thresholds:
     block_bad: float = 2.3  # about JPEG quality 25
     size_ok: float = 160.0  # face width in output pixels
     size_bad: float = 40.0
+    pattern_ok: float = 1.9  # spectral peak of a regular 2-6.5 px pattern (103 clean faces: at most 1.74)
+    pattern_bad: float = 2.2  # codeformer_02's scan lines read 2.15-3.70, a halftone print 33
+    tiny_ok: float = 80.0  # a face at least this wide (output pixels) has pixels enough to hold detail
+    tiny_bad: float = 48.0  # below this, what looks like detail is mostly pixel noise and compression
     leave_below: float = 0.15  # a face whose severity is below this is left as it was
-    full_above: float = 1.0  # severity from which the restoration is applied in full
+    full_above: float = 0.6  # severity from which the restoration is applied in full
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,7 @@ class Degradation:
     sharpness: float  # fraction of gradient a sigma-1 re-blur removes (higher is sharper)
     noise: float  # noise sigma, 0..255
     blockiness: float  # JPEG block-edge ratio (1 = none)
+    pattern: float  # strongest regular 2-6.5 px pattern over the spectrum around it (1 = none)
     scores: dict[str, float]  # each measurement as damage 0..1
     severity: float  # 1 - prod(1 - score)
     cause: str  # which measurement set the severity
@@ -88,6 +96,36 @@ def reblur_sharpness(grey: np.ndarray) -> float:
     if g < 1e-6:
         return 0.0
     return float(max(0.0, 1.0 - grad(cv2.GaussianBlur(grey, (0, 0), 1.0)) / g))
+
+
+def pattern_peak(grey: np.ndarray, periods: tuple[float, float] = (2.0, 6.5)) -> float:
+    """How strongly a regular pattern of fine lines or dots stands out: over the rows and over
+    the columns, the mean power spectrum of the detail band, and its highest peak at a period of
+    ``periods`` pixels over the running median of the spectrum around it (1 for no pattern).
+
+    Scan lines and a printed screen repeat every few pixels across the whole face; faces do
+    not (their features are single edges, not a rhythm), so the spectrum of a face is smooth
+    there. Both are invisible to the noise estimate, whose mask cancels any line along a row
+    or a column.
+    """
+    g = np.asarray(grey, dtype=np.float64)
+    if min(g.shape) < 24:
+        return 1.0
+    band = g - cv2.GaussianBlur(g, (0, 0), 3.0)
+    best = 1.0
+    for x in (band, band.T):
+        x = x * np.hanning(x.shape[1])[None, :]
+        power = (np.abs(np.fft.rfft(x, axis=1)) ** 2).mean(axis=0)[2:]  # from two cycles per row
+        if power.size < 9:
+            continue
+        padded = np.pad(power, 4, mode="edge")
+        base = np.median(np.lib.stride_tricks.sliding_window_view(padded, 9), axis=1)
+        ratio = power / np.maximum(base, 1e-12)
+        period = x.shape[1] / (np.arange(power.size) + 2.0)
+        inside = (period >= periods[0]) & (period <= periods[1])
+        if inside.any():
+            best = max(best, float(ratio[inside].max()))
+    return best
 
 
 _NOISE_MASK = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
@@ -156,7 +194,7 @@ def blockiness(grey: np.ndarray) -> float:
     return edge / max(inner, 1e-3)
 
 
-def _ramp(value: float, ok: float, bad: float) -> float:
+def ramp(value: float, ok: float, bad: float) -> float:
     """0 at ``ok``, 1 at ``bad`` (either direction), linear between."""
     t = (value - ok) / (bad - ok)
     return float(min(1.0, max(0.0, t)))
@@ -204,17 +242,19 @@ def estimate(
     window = photo_window(photo, affine, aligned.shape[0]) if photo is not None else aligned
     noise = noise_level(window if min(window.shape[:2]) >= 8 else aligned)
     block = blockiness(_grey(window))
+    pattern = pattern_peak(luma(window)) if min(window.shape[:2]) >= 24 else 1.0
     face_px = native / TEMPLATE_PER_FACE * upscale
     t = thresholds
     scores = {
-        "sharpness": _ramp(sharp, t.sharp_ok, t.sharp_bad),
-        "noise": _ramp(noise, t.noise_ok, t.noise_bad),
-        "blockiness": _ramp(block, t.block_ok, t.block_bad),
-        "face_px": _ramp(face_px, t.size_ok, t.size_bad),
+        "sharpness": ramp(sharp, t.sharp_ok, t.sharp_bad),
+        "noise": ramp(noise, t.noise_ok, t.noise_bad),
+        "blockiness": ramp(block, t.block_ok, t.block_bad),
+        "face_px": ramp(face_px, t.size_ok, t.size_bad),
+        "pattern": ramp(pattern, t.pattern_ok, t.pattern_bad),
     }
     cause = max(scores, key=lambda k: scores[k])
     severity = 1.0 - float(np.prod([1.0 - v for v in scores.values()]))
     return Degradation(
-        face_px=float(face_px), native_px=float(native), sharpness=sharp, noise=noise, blockiness=block,
+        face_px=float(face_px), native_px=float(native), sharpness=sharp, noise=noise, blockiness=block, pattern=pattern,
         scores=scores, severity=severity, cause=cause,
     )

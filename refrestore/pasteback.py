@@ -32,8 +32,10 @@ class PasteJob:
 
 def detail_sigma(native_px: float, size: int = FFHQ_SIZE) -> float:
     """Blur that separates "fine detail" from structure in the crop: 2 pixels at the
-    photo's own resolution (the crop of a small face is an upscale), never under 1.5."""
-    return float(max(1.5, 2.0 * size / max(native_px, 1.0)))
+    photo's own resolution (the crop of a small face is an upscale), never under 4 pixels
+    of a 512 crop: refnet-small works on a 128 grid (4 crop pixels a cell), so anything finer
+    is not structure it restores but detail, where a sharp face keeps its own."""
+    return float(max(4.0 * size / FFHQ_SIZE, 2.0 * size / max(native_px, 1.0)))
 
 
 def temper(original: np.ndarray, restored: np.ndarray, amount: float, keep_detail: float, sigma: float,

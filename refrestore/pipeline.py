@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .align import FFHQ_SIZE, align_face, detect_aligned_crop
-from .degradation import Degradation, Thresholds, estimate
+from .degradation import Degradation, Thresholds, estimate, ramp
 from .detection import Detector
 from .detection.content import detect_faces
 from .faces import AlignedFace, DetectedFace, Reference
@@ -61,6 +61,7 @@ class FaceOutcome:
     amount: float = 1.0  # how much of the restored structure (low frequencies) was applied, after --strength
     detail_amount: float = 1.0  # how much of the restorer's fine detail could replace the face's own
     keep_detail: float = 0.0  # how much of the face's own fine detail was kept
+    finer_detail: float = 0.0  # how much of the photo's detail finer than the 512 crop was kept
     left_as_is: bool = False  # it needed nothing: not restored, pasted as it was
 
     @property
@@ -243,20 +244,24 @@ class FacePipeline:
         o.restorer = self.router.spec_for(bool(o.references)).info.name
         if not opts.adaptive:
             o.amount = o.detail_amount = opts.strength
-            o.keep_detail = 0.0
+            o.keep_detail = o.finer_detail = 0.0
             return
         t = opts.thresholds
         d = estimate(o.aligned, affine, rgb, upscale=1 if opts.aligned else opts.upscale, thresholds=t)
         o.degradation = d
-        # The face's own detail is worth keeping unless it is noise or JPEG blocks.
-        o.keep_detail = 1.0 - max(d.scores["noise"], d.scores["blockiness"])
         need = min(1.0, max(0.0, (d.severity - t.leave_below) / max(t.full_above - t.leave_below, 1e-6)))
-        # The structure (where identity lives) follows the square of the need: a doubtfully
-        # damaged face (a soft but clean portrait) keeps its own; a clearly damaged one gets
-        # the restorer's. Detail follows its square root: where the restorer has more detail
-        # than the face it may add it, and where the face has more it keeps its own anyway.
-        o.amount = opts.strength * need * need
-        o.detail_amount = opts.strength * float(np.sqrt(need))
+        # The damage decides, not how little the restorer may do: a clearly damaged face gets
+        # the restored face in full, structure and detail; a doubtfully damaged one (a soft
+        # but clean portrait) part of it, in proportion.
+        o.amount = o.detail_amount = opts.strength * need
+        # The face's own fine detail (above the crop's structure) is worth keeping unless it is
+        # noise, JPEG blocks or a pattern of lines or dots, or the face is tiny (under about 64
+        # pixels what looks like detail is mostly pixel noise and compression). Where it is
+        # kept, each neighbourhood takes the richer of the two (``temper``), so a sharp face is
+        # never smoothed. The photo's detail finer than the crop (a face larger than 512 pixels)
+        # was never seen by the restorer: it is kept by the same discount, without the size.
+        o.finer_detail = 1.0 - max(d.scores["noise"], d.scores["blockiness"], d.scores["pattern"])
+        o.keep_detail = o.finer_detail * (1.0 - ramp(d.face_px, t.tiny_ok, t.tiny_bad))
         o.left_as_is = d.severity < t.leave_below or o.detail_amount < 0.02
 
     def prepare(self, rgb: np.ndarray, grayscale: bool = False) -> "PreparedPhoto":
@@ -341,7 +346,7 @@ class FacePipeline:
                 masks = list(self.parser.masks([o.restored for o, _ in done]))  # type: ignore[attr-defined]
             except Exception as exc:  # noqa: BLE001 - the ellipse mask still works
                 warnings.append(f"face parsing failed ({exc}); using the default mask".splitlines()[0])
-        jobs = [PasteJob(restored=o.restored, original=o.aligned, affine=a.affine, mask=m, detail=o.keep_detail)
+        jobs = [PasteJob(restored=o.restored, original=o.aligned, affine=a.affine, mask=m, detail=o.finer_detail)
                 for (o, a), m in zip(done, masks)]
         image = paste_faces(photo.rgb, jobs, upscale=self.options.upscale, grayscale=photo.grayscale)
         return PhotoResult(image=image, faces=outcomes, warnings=warnings)

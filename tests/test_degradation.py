@@ -55,6 +55,21 @@ def test_noise_and_jpeg_measures_grow_with_the_damage(clean_faces):
         assert estimate(jpeg15, IDENTITY, jpeg15).scores["blockiness"] == 1.0
 
 
+def test_scan_lines_and_a_printed_screen_are_seen_as_a_pattern(clean_faces):
+    """Streaks along the columns and a halftone screen, at the photo's pixels, count as damage
+    (the noise mask cancels lines along a row or column and read the streaks as clean)."""
+    from refrestore.net.damage import halftone, scan_lines
+
+    for i, hq in enumerate(clean_faces[:3]):
+        photo = cv2.resize(hq, (256, 256), interpolation=cv2.INTER_AREA)  # a 128-pixel face
+        lines = scan_lines(photo, np.random.default_rng(i), amplitude=5.0, vertical=True, period=3.5)
+        screen = halftone(photo, period=3.0, angle_deg=15.0, mix=0.5)
+        clean, streaked, printed = (estimate(x, IDENTITY * 2, x) for x in (photo, lines, screen))
+        assert clean.scores["pattern"] == 0.0 and clean.pattern < 1.7, clean.pattern
+        assert streaked.scores["pattern"] == 1.0 and streaked.scores["noise"] == 0.0, (streaked.pattern, streaked.noise)
+        assert printed.scores["pattern"] == 1.0 and printed.severity > clean.severity
+
+
 def test_a_small_face_is_measured_at_its_own_size(clean_faces):
     hq = clean_faces[0]
     # The same face as a 128-pixel photo: its aligned crop is a 4x upscale, which is blurry

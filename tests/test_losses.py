@@ -108,3 +108,30 @@ def test_hf_scores_follow_their_definition(shared_dir: Path) -> None:
     noisy = np.clip(gt.astype(int) + np.random.default_rng(0).normal(0, 20, gt.shape), 0, 255).astype(np.uint8)
     r2, c2 = hf_scores(noisy, gt)
     assert r2 > 1.2 and c2 < 0.9  # noise adds detail energy, not the right detail
+
+
+def test_mobilefacenet_losses_see_what_the_published_input_path_sees(shared_dir: Path) -> None:
+    """The training losses reach MobileFaceNet through a differentiable ArcFace warp: the same
+    embedding as the numpy input path (to_input), a perceptual term that is zero for the truth and
+    grows with blur, and gradients back to the restored image."""
+    weights = shared_dir / "weights" / "mobilefacenet" / "mobilefacenet.pt"
+    if not weights.is_file():
+        pytest.skip(f"MobileFaceNet weights not found at {weights}")
+    from refrestore.identity.mobilefacenet import load_mobilefacenet, to_input
+    from refrestore.net.losses import feature_loss
+    from refrestore.net.train import mobilefacenet_losses
+
+    gt = _faces(shared_dir, n=2, size=512)
+    embed, features = mobilefacenet_losses(weights, torch.device("cpu"))
+    net = load_mobilefacenet(weights)
+    crops = [np.ascontiguousarray((x.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)) for x in gt]
+    with torch.no_grad():
+        published = torch.nn.functional.normalize(net(torch.from_numpy(to_input(crops))), dim=1)
+        ours = torch.nn.functional.normalize(embed(gt), dim=1)
+    assert torch.all((published * ours).sum(1) > 0.99)
+    out = gaussian_blur(gt, 3.0).requires_grad_(True)
+    assert torch.all(feature_loss(features, gt, gt) < 1e-6)
+    blurred = feature_loss(features, out, gt)
+    assert torch.all(blurred > feature_loss(features, gaussian_blur(gt, 1.0), gt))
+    blurred.sum().backward()
+    assert out.grad is not None and float(out.grad.abs().sum()) > 0

@@ -5,7 +5,10 @@
 #   python -c "from refrestore.net.pack import pack_faces; ..."   (see README, "Training on a GPU")
 # Resumes from runs/refnet-gpu/last.pth when the tree has it (commit it after each lent session).
 # Environment: GPU_TRAIN_SECONDS (default 480, leaving a 9-minute command time to start and copy),
-# DEVICE (cuda), BATCH (16), WORKERS (12), CONFIG (small), PACK_DIR (gpu_pack), OUT (required).
+# DEVICE (cuda), BATCH (16), WORKERS (12), CONFIG (small), PACK_DIR (gpu_pack), OUT (required),
+# REAL_PROB (0.7: share of samples with real photos' damage, refrestore/net/damage.py),
+# MOBILEFACENET (mobilefacenet.pt for the identity and feature losses; used when the file is there,
+# e.g. carried as shared/weights/mobilefacenet/mobilefacenet.pt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${OUT:?set OUT to the folder that comes back}"
@@ -15,6 +18,8 @@ RUN="$OUT/refnet-gpu"
 PACK=${PACK_DIR:-gpu_pack}
 mkdir -p "$RUN"
 args=()
+MFN=${MOBILEFACENET:-shared/weights/mobilefacenet/mobilefacenet.pt}
+[ -f "$MFN" ] && args+=(--mobilefacenet "$MFN")
 if [ -f runs/refnet-gpu/last.pth ]; then
   cp runs/refnet-gpu/last.pth "$RUN/last.pth"
   args+=(--resume)
@@ -24,6 +29,6 @@ python -m refrestore.net.train \
   --data "$PACK/refbench512.npz" --extra-data "$PACK/faces256.npz:256:3" \
   --config "${CONFIG:-small}" --set aligned=true --set lq_detail=true --set fidelity=true --set hr_head=true \
   --set hr_dim=32 --device "$DEVICE" --batch "${BATCH:-16}" --workers "${WORKERS:-12}" --lr 3e-4 \
-  --max-seconds "$SECS" --ckpt-every 60 --out "$RUN" --export "$RUN/export.pth" \
+  --real-prob "${REAL_PROB:-0.7}" --loss texture=0 --max-seconds "$SECS" --ckpt-every 60 --out "$RUN" --export "$RUN/export.pth" \
   ${IDENTITY_EMBEDDER:+--identity-embedder "$IDENTITY_EMBEDDER"} "${args[@]}" 2>&1 | tee "$RUN/train.log"
 ls -la "$RUN"

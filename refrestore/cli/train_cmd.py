@@ -86,6 +86,9 @@ def train_command(
                                        help="Share of samples degraded up to the extreme preset."),
     mild_prob: float = typer.Option(0.0, "--mild-prob", min=0.0, max=1.0,
                                     help="Share of samples degraded only mildly (up to the moderate preset)."),
+    real_prob: float = typer.Option(0.0, "--real-prob", min=0.0, max=1.0,
+                                    help="Share of samples with the damage of real photos (JPEG at the small size, "
+                                         "shake and defocus, halftone, scan lines, faded prints)."),
     no_ref_prob: float = typer.Option(0.15, "--no-ref-prob", min=0.0, max=1.0,
                                       help="Share of batches trained without references."),
     self_ref_prob: float = typer.Option(0.0, "--self-ref-prob", min=0.0, max=1.0,
@@ -102,6 +105,8 @@ def train_command(
     data_weight: float = typer.Option(1.0, "--data-weight", min=0.0, help="Weight of --data among the sources."),
     identity_embedder: Optional[Path] = typer.Option(None, "--identity-embedder",
                                                      help="Identity embedder weights for the hard-example identity loss (models/faceid_small.pth)."),
+    mobilefacenet: Optional[Path] = typer.Option(None, "--mobilefacenet",
+                                                 help="Pretrained MobileFaceNet weights (mobilefacenet.pt): identity and feature losses."),
     loss: list[str] = typer.Option([], "--loss", help="Loss weight NAME=VALUE, e.g. --loss adv=0 (repeatable)."),
     adv_start: int = typer.Option(300, "--adv-start", min=0, help="Steps of this run before the adversarial loss starts."),
 ) -> None:
@@ -129,14 +134,16 @@ def train_command(
         _fail(str(e), 2)
     if identity_embedder is not None and not identity_embedder.is_file():
         _fail(f"--identity-embedder {identity_embedder}: file not found", 2)
+    if mobilefacenet is not None and not mobilefacenet.is_file():
+        _fail(f"--mobilefacenet {mobilefacenet}: file not found", 2)
     _gate([("--export", export), ("the checkpoint (--out)", out / "last.pth")],
-          protect=[("--init-from", [p for p in (init_from, identity_embedder) if p is not None])],
+          protect=[("--init-from", [p for p in (init_from, identity_embedder, mobilefacenet) if p is not None])],
           folders=[("--data", data), *(("--extra-data", s.path) for s in sources)])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     opts = TrainOptions(data=data, config=config, out=out, steps=steps, batch=batch, lr=lr, device=str(dev),
                         resume=resume, seed=seed, exclude=tuple(exclude), max_refs=max_refs,
                         extreme_prob=extreme_prob, no_ref_prob=no_ref_prob, self_ref_prob=self_ref_prob,
-                        mild_prob=mild_prob,
+                        mild_prob=mild_prob, real_prob=real_prob, mobilefacenet=mobilefacenet,
                         ckpt_every_s=ckpt_every, export_path=export, ema_decay=ema_decay, threads=threads,
                         config_overrides=overrides, init_from=init_from, extra_data=sources,
                         data_weight=data_weight, identity_embedder=identity_embedder,

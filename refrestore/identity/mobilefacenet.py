@@ -145,6 +145,39 @@ def to_input(aligned: Sequence[np.ndarray]) -> np.ndarray:
     return out
 
 
+def _arcface_theta(size: int, reduced: int) -> np.ndarray:
+    """2x3 ``affine_grid`` matrix (normalised 112 output -> normalised source) for a crop of
+    ``size`` px read from its area reduction to ``reduced`` px (``align_corners=False``)."""
+    m = np.vstack([ffhq_to_arcface(size), [0.0, 0.0, 1.0]])  # crop px -> 112 px
+    r = size / float(reduced)
+    crop_to_reduced = np.array([[1 / r, 0, 0.5 / r - 0.5], [0, 1 / r, 0.5 / r - 0.5], [0, 0, 1]])
+    out_norm_to_px = np.array([[INPUT_SIZE / 2, 0, (INPUT_SIZE - 1) / 2], [0, INPUT_SIZE / 2, (INPUT_SIZE - 1) / 2],
+                               [0, 0, 1]])
+    src_px_to_norm = np.array([[2 / reduced, 0, 1 / reduced - 1], [0, 2 / reduced, 1 / reduced - 1], [0, 0, 1]])
+    return (src_px_to_norm @ crop_to_reduced @ np.linalg.inv(m) @ out_norm_to_px)[:2]
+
+
+def to_input_tensor(x: torch.Tensor) -> torch.Tensor:
+    """The differentiable twin of :func:`to_input`, for losses: (N, 3, S, S) FFHQ-aligned RGB
+    in [0, 1] -> (N, 3, 112, 112) in [-1, 1], by the same template-to-template similarity.
+
+    The crop is first area-reduced to about twice the 112 grid's density (a 512 crop shrinks
+    4.6x, and bilinear sampling alone would alias), then sampled with ``grid_sample``.
+    """
+    import torch.nn.functional as F
+
+    if x.ndim != 4 or x.shape[1] != 3 or x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"expected (N, 3, S, S) crops, got {tuple(x.shape)}")
+    size = int(x.shape[-1])
+    scale = float(np.sqrt(abs(np.linalg.det(ffhq_to_arcface(size)[:, :2]))))
+    reduced = min(size, int(round(size * scale * 2.0)))
+    src = F.interpolate(x, size=(reduced, reduced), mode="area") if reduced < size else x
+    theta = torch.as_tensor(_arcface_theta(size, reduced), dtype=x.dtype, device=x.device)
+    grid = F.affine_grid(theta.expand(x.shape[0], 2, 3), [x.shape[0], 3, INPUT_SIZE, INPUT_SIZE], align_corners=False)
+    out = F.grid_sample(src, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return out * 2.0 - 1.0
+
+
 class MobileFaceNetIdentity:
     """The pretrained MobileFaceNet behind refrestore's IdentityModel interface (unit 128-d rows)."""
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .arch import region_prior
+from .damage import apply_damage, random_damage
 from .degrade import MILD, degrade, random_params, scaled_for
 from .folders import DataError, read_rgb, scan_people
 from .pack import read_pack
@@ -110,7 +111,7 @@ class TrainSampler:
     def __init__(self, bank: FaceBank, ref_size: int, prior_size: int, max_refs: int = 3,
                  no_ref_prob: float = 0.15, old_photo_prob: float = 0.15, extreme_prob: float = 0.25,
                  random_region_prob: float = 0.2, self_ref_prob: float = 0.0, aligned: bool = False,
-                 mild_prob: float = 0.0) -> None:
+                 mild_prob: float = 0.0, real_prob: float = 0.0) -> None:
         self.bank = bank
         self.people = bank.trainable_people()
         if not self.people:
@@ -125,6 +126,7 @@ class TrainSampler:
         self.self_ref_prob = self_ref_prob
         self.aligned = aligned
         self.mild_prob = mild_prob
+        self.real_prob = real_prob  # share of samples with the damage of real photos (net.damage)
 
     def sample(self, rng: np.random.Generator, batch: int) -> Batch:
         # One K per batch (tensors stay rectangular); K = 0 trains the no-reference path.
@@ -138,12 +140,17 @@ class TrainSampler:
             if rng.uniform() < 0.5:
                 gt = gt[:, ::-1]
             gt = np.ascontiguousarray(gt)
-            high = "extreme" if rng.uniform() < self.extreme_prob else "severe"
-            if self.mild_prob and rng.uniform() < self.mild_prob:
-                params = random_params(rng, low=MILD, high="moderate", old_photo_prob=self.old_photo_prob)
+            if self.real_prob and rng.uniform() < self.real_prob:
+                # The truth takes the damage's tone (a faded or greyscale print stays one).
+                damage = random_damage(rng, gt.shape[0], mild=bool(rng.uniform() < self.mild_prob))
+                lq, gt = apply_damage(gt, damage, seed=int(rng.integers(1 << 31)))
             else:
-                params = random_params(rng, low="moderate", high=high, old_photo_prob=self.old_photo_prob)
-            lq = degrade(gt, scaled_for(params, gt.shape[0]), seed=int(rng.integers(1 << 31)))
+                high = "extreme" if rng.uniform() < self.extreme_prob else "severe"
+                if self.mild_prob and rng.uniform() < self.mild_prob:
+                    params = random_params(rng, low=MILD, high="moderate", old_photo_prob=self.old_photo_prob)
+                else:
+                    params = random_params(rng, low="moderate", high=high, old_photo_prob=self.old_photo_prob)
+                lq = degrade(gt, scaled_for(params, gt.shape[0]), seed=int(rng.integers(1 << 31)))
             lqs.append(to_tensor(lq))
             gts.append(to_tensor(gt))
             if k:

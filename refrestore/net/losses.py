@@ -25,6 +25,7 @@ class LossWeights:
     recon: float = 0.25  # mask-guided cycle consistency (reconstruct the references)
     vq: float = 0.1
     identity: float = 0.1  # hard-example identity loss, only with an embedder
+    feature: float = 0.1  # L1 on a face network's early feature maps (perceptual), only with one
 
 
 # Bands: three octaves of detail, from the finest (pores, lashes) to features' edges.
@@ -166,6 +167,17 @@ def hard_example_identity_loss(
     return (w * d).mean()
 
 
+def feature_loss(features: Callable[[torch.Tensor], torch.Tensor], out: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """(B,) L1 between a frozen face network's early feature maps of the output and of the truth,
+    each channel in units of the truth's spread over the batch: edges, eyes and mouth as a face
+    network sees them, where pixel L1 is content with a blur."""
+    fo = features(out)
+    with torch.no_grad():
+        fg = features(gt)
+        scale = fg.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-3)
+    return _per_sample((fo - fg).abs() / scale)
+
+
 def total_loss(
     o: RefNetOutput,
     gt: torch.Tensor,
@@ -175,10 +187,12 @@ def total_loss(
     fidelity: torch.Tensor | None = None,
     aligned: torch.Tensor | None = None,
     fake_logits: torch.Tensor | None = None,
+    features: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """All generator terms. The output is compared at the ground truth's own size (a 256 face
     from ``faces`` is not upsampled to pretend it has 512 detail). ``fidelity`` (B,) scales the
-    detail terms by 1 - F; ``fake_logits`` are the discriminator's logits on this output."""
+    detail terms by 1 - F; ``fake_logits`` are the discriminator's logits on this output;
+    ``features`` maps faces to a frozen network's early feature maps (the perceptual term)."""
     out = at_size(o.out, gt.shape[-1])
     core_size = o.core.shape[-1]
     gt_core = F.interpolate(gt, size=(core_size, core_size), mode="area")
@@ -209,5 +223,7 @@ def total_loss(
         parts["vq"] = weights.vq * (0.25 * vq + o.aux.get("vq_loss", torch.zeros_like(vq)))
     if embed is not None and weights.identity > 0:
         parts["id"] = weights.identity * hard_example_identity_loss(embed, out, gt, refs)
+    if features is not None and weights.feature > 0:
+        parts["feat"] = weights.feature * feature_loss(features, out, gt).mean()
     total = torch.stack(list(parts.values())).sum()
     return total, {k: float(v.detach()) for k, v in parts.items()}

@@ -54,6 +54,7 @@ class TrainOptions:
     max_refs: int = 3
     extreme_prob: float = 0.25  # share of samples whose degradation range reaches `extreme`
     mild_prob: float = 0.0  # share of samples degraded between MILD and `moderate` instead
+    real_prob: float = 0.0  # share of samples with the damage of real photos (refrestore.net.damage)
     no_ref_prob: float = 0.15  # share of batches without references (trains the no-reference path)
     self_ref_prob: float = 0.0  # share of reference slots filled with a jittered copy of the target
     ckpt_every_s: float = 120.0
@@ -69,6 +70,7 @@ class TrainOptions:
     adv_start: int = 300  # generator steps (of this run) before the adversarial term is switched on
     disc_lr: float = 2e-4
     identity_embedder: Path | None = None  # weights of refrestore.net.embedder (hard-example identity loss)
+    mobilefacenet: Path | None = None  # pretrained MobileFaceNet: identity loss and perceptual feature loss
     loss_overrides: dict[str, float] = field(default_factory=dict)
     max_seconds: float | None = None  # stop (with a checkpoint) after this long, e.g. on a lent GPU
     workers: int = 0  # processes that prepare batches (degradation, flow warps) ahead of a GPU
@@ -174,6 +176,27 @@ def find_identity_embedder(device: torch.device) -> Callable[[torch.Tensor], tor
     return embed
 
 
+def mobilefacenet_losses(path: Path, device: torch.device) -> tuple[Callable[[torch.Tensor], torch.Tensor],
+                                                                    Callable[[torch.Tensor], torch.Tensor]]:
+    """(embed, features) of the pretrained MobileFaceNet (``refrestore.identity.mobilefacenet``,
+    torch only) on FFHQ crops in [0, 1]: its 128-d embedding for the identity loss and its early
+    feature maps for the perceptual loss, through the differentiable ArcFace warp. Frozen; never
+    the evaluation metric (dlib)."""
+    from ..identity.mobilefacenet import load_mobilefacenet, to_input_tensor
+
+    net = load_mobilefacenet(path, device)
+    for p in net.parameters():
+        p.requires_grad_(False)
+
+    def embed(x: torch.Tensor) -> torch.Tensor:
+        return net(to_input_tensor(x))
+
+    def features(x: torch.Tensor) -> torch.Tensor:
+        return net.stem(to_input_tensor(x))
+
+    return embed, features
+
+
 def _lr_at(step: int, opts: TrainOptions) -> float:
     if step < opts.warmup:
         return opts.lr * (step + 1) / opts.warmup
@@ -249,7 +272,8 @@ def build_sampler(opts: TrainOptions, cfg: RefNetConfig) -> tuple[MixedSampler, 
         bank = FaceBank(src.path, size=src.size, keep=keep)
         sampler = TrainSampler(bank, ref_size=cfg.core, prior_size=cfg.core // 4, max_refs=opts.max_refs,
                                extreme_prob=opts.extreme_prob, no_ref_prob=opts.no_ref_prob,
-                               mild_prob=opts.mild_prob, self_ref_prob=opts.self_ref_prob, aligned=cfg.aligned)
+                               mild_prob=opts.mild_prob, self_ref_prob=opts.self_ref_prob, aligned=cfg.aligned,
+                               real_prob=opts.real_prob)
         log.info("training data %s at %d px: %d photos of %d people (%d held out), weight %.2f",
                  src.path, src.size, len(bank), len(bank.images), len(left_out) - n_before, src.weight)
         parts.append((sampler, src.weight))
@@ -326,11 +350,16 @@ def train(opts: TrainOptions, on_step: Callable[[StepInfo], None] | None = None,
     log.info("RefNet %s: %d parameters, device %s", opts.config, count_parameters(model), device)
 
     sampler, left_out = build_sampler(opts, cfg)
-    embed = own_identity_embedder(opts.identity_embedder, device) if opts.identity_embedder is not None else None
-    if embed is None:
+    features = None
+    if opts.mobilefacenet is not None:
+        embed, features = mobilefacenet_losses(Path(opts.mobilefacenet), device)
+    elif opts.identity_embedder is not None:
+        embed = own_identity_embedder(opts.identity_embedder, device)
+    else:
         embed = find_identity_embedder(device)
     identity_loss = embed is not None
-    log.info("hard-example identity loss: %s", "on" if identity_loss else "off (no identity embedder)")
+    log.info("hard-example identity loss: %s; feature loss: %s", "on" if identity_loss else "off (no identity embedder)",
+             "on (MobileFaceNet)" if features is not None else "off")
 
     rng = np.random.default_rng([opts.seed, step, 1 << 20])  # fidelity draws
     batches = _batches(sampler, opts, step)
@@ -358,7 +387,7 @@ def train(opts: TrainOptions, on_step: Callable[[StepInfo], None] | None = None,
         use_adv = disc is not None and run_steps >= opts.adv_start
         fake_logits = disc(o.out) if use_adv else None  # type: ignore[misc]
         loss, parts = total_loss(o, batch.gt, batch.refs, weights, embed, fidelity=fid, aligned=batch.aligned,
-                                 fake_logits=fake_logits)
+                                 fake_logits=fake_logits, features=features)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -424,6 +453,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int)
     ap.add_argument("--mild-prob", type=float, default=0.3)
+    ap.add_argument("--real-prob", type=float, default=0.0, help="share of samples with real photos' damage")
+    ap.add_argument("--self-ref-prob", type=float, default=0.0)
+    ap.add_argument("--ema-decay", type=float, default=0.999)
+    ap.add_argument("--mobilefacenet", type=Path, help="MobileFaceNet weights: identity and feature losses")
     ap.add_argument("--extreme-prob", type=float, default=0.2)
     ap.add_argument("--no-ref-prob", type=float, default=0.2)
     ap.add_argument("--adv-start", type=int, default=300)
@@ -451,6 +484,8 @@ def main(argv: list[str] | None = None) -> int:
     opts = TrainOptions(data=a.data, config=a.config, out=a.out, steps=a.steps, batch=a.batch, lr=a.lr,
                         device=a.device, resume=a.resume, init_from=a.init_from, threads=a.threads,
                         mild_prob=a.mild_prob, extreme_prob=a.extreme_prob, no_ref_prob=a.no_ref_prob,
+                        real_prob=a.real_prob, self_ref_prob=a.self_ref_prob, ema_decay=a.ema_decay,
+                        mobilefacenet=a.mobilefacenet,
                         adv_start=a.adv_start, identity_embedder=a.identity_embedder, ckpt_every_s=a.ckpt_every,
                         export_path=a.export, extra_data=tuple(sources), data_weight=a.data_weight,
                         config_overrides=kv(a.sets, cfg_types), loss_overrides={k: float(v) for k, v in
