@@ -55,6 +55,8 @@ class FaceOutcome:
     references: list[Reference] = field(default_factory=list)
     reference_report: dict | None = None
     decision: dict | None = None  # every number behind the reference decision (also for "no match")
+    reason: str | None = None  # why it got its references or none, one line with the figures
+    reason_code: str | None = None  # what decided it: refrestore.gallery.people.REASON_CODES, "forced", "no-gallery"
     restorer: str = ""
     error: str | None = None
     degradation: Degradation | None = None
@@ -79,6 +81,8 @@ class FaceOutcome:
             "reference": self.reference_report,
             "reference_rule": (self.reference_report or {}).get("reference_rule"),
             "decision": self.decision,
+            "reason": self.reason,
+            "reason_code": self.reason_code,
             "restorer": None if self.left_as_is else self.restorer,
             "restored": self.restored is not None and self.error is None and not self.left_as_is,
             "left_as_is": self.left_as_is,
@@ -270,8 +274,12 @@ class FacePipeline:
                 [FaceToMatch(a.image, a.face, None if self.options.aligned else a.affine) for a in aligned])
             for o, c in zip(outcomes, choices):
                 o.references, o.reference_report, o.decision = c.references, c.report, c.decision
+                o.reason, o.reason_code = c.reason, c.reason_code
                 if c.warning:
                     warnings.append(c.warning)
+        elif self.references is None:
+            for o in outcomes:
+                o.reason, o.reason_code = "no gallery given (--refs, --person or --ref)", "no-gallery"
         for o, a in zip(outcomes, aligned):
             self._plan(o, rgb, a.affine)
         return PreparedPhoto(rgb=rgb, grayscale=grayscale, aligned=aligned, outcomes=outcomes, warnings=warnings)

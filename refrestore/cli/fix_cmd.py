@@ -19,6 +19,7 @@ from rich.console import Console
 
 from .common import (PlainConsole, PlainHelpCommand, Verbosity, consoles, fail, is_terminal, print_error, setup_logging,
                      shown, verbosity_from)
+from .outcome import print_image_line, print_photo_faces, print_summary, used_models, where_lines
 
 if TYPE_CHECKING:
     from ..batch import BatchOptions, BatchSummary, ImageReport, Task
@@ -342,6 +343,7 @@ def run_fix(req: FixRequest) -> int:
     gallery_line = _gallery_line(getattr(built, "gallery", None))
     if gallery_line:
         meta["gallery"] = gallery_line
+        meta["identity"] = built.gallery.identity_name
     return finish_run(req, summary, meta, out_console, err_console)
 
 
@@ -389,8 +391,16 @@ def finish_run(req: FixRequest, summary: Any, meta: dict, out_console: Console, 
     # The album is done: a SIGTERM now must not cut the reports short, nor kill the process
     # while it tears down (a default handler again: exit 143 and no word); it finishes cleanly.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from ..licences import licence_line
+
+    licences = used_models(summary, meta, req.manifest)
+    meta = {**meta, "licences": [lic.as_dict() for lic in licences]}
     _write_reports(req, summary, meta, err_console)
-    print_summary(summary, out_console)
+    after: list[str] = []
+    if not req.quiet:
+        after = [line for line in (licence_line(licences),) if line]
+        after += where_lines(summary, req.output, [req.html_report, req.json_report])
+    print_summary(summary, out_console, after)
     if summary.fatal:
         print_error(f"{summary.fatal}; stopped", err_console)
         return 1
@@ -500,8 +510,6 @@ def _write_reports(req: FixRequest, summary: "BatchSummary", meta: dict[str, Any
         from ..report import write_html_report
 
         write_html_report(req.html_report, document, title="refrestore fix", source_mode=req.report_mode)
-        if not req.quiet:
-            err_console.print(f"report: {req.html_report}", markup=False)
 
 
 def _run_with_progress(tasks: "list[Task]", pipeline: "FacePipeline", options: "BatchOptions", out_console: Console,
@@ -533,54 +541,6 @@ def _run_with_progress(tasks: "list[Task]", pipeline: "FacePipeline", options: "
 
         def done(task: "Task", rep: "ImageReport") -> None:
             progress.advance(images)
-            print_warnings(task, rep, progress.console)  # above the bars, which stay at the bottom
+            print_photo_faces(task, rep, progress.console)  # above the bars, which stay at the bottom
 
         return run_batch(tasks, pipeline, options, on_start=start, on_done=done, on_face=face)
-
-
-def print_image_line(task: Any, rep: "ImageReport", out_console: Console, err_console: Console) -> None:
-    """One line per finished image (logs, pipes), and its warnings on stderr."""
-    detail = rep.error or (f"{len(rep.faces)} face(s)" if rep.status != "skipped" else "output exists")
-    out_console.print(f"{rep.status:<8} {task.source.path} -> {rep.output or '-'} ({detail})", markup=False)
-    print_warnings(task, rep, err_console)
-
-
-def print_warnings(task: Any, rep: "ImageReport", console: Console) -> None:
-    """An image's warnings as it finishes (a face pasted back unrestored must not hide in the
-    JSON report of a photo counted as done)."""
-    for warning in rep.warnings:
-        console.print(f"warning: {task.source.path}: {warning}", markup=False, highlight=False)
-
-
-def summary_lines(summary: "BatchSummary", shown: int = 3) -> list[str]:
-    """The summary: counts, skipped outputs and how to redo them, failures grouped by reason
-    with the files they hit."""
-    counts = summary.counts()
-    lines = [f"done {counts['ok']}, skipped {counts['skipped']}, no faces {counts['no_faces']}, failed {counts['error']}"]
-    if counts["skipped"]:
-        lines.append(f"  skipped {counts['skipped']}: the output exists; --overwrite redoes them")
-    by_reason: dict[str, list[str]] = defaultdict(list)
-    for r in summary.images:
-        if r.status == "error":
-            by_reason[(r.error or "unknown error").split(":")[0]].append(r.input)
-    for reason, files in sorted(by_reason.items(), key=lambda kv: -len(kv[1])):
-        names = ", ".join(files[:shown]) + (f" and {len(files) - shown} more" if len(files) > shown else "")
-        lines.append(f"  failed ({len(files)}): {reason}: {names}")
-    return lines
-
-
-def print_summary(summary: "BatchSummary", console: Console) -> None:
-    lines = summary_lines(summary)
-    if is_terminal():
-        from rich.table import Table
-
-        counts = summary.counts()
-        table = Table(title="refrestore fix")
-        for col in ("done", "skipped", "no faces", "failed"):
-            table.add_column(col, justify="right")
-        table.add_row(str(counts["ok"]), str(counts["skipped"]), str(counts["no_faces"]), str(counts["error"]))
-        console.print(table)
-    else:
-        console.print(lines[0], markup=False)
-    for line in lines[1:]:
-        console.print(line, markup=False)

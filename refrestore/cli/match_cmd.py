@@ -159,14 +159,14 @@ def _match(inputs: list[Path], refs: list[Path], ref: Path | None, json_report: 
                                                    "score": forced.score, **forced.components,
                                                    "regions": forced.regions, "forced": True,
                                                    "alternatives": []}
-                extra: dict[str, Any] = {}
+                extra: dict[str, Any] = {"reason": f"--ref {forced.path}: chosen by the user", "reason_code": "forced"}
             else:
                 sel = selections[i]
                 refs_list, ref_json = sel.references, sel.report()
                 warning = sel.warning(i)
                 if warning:
                     report.warnings.append(warning)
-                extra = {"reference_rule": sel.rule,
+                extra = {"reference_rule": sel.rule, "reason": sel.reason(), "reason_code": sel.reason_code,
                          "selection": {"best_identity": round(float(sel.best_identity), 4),
                                        "threshold": round(sel.threshold, 4),
                                        "identity_model": sel.identity_model,
@@ -191,7 +191,7 @@ def _match(inputs: list[Path], refs: list[Path], ref: Path | None, json_report: 
             err.print(f"warning: {item.path}: {warning}")
         if compare is not None:
             try:
-                sheet = _contact_sheet([(r[2], r[3], r[4]) for r in rows])
+                sheet = _contact_sheet([(r[2], r[3], r[4], _short_why(r[5])) for r in rows])
                 _write_png(compare / f"{item.path.stem}_match.png", sheet)
             except OSError as exc:
                 report.warnings.append(f"contact sheet not written: {exc}")
@@ -296,15 +296,18 @@ def _print_table(console: Console, path: Path, rows: list[tuple]) -> None:
 
 
 def _why(extra: dict[str, Any]) -> str:
-    """Why a face got no match, with the numbers (best score, threshold, second person)."""
-    sel = extra.get("selection", {})
-    dec = sel.get("decision") or {}
-    best, thr = sel.get("best_identity", 0.0), sel.get("threshold", 0.0)
-    if dec.get("best_person") and best >= thr and dec.get("second_person"):
-        return (f"{dec['best_person']} {best:.3f} leads {dec['second_person']} {dec.get('second_score', 0):.3f} "
-                f"by less than {dec.get('required_gap', 0):.3f}")
-    who = f" {dec['best_person']}" if dec.get("best_person") else ""
-    return f"best{who} {best:.3f} < {thr:.3f}"
+    """Why a face got no match, with its figures: the decision's own reason ("face 22 px wide:
+    too small to identify (< 32 px)", "best ann 0.912 below threshold 0.953"), as the reports say it."""
+    return str(extra.get("reason") or "no match").removeprefix("no match: ")
+
+
+def _short_why(extra: dict[str, Any]) -> str:
+    """"too small (22 px)": the reason in a few words, for a contact sheet's caption."""
+    from ..report.outcome import face_outcome
+
+    what, figure = face_outcome({"reference": None, **extra}, restores=False)
+    what = what.removeprefix("no match: ")
+    return f"{what} ({figure})" if figure else what
 
 
 def _margins(dec: dict[str, Any]) -> str:
@@ -358,8 +361,8 @@ def fit_caption(text: str, width: int, scale: float = CAPTION_SCALE) -> str:
     return "..."
 
 
-def _contact_sheet(rows: list[tuple[np.ndarray, list, dict | None]], tile: int = 256) -> np.ndarray:
-    """One row per face: the face, then its chosen references ("no match" when none).
+def _contact_sheet(rows: list[tuple[np.ndarray, list, dict | None, str]], tile: int = 256) -> np.ndarray:
+    """One row per face: the face, then its chosen references ("no match" and why when none).
 
     Captions go in a strip under each tile, one item per line and shortened to the tile's
     width, so they are never cut off by the next tile nor drawn over the face.
@@ -367,18 +370,18 @@ def _contact_sheet(rows: list[tuple[np.ndarray, list, dict | None]], tile: int =
     import cv2
     import numpy as np
 
-    width = max(1 + max((len(refs) for _, refs, _ in rows), default=0), 2)
+    width = max(1 + max((len(refs) for _, refs, _, _ in rows), default=0), 2)
     gap = 6
     strip = CAPTION_LINES * CAPTION_LINE_PX + 6
     row_h = tile + strip + gap
     sheet = np.full((len(rows) * row_h + gap, width * (tile + gap) + gap, 3), 255, np.uint8)
-    for r, (aligned, refs, rep) in enumerate(rows):
+    for r, (aligned, refs, rep, why) in enumerate(rows):
         tiles: list[tuple[np.ndarray, list[str]]] = [(aligned, [f"face {r}", "input"])]
         if rep is None:
             blank = np.full((tile, tile, 3), 200, np.uint8)
             cv2.putText(blank, "no match", (tile // 2 - 45, tile // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.7,
                         (60, 60, 60), 2, cv2.LINE_AA)
-            tiles.append((blank, ["no match", "restored without a reference"]))
+            tiles.append((blank, ["no match", why or "no references"]))
         else:
             person = rep.get("person") if isinstance(rep, dict) else None
             for k, ref in enumerate(refs):
