@@ -19,6 +19,9 @@ class ImageReport:
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
     copied: bool = False  # the output is the input's own bytes: no face needed anything
+    # A skipped photo: its faces and warnings are what the run that made its output reported,
+    # {"finished": when, "status": ok | no_faces} (``engines.earlier``); None otherwise.
+    earlier: dict | None = None
 
     def to_json(self) -> dict:
         return {
@@ -29,12 +32,13 @@ class ImageReport:
             "faces": self.faces,
             "warnings": self.warnings,
             "copied": self.copied,
+            "earlier": self.earlier,
         }
 
     @classmethod
     def from_json(cls, data: dict, seconds: float = 0.0) -> "ImageReport":
         return cls(data["input"], data["output"], data["status"], data["error"], list(data["faces"]), list(data["warnings"]), seconds,
-                   bool(data.get("copied", False)))
+                   bool(data.get("copied", False)), data.get("earlier"))
 
 
 @dataclass

@@ -160,10 +160,15 @@ def split_finished(tasks: list[Task], skip_existing: bool) -> tuple[list[Task], 
     """(tasks still to do, finished ones with their ``skipped`` reports): a rerun resumes."""
     todo: list[Task] = []
     done: list[tuple[Task, ImageReport]] = []
+    from .earlier import recall
+
     for t in tasks:
         if skip_existing and _is_finished(t):
-            done.append((t, ImageReport(str(t.source.path), str(t.output), "skipped", None,
-                                        warnings=[t.note] if t.note else [])))
+            # what the run that made the output reported, when it is known (engines.earlier)
+            rep = recall(t.source.path, t.output) or ImageReport(str(t.source.path), str(t.output), "skipped", None)
+            if t.note and t.note not in rep.warnings:
+                rep.warnings.insert(0, t.note)
+            done.append((t, rep))
         else:
             todo.append(t)
     return todo, done
