@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     from refrestore.gallery.decide import FaceQuery, decide_photo
     from refrestore.gallery.faceset import read_faceset
     from refrestore.gallery.index import aligned_crop_of, find_faces, load_rgb
-    from refrestore.gallery.select import describe_query, rule_for
+    from refrestore.gallery.rules import rule_for
+    from refrestore.gallery.select import describe_query
     from refrestore.identity import gallery_levels, init_identity_model
     from refrestore.weights import WeightStore
     from refrestore.weights.user_added import add_user_file

@@ -16,7 +16,7 @@ each, never in the gallery), at several qualities:
 Everything is embedded as refrestore does it: the gallery with ``embed_gallery`` (the clean photo as is
 and mirrored, and its quality levels), queries with ``select.robust_embedding``, detail with
 ``quality.assess``. Decisions are ``refrestore.gallery.decide`` with the shipped rule
-(``select.RULES["mobilefacenet"]``):
+(``rules.RULES``):
 
 - *identified*: the query's person is matched (only the query's own photo is ever left out: it is
   never in the gallery);
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.set_num_threads(args.threads)
     from refrestore.gallery.faceset import read_faceset
-    from refrestore.gallery.select import RULES
+    from refrestore.gallery.rules import RULES
     from refrestore.identity.mobilefacenet import MobileFaceNetIdentity
 
     model = MobileFaceNetIdentity(args.weights, name=args.model, levels=None if args.levels == "on" else ())

@@ -111,7 +111,8 @@ def test_a_real_pair_of_one_person_scores_above_and_of_two_people_below_the_thre
     from refrestore.gallery.decide import person_scores
     from refrestore.gallery.faceset import query_image
     from refrestore.gallery.quality import assess
-    from refrestore.gallery.select import RULES, robust_embedding
+    from refrestore.gallery.rules import RULES
+    from refrestore.gallery.select import robust_embedding
     from refrestore.identity.mobilefacenet import MobileFaceNetIdentity
 
     hq = shared_dir / "data" / "refbench" / "hq"

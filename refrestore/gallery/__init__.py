@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from .index import BuildStats, Gallery, GalleryFace, GalleryProblem
+from .rules import Thresholds
 from .select import (
     Candidate,
     QueryFace,
     Selection,
-    Thresholds,
     describe_query,
     forced_reference,
     select_from_query,

@@ -372,10 +372,10 @@ class Gallery:
         photo of a one-person root (``person_roots``) is that root's person. A gallery of one such
         root is a one-person gallery (:attr:`declared`)."""
         from .people import UNLABELLED, assign_people, folder_label
-        from .select import rule_for, thresholds_for
+        from .rules import rule_for, same_person_threshold
 
         rule = rule_for(self.identity_name)
-        same = rule.gallery if rule is not None else thresholds_for(self.identity_name).gallery
+        same = same_person_threshold(self.identity_name)
         labels = assign_people([f.path for f in self.faces], [f.face_index for f in self.faces],
                                self.embeddings, roots, same, person_roots)
         for f, person in zip(self.faces, labels):
@@ -391,10 +391,9 @@ class Gallery:
     def people(self) -> list[Any]:
         """One :class:`~.people.PersonSummary` per person, largest first, with suspected label errors."""
         from .people import PersonSummary, label_problems
-        from .select import rule_for, thresholds_for
+        from .rules import same_person_threshold
 
-        rule = rule_for(self.identity_name)
-        same = rule.gallery if rule is not None else thresholds_for(self.identity_name).gallery
+        same = same_person_threshold(self.identity_name)
         persons = self.persons
         problems = label_problems([f.path for f in self.faces], [f.face_index for f in self.faces],
                                   self.embeddings, persons, [f.labelled for f in self.faces], same)
