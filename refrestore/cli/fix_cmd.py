@@ -19,6 +19,7 @@ from rich.console import Console
 
 from .common import (PlainConsole, PlainHelpCommand, Verbosity, consoles, fail, is_terminal, print_error, setup_logging,
                      shown, verbosity_from)
+from .progress import GalleryProgress
 from .outcome import print_image_line, print_photo_faces, print_summary, used_models, where_lines
 
 if TYPE_CHECKING:
@@ -109,7 +110,7 @@ def fix(
     detector: str = typer.Option("auto", "--detector", metavar="NAME", help="auto, retinaface, retinaface_resnet50, retinaface_mobile0.25 or dlib."),
     device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps."),
     upscale: int = typer.Option(1, "--upscale", min=1, max=8, metavar="N", help="Upscale the whole photo by this factor."),
-    strength: float = typer.Option(1.0, "--strength", min=0.0, max=1.0, metavar="F", help="Blend between input (0) and restored (1)."),
+    strength: float = typer.Option(1.0, "--strength", min=0.0, max=1.0, metavar="F", help="Scales how much of the restored face each face gets (the tool picks that per face from its damage): 1 = as picked, 0.5 = half of it, 0 = faces left as they were."),
     fidelity: Optional[float] = typer.Option(None, "--fidelity", min=0.0, max=1.0, metavar="F", help=FIDELITY_HELP),
     only_center_face: bool = typer.Option(False, "--only-center-face", help="Restore only the face nearest the centre."),
     save_faces: bool = typer.Option(False, "--save-faces", help="Also write each face's input, restored and reference crops."),
@@ -249,6 +250,7 @@ def run_fix(req: FixRequest) -> int:
         out_console = PlainConsole(stderr=True)  # stdout carries the report: messages go to stderr
     offline = req.offline or offline_from_env()
     _refuse_remote_offline(req, offline)
+    _refuse_misspelt(req)
     from ..imageio import max_pixels_from_env
 
     try:
@@ -347,6 +349,16 @@ def run_fix(req: FixRequest) -> int:
     return finish_run(req, summary, meta, out_console, err_console)
 
 
+def _refuse_misspelt(req: FixRequest) -> None:
+    """Names and paths the command line gets wrong: exit 2 before torch loads (cli.usage)."""
+    from .usage import device_problem, detector_problem, first_problem, model_problem, reference_problem
+
+    problem = first_problem(model_problem(req.model), detector_problem(req.detector), device_problem(req.device),
+                            reference_problem(req.refs, req.ref))
+    if problem:
+        raise fail(problem, 2)
+
+
 def _refuse_remote_offline(req: FixRequest, offline: bool) -> None:
     """Remote inputs or outputs with --offline: a usage error before anything touches the network."""
     remote = [u for u in (*req.uris, *([req.output_uri] if req.output_uri else [])) if not u.startswith("file://")]
@@ -438,7 +450,8 @@ def _build(req: FixRequest, choice: Any, store: Any, err_console: Console) -> An
         options=_fix_options(req), top_k=req.top_k, store=store,
     )
     try:
-        with GalleryProgress(err_console, live=is_terminal() and not req.quiet and bool(req.refs or req.person)) as progress:
+        indexing = not req.quiet and bool(req.refs or req.person)
+        with GalleryProgress(err_console, live=indexing and is_terminal(), plain=indexing) as progress:
             built = build_pipeline(**kwargs, on_gallery_progress=progress)
     except (DetectorError, FileNotFoundError, ValueError) as exc:
         raise fail(str(exc), 2)
@@ -448,36 +461,6 @@ def _build(req: FixRequest, choice: Any, store: Any, err_console: Console) -> An
     if line and not req.quiet:
         err_console.print(line, markup=False)
     return built
-
-
-class GalleryProgress:
-    """A progress bar over the gallery's photos while it is indexed (on a terminal only)."""
-
-    def __init__(self, console: Console, live: bool) -> None:
-        self.console, self.live = console, live
-        self.progress: Any = None
-        self.task: Any = None
-
-    def __enter__(self) -> "GalleryProgress":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-
-    def __call__(self, done: int, total: int, path: str) -> None:
-        if not self.live:
-            return
-        if self.progress is None:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.progress = Progress(
-                TextColumn("[bold]indexing gallery"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TextColumn("{task.fields[name]}", markup=False), console=self.console, transient=True,
-            )
-            self.progress.start()
-            self.task = self.progress.add_task("gallery", total=total, name="")
-        self.progress.update(self.task, total=total, completed=done, name=shown(Path(path).name))
 
 
 def _gallery_line(gallery: Any) -> str | None:

@@ -71,11 +71,14 @@ def _match(inputs: list[Path], refs: list[Path], ref: Path | None, json_report: 
         raise fail("give a gallery with --refs DIR (or one reference with --ref FILE, or --person DIR)", 2)
     if refs and ref is not None:
         raise fail("--ref and --refs together: choose one", 2)
-    missing = [p for p in refs if not p.exists()]
-    if missing:
-        raise fail(f"--refs {missing[0]}: no such file or folder", 2)
-    if ref is not None and not ref.is_file():
-        raise fail(f"--ref {ref}: no such file", 2)
+    from .usage import detector_problem, device_problem, first_problem, identity_problem, reference_problem
+
+    problem = first_problem(reference_problem(refs, ref), detector_problem(detector_name),
+                            identity_problem(identity_name), device_problem(device_name))
+    if problem:  # before torch loads (cli.usage)
+        raise fail(problem, 2)
+    if not any(p.exists() for p in inputs):
+        raise fail(f"{inputs[0]}: no such file or folder", 2)
     if compare is not None and compare.exists() and not compare.is_dir():
         raise fail(f"--compare {compare}: exists and is not a folder", 2)
     json_report, html_report, _locks = _refuse_clashes(inputs, [*refs, *([ref] if ref else [])], json_report,
@@ -244,25 +247,10 @@ def _refuse_clashes(inputs: list[Path], refs: list[Path], json_report: Path | No
 
 def _build_gallery(gallery_cls: Any, refs: list[Path], det: Any, model: Any, cache: Path, err: Console,
                    people: list[Path] | None = None) -> Any:
-    if not is_terminal():
-        return gallery_cls.build(refs, det, model, cache_dir=cache, people=people or [])
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
+    from .progress import GalleryProgress
 
-    with Progress(TextColumn("[bold]indexing gallery"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TextColumn("{task.fields[name]}", markup=False), console=err,
-                  transient=True) as progress:
-        task = progress.add_task("gallery", total=None, name="")
-
-        def tick(done: int, total: int, name: str) -> None:
-            progress.update(task, total=total, completed=done, name=shown(Path(name).name))
-
-        return gallery_cls.build(refs, det, model, cache_dir=cache, progress=tick, people=people or [])
+    with GalleryProgress(err, live=is_terminal(), plain=True) as progress:
+        return gallery_cls.build(refs, det, model, cache_dir=cache, progress=progress, people=people or [])
 
 
 def _fmt(value: Any) -> str:

@@ -6,7 +6,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..imageio import ImageReadError, ImageWriteError
 
 
 @dataclass
@@ -60,6 +59,8 @@ class BatchSummary:
 
 def error_text(exc: BaseException) -> str:
     """One line for the report."""
+    from ..imageio import ImageReadError, ImageWriteError  # numpy: not on every start of fix
+
     if isinstance(exc, (ImageReadError, ImageWriteError)):
         return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if isinstance(exc, MemoryError):

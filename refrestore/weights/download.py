@@ -215,8 +215,8 @@ def _check_offline(
     if blocked:
         raise WeightsError(
             f"offline mode (--offline or REFRESTORE_OFFLINE=1) forbids downloading {', '.join(blocked)}; "
-            f"add a copy you have with 'refrestore download-weights NAME --from-file FILE', copy the files into "
-            f"{store.directory} or use a local --mirror folder"
+            f"copy the files into {store.directory}, add a copy you have with 'refrestore download-weights NAME "
+            f"--from-file FILE' or use a local --mirror folder"
         )
 
 
