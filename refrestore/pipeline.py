@@ -25,6 +25,11 @@ from .restorers.choose import Router
 
 log = logging.getLogger(__name__)
 
+# Face widths (photo pixels) under which a face is restored only partly: nothing under 12 px,
+# all of what it needs from 32 px (the smallest face identified against a gallery).
+SMALLEST_FACE_PX = 12.0
+FULL_FACE_PX = 32.0
+
 
 class ReferenceSource(Protocol):
     """Chooses references for the faces of one photo, deciding them together."""
@@ -261,6 +266,12 @@ class FacePipeline:
         # than the face it may add it, and where the face has more it keeps its own anyway.
         o.amount = opts.strength * need * need
         o.detail_amount = opts.strength * float(np.sqrt(need))
+        # A face too small to identify (a 22-px blob the detector found in a background) is
+        # restored only partly: at that size the restorer invents a face rather than restore one.
+        px = d.face_px / (1 if opts.aligned else max(opts.upscale, 1))
+        small = min(1.0, max(0.0, (px - SMALLEST_FACE_PX) / (FULL_FACE_PX - SMALLEST_FACE_PX)))
+        o.amount *= small
+        o.detail_amount *= small
         o.left_as_is = d.severity < t.leave_below or o.detail_amount < 0.02
 
     def prepare(self, rgb: np.ndarray, grayscale: bool = False) -> "PreparedPhoto":

@@ -222,3 +222,44 @@ def test_the_early_name_checks_know_every_name_the_libraries_take() -> None:
     assert usage.MODEL_NAMES == tuple(restorer_names())
     assert usage.DETECTOR_NAMES == DETECTOR_NAMES
     assert usage.IDENTITY_NAMES == IDENTITY_MODELS
+
+
+def test_a_tiny_blob_is_not_restored_at_full_strength(album: dict) -> None:
+    faces = {e["input"]: e["faces"] for e in album["first_json"]["images"]}
+    blob = [f for f in faces["in/00089_10.png"] if f["reason_code"] == "too-small"]
+    main = [f for f in faces["in/00089_10.png"] if f["reason_code"] != "too-small"]
+    assert len(blob) == 1 and blob[0]["strength"] < 0.5 and blob[0]["detail_strength"] < 0.5, blob
+    assert main[0]["strength"] > 0.9, main  # the real face beside it still gets what it needs
+
+
+def test_a_halftone_face_keeps_its_colour_and_grain(shared_dir: Path, tmp_path: Path) -> None:
+    """The child of gfpgan_Blake_Lively.jpg, a halftone print: the restored face keeps the
+    photo's coarse colour (her pink cheeks went grey) and its print grain (it looked airbrushed
+    and pasted in), and still changes visibly."""
+    import cv2
+    import numpy as np
+
+    photo = tmp_path / "print.jpg"
+    shutil.copy(shared_dir / "data" / "real_lq" / "whole" / "gfpgan_Blake_Lively.jpg", photo)
+    proc = refrestore(["fix", "print.jpg", "-o", "out.png", "--json", "r.json", "--detector", "dlib"], tmp_path,
+                      tmp_path / "home")
+    assert proc.returncode == 0, proc.stderr
+    faces = json.loads((tmp_path / "r.json").read_text())["images"][0]["faces"]
+    child = min(faces, key=lambda f: f["box"][0])  # the left face; the adult's sharp face may stay as it is
+    x1, y1, x2, y2 = map(int, child["box"])
+    w, h = x2 - x1, y2 - y1
+    centre = (slice(y1 + h // 4, y2 - h // 4), slice(x1 + w // 4, x2 - w // 4))
+    before, after = cv2.imread(str(photo)), cv2.imread(str(tmp_path / "out.png"))
+
+    def colour(img: np.ndarray) -> np.ndarray:  # Lab a, b over a few pixels: the skin's colour, not the dots
+        return cv2.GaussianBlur(cv2.cvtColor(img, cv2.COLOR_BGR2LAB).astype(np.float32)[..., 1:], (0, 0), 4.0)[centre]
+
+    drift = np.linalg.norm(colour(after) - colour(before), axis=2)
+    assert drift.mean() < 0.75 and np.percentile(drift, 90) < 1.5, (drift.mean(), np.percentile(drift, 90))
+
+    def grain(img: np.ndarray) -> float:  # what a 1-pixel blur removes, its median size
+        grey = img.astype(np.float32).mean(axis=2)
+        return float(np.median(np.abs(grey - cv2.GaussianBlur(grey, (0, 0), 1.0))[centre]))
+
+    assert grain(after) > 0.6 * grain(before), (grain(after), grain(before))
+    assert np.abs(after[centre].astype(int) - before[centre].astype(int)).mean() > 2.0  # still restored
