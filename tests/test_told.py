@@ -116,8 +116,9 @@ def test_a_rerun_keeps_what_the_first_run_reported(album: dict) -> None:
         assert entry["faces"] == first[name]["faces"], name  # the faces, references and reasons as made
         assert entry["earlier"]["status"] == "ok" and entry["earlier"]["finished"]
     # the page keeps its face panels and references, marked as from the earlier run
-    for marker in ("faces: 1 restored with 00086", "too small to identify"):
+    for marker in ("faces: 1 restored with 00086", "too small to identify", "as reported by the earlier run"):
         assert marker in album["second_html"], marker
+    assert album["second_html"].count('class="earlier"') == 2
     assert album["second_html"].count("<img") >= album["first_html"].count("<img") - 4  # not the whole-photo panels only
     assert "made by an earlier run" in photo_line(album["second"].stdout, "00086_1.png")
 
