@@ -250,6 +250,12 @@ def record_folder(folder: Path, made: os.stat_result | None = None) -> None:
     _write_record(final_target(folder), st, None, folder=True)
 
 
+def side_file(path: Path, kind: str) -> Path:
+    """A file of refrestore's own about ``path`` (what a run reported of the output there, say),
+    in the records folder beside it: ``.refrestore/<key>.<kind>.json``."""
+    return _record_path(final_target(path)).with_suffix(f".{kind}.json")
+
+
 def lock_for_writing(path: Path) -> IO[str] | None:
     """An exclusive lock on writing ``path`` (a report), held while the returned file stays
     open; None when another process holds it. Two runs writing one report at once would mix

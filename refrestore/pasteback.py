@@ -10,6 +10,11 @@ of the face keeps whichever fine detail is richer, the original's or the restore
 the original's discounted where it is noise or JPEG blocks. In the photo (``paste_faces``),
 the photo's own detail finer than the 512 crop (a face larger than 512 pixels) is added back
 by the same discount: the restorer never saw it, so it has nothing better to put there.
+
+And the face must sit in its photo: it keeps the original's colour (``keep_colour``), and
+where the photo around it is grainier than the restored face (film grain, noise, a halftone
+print), grain of the missing level is added (``matching_grain``), so no seam shows where a
+smooth face meets grainy hair and clothes.
 """
 from __future__ import annotations
 
@@ -84,20 +89,58 @@ def face_mask(size: int = FFHQ_SIZE) -> np.ndarray:
     return cv2.GaussianBlur(mask, (0, 0), 16.0 * s)
 
 
-def match_colour(restored: np.ndarray, original: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Shift the restored face's mean colour (in Lab) to the original's, inside the mask.
+def keep_colour(restored: np.ndarray, original: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
+    """The restored face with the original's colour (all S x S x 3 uint8 RGB).
 
-    Restorers drift in white balance and brightness; the face must sit in its photo.
+    Its lightness takes the original's mean in the mask (restorers drift in brightness); its
+    colour (Lab a, b) takes the original's coarse colour, blurred by ``sigma`` (the halftone
+    dots and chroma noise go, the pink cheeks and warm skin stay), plus the restorer's own
+    finer colour (lips, eyes). A mean shift of the colour alone turned a halftone child's
+    pink cheeks grey: the restorer's colour was right on average, wrong where it matters.
     """
     weight = mask > 0.5
     if weight.sum() < 16:
         return restored
     lab_r = cv2.cvtColor(restored, cv2.COLOR_RGB2LAB).astype(np.float32)
     lab_o = cv2.cvtColor(original, cv2.COLOR_RGB2LAB).astype(np.float32)
-    shift = lab_o[weight].mean(0) - lab_r[weight].mean(0)
-    lab_r += shift
-    # Rounded, not truncated: a fractional shift truncated moves every face by up to a level.
+    lab_r[..., 0] += lab_o[..., 0][weight].mean() - lab_r[..., 0][weight].mean()
+    chroma_o = cv2.GaussianBlur(lab_o[..., 1:], (0, 0), sigma)
+    chroma_r = cv2.GaussianBlur(lab_r[..., 1:], (0, 0), sigma)
+    lab_r[..., 1:] = chroma_o + (lab_r[..., 1:] - chroma_r)
     return cv2.cvtColor(np.clip(np.rint(lab_r), 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+
+
+def grain_level(grey: np.ndarray, where: np.ndarray) -> float:
+    """The photo's grain where ``where`` is true: the spread of what a 1-pixel blur removes,
+    robustly (median absolute deviation), so that edges (hair, a collar) do not count as grain."""
+    if where.sum() < 64:
+        return 0.0
+    fine = grey - cv2.GaussianBlur(grey, (0, 0), 1.0)
+    values = fine[where]
+    return float(1.4826 * np.median(np.abs(values - np.median(values))))
+
+
+def matching_grain(roi: np.ndarray, face: np.ndarray, alpha: np.ndarray) -> np.ndarray | None:
+    """Grain to add to ``face`` (the restored face in the photo's ``roi``, float32 RGB) so that
+    it is as grainy as the photo around it: the ring outside the face's mask is measured, the
+    face is measured, and the photo's own fine grain is added back at the difference.
+    None when the face is already as grainy as its surroundings. A restored face is smooth;
+    pasted into a grainy, noisy or halftone print it looks airbrushed and its seam shows."""
+    grey_roi = roi.mean(axis=2)
+    # The grain of the skin the face replaces, or of the ring around it where that is less:
+    # hair and fabric in the ring are texture, not grain, and would make the face look dirty.
+    inner = alpha[..., 0] > 0.9
+    around = min(grain_level(grey_roi, inner) or np.inf, grain_level(grey_roi, alpha[..., 0] < 0.02) or np.inf)
+    around = 0.0 if not np.isfinite(around) else around
+    inside = grain_level(face.mean(axis=2), inner)
+    missing = float(np.sqrt(max(0.0, around * around - inside * inside)))
+    if missing < 0.5:  # under half a grey level: nothing a viewer could see
+        return None
+    # The photo's own grain under the face, at the missing level: film grain, noise or a
+    # print's dots as they look in this photo (synthetic noise of the same spread looks
+    # coarser than a halftone's regular dots), luminance only: its colour noise stays out.
+    fine = grey_roi - cv2.GaussianBlur(grey_roi, (0, 0), 1.0)
+    return (fine * (missing / max(around, 1e-6)))[..., None]
 
 
 def upscale_photo(photo: np.ndarray, factor: int) -> np.ndarray:
@@ -114,7 +157,10 @@ def paste_faces(photo: np.ndarray, jobs: list[PasteJob], upscale: int = 1, grays
     for job in jobs:
         size = job.restored.shape[0]
         mask = job.mask if job.mask is not None else face_mask(size)
-        face = match_colour(job.restored, job.original, mask)
+        # crop pixels per photo pixel: the colour is blurred over 4 photo pixels (a halftone's
+        # dots, chroma noise), never less than 8 crop pixels
+        per_px = 1.0 / max(float(np.sqrt(abs(np.linalg.det(invert_affine(job.affine)[:, :2])))), 1e-6)
+        face = keep_colour(job.restored, job.original, mask, max(8.0 * size / FFHQ_SIZE, 4.0 * per_px))
         original = job.original
         if grayscale:
             grey = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY)
@@ -155,6 +201,11 @@ def paste_faces(photo: np.ndarray, jobs: list[PasteJob], upscale: int = 1, grays
             if grayscale:
                 finer = np.repeat(finer.mean(axis=2, keepdims=True), 3, axis=2)
             face_back += job.detail * finer
+        # Grain for a face the crop enlarged (most old photos): a face larger than the crop has
+        # the photo's own finer detail added back above, by the discount the pipeline chose.
+        grain = matching_grain(roi, face_back, alpha) if scale_back <= upscale else None
+        if grain is not None:
+            face_back += grain
         blended = roi + (face_back - roi) * alpha
         out[y0:y1, x0:x1] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
     return out

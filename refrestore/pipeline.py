@@ -25,6 +25,11 @@ from .restorers.choose import Router
 
 log = logging.getLogger(__name__)
 
+# Face widths (photo pixels) under which a face is restored only partly: nothing under 12 px,
+# all of what it needs from 32 px (the smallest face identified against a gallery).
+SMALLEST_FACE_PX = 12.0
+FULL_FACE_PX = 32.0
+
 
 class ReferenceSource(Protocol):
     """Chooses references for the faces of one photo, deciding them together."""
@@ -55,6 +60,8 @@ class FaceOutcome:
     references: list[Reference] = field(default_factory=list)
     reference_report: dict | None = None
     decision: dict | None = None  # every number behind the reference decision (also for "no match")
+    reason: str | None = None  # why it got its references or none, one line with the figures
+    reason_code: str | None = None  # what decided it: refrestore.gallery.people.REASON_CODES, "forced", "no-gallery"
     restorer: str = ""
     error: str | None = None
     degradation: Degradation | None = None
@@ -80,6 +87,8 @@ class FaceOutcome:
             "reference": self.reference_report,
             "reference_rule": (self.reference_report or {}).get("reference_rule"),
             "decision": self.decision,
+            "reason": self.reason,
+            "reason_code": self.reason_code,
             "restorer": None if self.left_as_is else self.restorer,
             "restored": self.restored is not None and self.error is None and not self.left_as_is,
             "left_as_is": self.left_as_is,
@@ -262,6 +271,12 @@ class FacePipeline:
         # was never seen by the restorer: it is kept by the same discount, without the size.
         o.finer_detail = 1.0 - max(d.scores["noise"], d.scores["blockiness"], d.scores["pattern"])
         o.keep_detail = o.finer_detail * (1.0 - ramp(d.face_px, t.tiny_ok, t.tiny_bad))
+        # A face too small to identify (a 22-px blob the detector found in a background) is
+        # restored only partly: at that size the restorer invents a face rather than restore one.
+        px = d.face_px / (1 if opts.aligned else max(opts.upscale, 1))
+        small = min(1.0, max(0.0, (px - SMALLEST_FACE_PX) / (FULL_FACE_PX - SMALLEST_FACE_PX)))
+        o.amount *= small
+        o.detail_amount *= small
         o.left_as_is = d.severity < t.leave_below or o.detail_amount < 0.02
 
     def prepare(self, rgb: np.ndarray, grayscale: bool = False) -> "PreparedPhoto":
@@ -275,8 +290,12 @@ class FacePipeline:
                 [FaceToMatch(a.image, a.face, None if self.options.aligned else a.affine) for a in aligned])
             for o, c in zip(outcomes, choices):
                 o.references, o.reference_report, o.decision = c.references, c.report, c.decision
+                o.reason, o.reason_code = c.reason, c.reason_code
                 if c.warning:
                     warnings.append(c.warning)
+        elif self.references is None:
+            for o in outcomes:
+                o.reason, o.reason_code = "no gallery given (--refs, --person or --ref)", "no-gallery"
         for o, a in zip(outcomes, aligned):
             self._plan(o, rgb, a.affine)
         return PreparedPhoto(rgb=rgb, grayscale=grayscale, aligned=aligned, outcomes=outcomes, warnings=warnings)

@@ -13,12 +13,16 @@ from .faces import DetectedFace, Reference
 @dataclass
 class ReferenceChoice:
     """What one face of a photo gets: its references, the report's ``reference`` object (None:
-    none), the decision behind it (every number, also for "no match"), and a warning line."""
+    none), the decision behind it (every number, also for "no match"), a warning line, and why
+    (one line with the figures, and its code: ``refrestore.gallery.people.REASON_CODES`` or
+    "forced")."""
 
     references: list[Reference] = field(default_factory=list)
     report: dict[str, Any] | None = None
     decision: dict[str, Any] | None = None
     warning: str | None = None
+    reason: str | None = None
+    reason_code: str | None = None
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,7 @@ class GalleryReferences:
         analyzer = self.gallery.analyzer()
         queries = [describe_query(f.aligned, f.face, self.identity, analyzer, f.affine) for f in faces]
         selections = select_photo(self.gallery, queries, top_k=self.top_k, threshold=self.threshold)
-        return [ReferenceChoice(list(s.references), s.report(), s.explain(), s.warning(i))
+        return [ReferenceChoice(list(s.references), s.report(), s.explain(), s.warning(i), s.reason(), s.reason_code)
                 for i, s in enumerate(selections)]
 
 
@@ -64,4 +68,6 @@ class ForcedReference:
         report.update({"regions": dict(ref.regions), "forced": True, "reference_rule": "forced"})
         warning = (f"--ref is meant for single-face photos; used for all {len(faces)} faces"
                    if len(faces) > 1 else None)
-        return [ReferenceChoice([ref], dict(report), None, warning if i == 0 else None) for i in range(len(faces))]
+        why = f"--ref {ref.path}: chosen by the user"
+        return [ReferenceChoice([ref], dict(report), None, warning if i == 0 else None, why, "forced")
+                for i in range(len(faces))]

@@ -59,6 +59,8 @@ def test_no_network_fails_fast_one_line_per_file_with_its_cause(tmp_path: Path, 
     for name, line in zip(FILES, errors):
         assert line.startswith(f"error: {name}: download failed: {cause}"), line
         assert "Caused by" not in line and "..." not in line
+        # the way in without a network, in the same line
+        assert f"download-weights {name} --from-file FILE" in line and "--mirror" in line, line
     assert "retrying" not in proc.stderr
     assert [n for n in leftovers(weights) if n.endswith((".lock", ".part"))] == []
 

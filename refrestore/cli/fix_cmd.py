@@ -19,6 +19,8 @@ from rich.console import Console
 
 from .common import (PlainConsole, PlainHelpCommand, Verbosity, consoles, fail, is_terminal, print_error, setup_logging,
                      shown, verbosity_from)
+from .progress import GalleryProgress
+from .outcome import print_image_line, print_photo_faces, print_summary, used_models, where_lines
 
 if TYPE_CHECKING:
     from ..batch import BatchOptions, BatchSummary, ImageReport, Task
@@ -108,7 +110,7 @@ def fix(
     detector: str = typer.Option("auto", "--detector", metavar="NAME", help="auto, retinaface, retinaface_resnet50, retinaface_mobile0.25 or dlib."),
     device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps."),
     upscale: int = typer.Option(1, "--upscale", min=1, max=8, metavar="N", help="Upscale the whole photo by this factor."),
-    strength: float = typer.Option(1.0, "--strength", min=0.0, max=1.0, metavar="F", help="Blend between input (0) and restored (1)."),
+    strength: float = typer.Option(1.0, "--strength", min=0.0, max=1.0, metavar="F", help="Scales how much of the restored face each face gets (the tool picks that per face from its damage): 1 = as picked, 0.5 = half of it, 0 = faces left as they were."),
     fidelity: Optional[float] = typer.Option(None, "--fidelity", min=0.0, max=1.0, metavar="F", help=FIDELITY_HELP),
     only_center_face: bool = typer.Option(False, "--only-center-face", help="Restore only the face nearest the centre."),
     save_faces: bool = typer.Option(False, "--save-faces", help="Also write each face's input, restored and reference crops."),
@@ -248,6 +250,7 @@ def run_fix(req: FixRequest) -> int:
         out_console = PlainConsole(stderr=True)  # stdout carries the report: messages go to stderr
     offline = req.offline or offline_from_env()
     _refuse_remote_offline(req, offline)
+    _refuse_misspelt(req)
     from ..imageio import max_pixels_from_env
 
     try:
@@ -342,7 +345,18 @@ def run_fix(req: FixRequest) -> int:
     gallery_line = _gallery_line(getattr(built, "gallery", None))
     if gallery_line:
         meta["gallery"] = gallery_line
+        meta["identity"] = built.gallery.identity_name
     return finish_run(req, summary, meta, out_console, err_console)
+
+
+def _refuse_misspelt(req: FixRequest) -> None:
+    """Names and paths the command line gets wrong: exit 2 before torch loads (cli.usage)."""
+    from .usage import device_problem, detector_problem, first_problem, model_problem, reference_problem
+
+    problem = first_problem(model_problem(req.model), detector_problem(req.detector), device_problem(req.device),
+                            reference_problem(req.refs, req.ref))
+    if problem:
+        raise fail(problem, 2)
 
 
 def _refuse_remote_offline(req: FixRequest, offline: bool) -> None:
@@ -389,8 +403,16 @@ def finish_run(req: FixRequest, summary: Any, meta: dict, out_console: Console, 
     # The album is done: a SIGTERM now must not cut the reports short, nor kill the process
     # while it tears down (a default handler again: exit 143 and no word); it finishes cleanly.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from ..licences import licence_line
+
+    licences = used_models(summary, meta, req.manifest)
+    meta = {**meta, "licences": [lic.as_dict() for lic in licences]}
     _write_reports(req, summary, meta, err_console)
-    print_summary(summary, out_console)
+    after: list[str] = []
+    if not req.quiet:
+        after = [line for line in (licence_line(licences),) if line]
+        after += where_lines(summary, req.output, [req.html_report, req.json_report])
+    print_summary(summary, out_console, after)
     if summary.fatal:
         print_error(f"{summary.fatal}; stopped", err_console)
         return 1
@@ -428,7 +450,8 @@ def _build(req: FixRequest, choice: Any, store: Any, err_console: Console) -> An
         options=_fix_options(req), top_k=req.top_k, store=store,
     )
     try:
-        with GalleryProgress(err_console, live=is_terminal() and not req.quiet and bool(req.refs or req.person)) as progress:
+        indexing = not req.quiet and bool(req.refs or req.person)
+        with GalleryProgress(err_console, live=indexing and is_terminal(), plain=indexing) as progress:
             built = build_pipeline(**kwargs, on_gallery_progress=progress)
     except (DetectorError, FileNotFoundError, ValueError) as exc:
         raise fail(str(exc), 2)
@@ -438,36 +461,6 @@ def _build(req: FixRequest, choice: Any, store: Any, err_console: Console) -> An
     if line and not req.quiet:
         err_console.print(line, markup=False)
     return built
-
-
-class GalleryProgress:
-    """A progress bar over the gallery's photos while it is indexed (on a terminal only)."""
-
-    def __init__(self, console: Console, live: bool) -> None:
-        self.console, self.live = console, live
-        self.progress: Any = None
-        self.task: Any = None
-
-    def __enter__(self) -> "GalleryProgress":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-
-    def __call__(self, done: int, total: int, path: str) -> None:
-        if not self.live:
-            return
-        if self.progress is None:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.progress = Progress(
-                TextColumn("[bold]indexing gallery"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TextColumn("{task.fields[name]}", markup=False), console=self.console, transient=True,
-            )
-            self.progress.start()
-            self.task = self.progress.add_task("gallery", total=total, name="")
-        self.progress.update(self.task, total=total, completed=done, name=shown(Path(path).name))
 
 
 def _gallery_line(gallery: Any) -> str | None:
@@ -500,8 +493,6 @@ def _write_reports(req: FixRequest, summary: "BatchSummary", meta: dict[str, Any
         from ..report import write_html_report
 
         write_html_report(req.html_report, document, title="refrestore fix", source_mode=req.report_mode)
-        if not req.quiet:
-            err_console.print(f"report: {req.html_report}", markup=False)
 
 
 def _run_with_progress(tasks: "list[Task]", pipeline: "FacePipeline", options: "BatchOptions", out_console: Console,
@@ -533,54 +524,6 @@ def _run_with_progress(tasks: "list[Task]", pipeline: "FacePipeline", options: "
 
         def done(task: "Task", rep: "ImageReport") -> None:
             progress.advance(images)
-            print_warnings(task, rep, progress.console)  # above the bars, which stay at the bottom
+            print_photo_faces(task, rep, progress.console)  # above the bars, which stay at the bottom
 
         return run_batch(tasks, pipeline, options, on_start=start, on_done=done, on_face=face)
-
-
-def print_image_line(task: Any, rep: "ImageReport", out_console: Console, err_console: Console) -> None:
-    """One line per finished image (logs, pipes), and its warnings on stderr."""
-    detail = rep.error or (f"{len(rep.faces)} face(s)" if rep.status != "skipped" else "output exists")
-    out_console.print(f"{rep.status:<8} {task.source.path} -> {rep.output or '-'} ({detail})", markup=False)
-    print_warnings(task, rep, err_console)
-
-
-def print_warnings(task: Any, rep: "ImageReport", console: Console) -> None:
-    """An image's warnings as it finishes (a face pasted back unrestored must not hide in the
-    JSON report of a photo counted as done)."""
-    for warning in rep.warnings:
-        console.print(f"warning: {task.source.path}: {warning}", markup=False, highlight=False)
-
-
-def summary_lines(summary: "BatchSummary", shown: int = 3) -> list[str]:
-    """The summary: counts, skipped outputs and how to redo them, failures grouped by reason
-    with the files they hit."""
-    counts = summary.counts()
-    lines = [f"done {counts['ok']}, skipped {counts['skipped']}, no faces {counts['no_faces']}, failed {counts['error']}"]
-    if counts["skipped"]:
-        lines.append(f"  skipped {counts['skipped']}: the output exists; --overwrite redoes them")
-    by_reason: dict[str, list[str]] = defaultdict(list)
-    for r in summary.images:
-        if r.status == "error":
-            by_reason[(r.error or "unknown error").split(":")[0]].append(r.input)
-    for reason, files in sorted(by_reason.items(), key=lambda kv: -len(kv[1])):
-        names = ", ".join(files[:shown]) + (f" and {len(files) - shown} more" if len(files) > shown else "")
-        lines.append(f"  failed ({len(files)}): {reason}: {names}")
-    return lines
-
-
-def print_summary(summary: "BatchSummary", console: Console) -> None:
-    lines = summary_lines(summary)
-    if is_terminal():
-        from rich.table import Table
-
-        counts = summary.counts()
-        table = Table(title="refrestore fix")
-        for col in ("done", "skipped", "no faces", "failed"):
-            table.add_column(col, justify="right")
-        table.add_row(str(counts["ok"]), str(counts["skipped"]), str(counts["no_faces"]), str(counts["error"]))
-        console.print(table)
-    else:
-        console.print(lines[0], markup=False)
-    for line in lines[1:]:
-        console.print(line, markup=False)

@@ -60,6 +60,7 @@ def run_ray_fix(req: Any, tasks: list[Any], problems: list[tuple[Any, str]], sto
     gallery_line = _gallery_line(run.gallery)
     if gallery_line:
         meta["gallery"] = gallery_line
+        meta["identity"] = getattr(run.gallery, "identity_name", None)
         if not req.quiet:
             err_console.print(gallery_line, markup=False)
 
@@ -76,7 +77,7 @@ class _NoProgress:
 
 def _progress(total: int, out_console: Console, err_console: Console, verbosity: Verbosity) -> tuple[Any, Any]:
     """(on_done callback, context manager): a bar on a terminal, one line per image otherwise."""
-    from .fix_cmd import print_image_line, print_warnings
+    from .outcome import print_image_line, print_photo_faces
 
     if verbosity <= Verbosity.QUIET:
         return (lambda t, r: None), _NoProgress()
@@ -93,6 +94,6 @@ def _progress(total: int, out_console: Console, err_console: Console, verbosity:
 
     def advance(task: Any, rep: Any) -> None:
         bar.update(images, advance=1, name=str(task.source.path).rsplit("/", 1)[-1])  # a Path or a URI
-        print_warnings(task, rep, bar.console)
+        print_photo_faces(task, rep, bar.console)
 
     return advance, bar

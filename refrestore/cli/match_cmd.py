@@ -71,11 +71,14 @@ def _match(inputs: list[Path], refs: list[Path], ref: Path | None, json_report: 
         raise fail("give a gallery with --refs DIR (or one reference with --ref FILE, or --person DIR)", 2)
     if refs and ref is not None:
         raise fail("--ref and --refs together: choose one", 2)
-    missing = [p for p in refs if not p.exists()]
-    if missing:
-        raise fail(f"--refs {missing[0]}: no such file or folder", 2)
-    if ref is not None and not ref.is_file():
-        raise fail(f"--ref {ref}: no such file", 2)
+    from .usage import detector_problem, device_problem, first_problem, identity_problem, reference_problem
+
+    problem = first_problem(reference_problem(refs, ref), detector_problem(detector_name),
+                            identity_problem(identity_name), device_problem(device_name))
+    if problem:  # before torch loads (cli.usage)
+        raise fail(problem, 2)
+    if not any(p.exists() for p in inputs):
+        raise fail(f"{inputs[0]}: no such file or folder", 2)
     if compare is not None and compare.exists() and not compare.is_dir():
         raise fail(f"--compare {compare}: exists and is not a folder", 2)
     json_report, html_report, _locks = _refuse_clashes(inputs, [*refs, *([ref] if ref else [])], json_report,
@@ -159,14 +162,14 @@ def _match(inputs: list[Path], refs: list[Path], ref: Path | None, json_report: 
                                                    "score": forced.score, **forced.components,
                                                    "regions": forced.regions, "forced": True,
                                                    "alternatives": []}
-                extra: dict[str, Any] = {}
+                extra: dict[str, Any] = {"reason": f"--ref {forced.path}: chosen by the user", "reason_code": "forced"}
             else:
                 sel = selections[i]
                 refs_list, ref_json = sel.references, sel.report()
                 warning = sel.warning(i)
                 if warning:
                     report.warnings.append(warning)
-                extra = {"reference_rule": sel.rule,
+                extra = {"reference_rule": sel.rule, "reason": sel.reason(), "reason_code": sel.reason_code,
                          "selection": {"best_identity": round(float(sel.best_identity), 4),
                                        "threshold": round(sel.threshold, 4),
                                        "identity_model": sel.identity_model,
@@ -191,7 +194,7 @@ def _match(inputs: list[Path], refs: list[Path], ref: Path | None, json_report: 
             err.print(f"warning: {item.path}: {warning}")
         if compare is not None:
             try:
-                sheet = _contact_sheet([(r[2], r[3], r[4]) for r in rows])
+                sheet = _contact_sheet([(r[2], r[3], r[4], _short_why(r[5])) for r in rows])
                 _write_png(compare / f"{item.path.stem}_match.png", sheet)
             except OSError as exc:
                 report.warnings.append(f"contact sheet not written: {exc}")
@@ -244,25 +247,10 @@ def _refuse_clashes(inputs: list[Path], refs: list[Path], json_report: Path | No
 
 def _build_gallery(gallery_cls: Any, refs: list[Path], det: Any, model: Any, cache: Path, err: Console,
                    people: list[Path] | None = None) -> Any:
-    if not is_terminal():
-        return gallery_cls.build(refs, det, model, cache_dir=cache, people=people or [])
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
+    from .progress import GalleryProgress
 
-    with Progress(TextColumn("[bold]indexing gallery"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TextColumn("{task.fields[name]}", markup=False), console=err,
-                  transient=True) as progress:
-        task = progress.add_task("gallery", total=None, name="")
-
-        def tick(done: int, total: int, name: str) -> None:
-            progress.update(task, total=total, completed=done, name=shown(Path(name).name))
-
-        return gallery_cls.build(refs, det, model, cache_dir=cache, progress=tick, people=people or [])
+    with GalleryProgress(err, live=is_terminal(), plain=True) as progress:
+        return gallery_cls.build(refs, det, model, cache_dir=cache, progress=progress, people=people or [])
 
 
 def _fmt(value: Any) -> str:
@@ -296,15 +284,18 @@ def _print_table(console: Console, path: Path, rows: list[tuple]) -> None:
 
 
 def _why(extra: dict[str, Any]) -> str:
-    """Why a face got no match, with the numbers (best score, threshold, second person)."""
-    sel = extra.get("selection", {})
-    dec = sel.get("decision") or {}
-    best, thr = sel.get("best_identity", 0.0), sel.get("threshold", 0.0)
-    if dec.get("best_person") and best >= thr and dec.get("second_person"):
-        return (f"{dec['best_person']} {best:.3f} leads {dec['second_person']} {dec.get('second_score', 0):.3f} "
-                f"by less than {dec.get('required_gap', 0):.3f}")
-    who = f" {dec['best_person']}" if dec.get("best_person") else ""
-    return f"best{who} {best:.3f} < {thr:.3f}"
+    """Why a face got no match, with its figures: the decision's own reason ("face 22 px wide:
+    too small to identify (< 32 px)", "best ann 0.912 below threshold 0.953"), as the reports say it."""
+    return str(extra.get("reason") or "no match").removeprefix("no match: ")
+
+
+def _short_why(extra: dict[str, Any]) -> str:
+    """"too small (22 px)": the reason in a few words, for a contact sheet's caption."""
+    from ..report.outcome import face_outcome
+
+    what, figure = face_outcome({"reference": None, **extra}, restores=False)
+    what = what.removeprefix("no match: ")
+    return f"{what} ({figure})" if figure else what
 
 
 def _margins(dec: dict[str, Any]) -> str:
@@ -358,8 +349,8 @@ def fit_caption(text: str, width: int, scale: float = CAPTION_SCALE) -> str:
     return "..."
 
 
-def _contact_sheet(rows: list[tuple[np.ndarray, list, dict | None]], tile: int = 256) -> np.ndarray:
-    """One row per face: the face, then its chosen references ("no match" when none).
+def _contact_sheet(rows: list[tuple[np.ndarray, list, dict | None, str]], tile: int = 256) -> np.ndarray:
+    """One row per face: the face, then its chosen references ("no match" and why when none).
 
     Captions go in a strip under each tile, one item per line and shortened to the tile's
     width, so they are never cut off by the next tile nor drawn over the face.
@@ -367,18 +358,18 @@ def _contact_sheet(rows: list[tuple[np.ndarray, list, dict | None]], tile: int =
     import cv2
     import numpy as np
 
-    width = max(1 + max((len(refs) for _, refs, _ in rows), default=0), 2)
+    width = max(1 + max((len(refs) for _, refs, _, _ in rows), default=0), 2)
     gap = 6
     strip = CAPTION_LINES * CAPTION_LINE_PX + 6
     row_h = tile + strip + gap
     sheet = np.full((len(rows) * row_h + gap, width * (tile + gap) + gap, 3), 255, np.uint8)
-    for r, (aligned, refs, rep) in enumerate(rows):
+    for r, (aligned, refs, rep, why) in enumerate(rows):
         tiles: list[tuple[np.ndarray, list[str]]] = [(aligned, [f"face {r}", "input"])]
         if rep is None:
             blank = np.full((tile, tile, 3), 200, np.uint8)
             cv2.putText(blank, "no match", (tile // 2 - 45, tile // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.7,
                         (60, 60, 60), 2, cv2.LINE_AA)
-            tiles.append((blank, ["no match", "restored without a reference"]))
+            tiles.append((blank, ["no match", why or "no references"]))
         else:
             person = rep.get("person") if isinstance(rep, dict) else None
             for k, ref in enumerate(refs):

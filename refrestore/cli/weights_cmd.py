@@ -374,29 +374,10 @@ def _print_models(report: dict[str, Any]) -> None:
     # Piped output is not squeezed to 80 columns: paths and licences stay on one line.
     out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
     folder = report["weights_dir"]
-    table = Table(title="refrestore models", title_justify="left")
-    for column in ("model", "role", "status", "size", "licence", "fix", "path"):
-        table.add_column(column, overflow="fold")
-    used = {m["name"] for m in report["models"] if m["used_by_fix"]}
-    colours = {"present": "green", "missing": "yellow", "corrupt": "red"}
-    for row in report["files"]:
-        status = row["status"] + (" (embedded)" if row["embedded"] else "") + (" (user-added)" if row.get("user_added") else "")
-        licence = row["license"]
-        if not row["commercial"] and "non-commercial" not in licence.lower():
-            licence += " (non-commercial)"
-        fix = "yes" if used & set(row["models"]) else ("only when named" if row["on_request_only"] else "")
-        path = Path(row["path"])
-        shown = path.name if path.parent == Path(folder) else str(path)
-        table.add_row(
-            ", ".join(row["models"]),
-            row["role"],
-            f"[{colours[row['status']]}]{status}[/]",
-            _mb(row["size"]),
-            licence.replace("[", "\\["),
-            fix,
-            shown.replace("[", "\\["),
-        )
-    out.print(table)
+    if out.width < 120:
+        _print_models_narrow(report, out)
+    else:
+        _print_models_table(report, out)
     out.print(f"weights folder: {folder}  (manifest: {report['manifest']})", markup=False)
     built_in = set(FIX_BUILT_IN.values())
     uses = ", ".join(
@@ -412,3 +393,50 @@ def _print_models(report: dict[str, Any]) -> None:
             f"missing from the default set: {', '.join(missing)}; run `refrestore download-weights`",
             markup=False,
         )
+
+
+def _file_cells(row: dict[str, Any], folder: str, used: set[str]) -> tuple[str, str, str, str]:
+    """(status, licence, fix, path) of one file as the listing shows them."""
+    status = row["status"] + (" (embedded)" if row["embedded"] else "") + (" (user-added)" if row.get("user_added") else "")
+    licence = row["license"]
+    if not row["commercial"] and "non-commercial" not in licence.lower():
+        licence += " (non-commercial)"
+    fix = "yes" if used & set(row["models"]) else ("only when named" if row["on_request_only"] else "")
+    path = Path(row["path"])
+    return status, licence, fix, path.name if path.parent == Path(folder) else str(path)
+
+
+def _print_models_narrow(report: dict[str, Any], out: Console) -> None:
+    """A terminal under 120 columns (80 is common): one line per file with what fits, its
+    licence and path indented below; the seven-column table would fold every cell."""
+    folder = report["weights_dir"]
+    used = {m["name"] for m in report["models"] if m["used_by_fix"]}
+    out.print("refrestore models", markup=False)
+    out.print(f"{'model':<21} {'role':<9} {'status':<19} {'size':>9}  fix", markup=False, style="bold")
+    for row in report["files"]:
+        status, licence, fix, path = _file_cells(row, folder, used)
+        out.print(f"{', '.join(row['models']):<21} {row['role']:<9} {status:<19} {_mb(row['size']):>9}  {fix}".rstrip(),
+                  markup=False)
+        out.print(f"    {licence}", markup=False, style="yellow" if not row["commercial"] else None)
+        out.print(f"    {path}", markup=False, style="dim")
+
+
+def _print_models_table(report: dict[str, Any], out: Console) -> None:
+    folder = report["weights_dir"]
+    table = Table(title="refrestore models", title_justify="left")
+    for column in ("model", "role", "status", "size", "licence", "fix", "path"):
+        table.add_column(column, overflow="fold")
+    used = {m["name"] for m in report["models"] if m["used_by_fix"]}
+    colours = {"present": "green", "missing": "yellow", "corrupt": "red"}
+    for row in report["files"]:
+        status, licence, fix, shown = _file_cells(row, folder, used)
+        table.add_row(
+            ", ".join(row["models"]),
+            row["role"],
+            f"[{colours[row['status']]}]{status}[/]",
+            _mb(row["size"]),
+            licence.replace("[", "\\["),
+            fix,
+            shown.replace("[", "\\["),
+        )
+    out.print(table)

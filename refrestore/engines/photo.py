@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from ..imageio import ImageReadError, ImageWriteError, LoadedImage, read_image, save_output
 from ..pipeline import FacePipeline, PhotoResult, PreparedPhoto
+from .earlier import remember
 from .reports import ImageReport, error_text
 from .tasks import Task
 
@@ -83,6 +84,7 @@ def write(job: PhotoJob, options: BatchOptions) -> None:
     if job.report.copied:
         log.info("%s: nothing changed; the input was copied as it is", task.source.path)
     job.report.output = str(task.output)
+    remember(task.output, job.report)  # a rerun that skips this photo reports it again
 
 
 def fail(job: PhotoJob, exc: BaseException) -> None:

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..discover import IMAGE_EXTENSIONS, TEMP_PREFIX
-from ..imageio import output_ext_for_path
 from .reports import ImageReport
 from .tasks import OUTPUT_SUFFIX, UsageError
 
@@ -89,6 +88,8 @@ def find_remote_inputs(uris: Iterable[str], recursive: bool) -> tuple[list[Remot
 
 def plan_remote(inputs: list[RemoteFile], output: str, suffix: str = OUTPUT_SUFFIX) -> list[RemoteTask]:
     """Outputs under the URI ``output`` with the names ``plan_outputs`` gives local ones."""
+    from ..imageio import output_ext_for_path  # numpy: not on every start of fix (is_uri)
+
     tasks = []
     for src in inputs:
         rel = src.rel.parent / (src.rel.stem + suffix)

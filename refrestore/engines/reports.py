@@ -6,7 +6,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..imageio import ImageReadError, ImageWriteError
 
 
 @dataclass
@@ -19,6 +18,9 @@ class ImageReport:
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
     copied: bool = False  # the output is the input's own bytes: no face needed anything
+    # A skipped photo: its faces and warnings are what the run that made its output reported,
+    # {"finished": when, "status": ok | no_faces} (``engines.earlier``); None otherwise.
+    earlier: dict | None = None
 
     def to_json(self) -> dict:
         return {
@@ -29,12 +31,13 @@ class ImageReport:
             "faces": self.faces,
             "warnings": self.warnings,
             "copied": self.copied,
+            "earlier": self.earlier,
         }
 
     @classmethod
     def from_json(cls, data: dict, seconds: float = 0.0) -> "ImageReport":
         return cls(data["input"], data["output"], data["status"], data["error"], list(data["faces"]), list(data["warnings"]), seconds,
-                   bool(data.get("copied", False)))
+                   bool(data.get("copied", False)), data.get("earlier"))
 
 
 @dataclass
@@ -56,6 +59,8 @@ class BatchSummary:
 
 def error_text(exc: BaseException) -> str:
     """One line for the report."""
+    from ..imageio import ImageReadError, ImageWriteError  # numpy: not on every start of fix
+
     if isinstance(exc, (ImageReadError, ImageWriteError)):
         return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if isinstance(exc, MemoryError):

@@ -7,8 +7,10 @@ from pathlib import Path
 
 from ..discover import InputFile
 from ..fileio import Source, is_stream_path, written_by_refrestore
-from ..imageio import ImageWriteError, output_ext_for_path, output_format
 from .reports import ImageReport
+
+# refrestore.imageio (numpy, PIL) is imported where it is used: a usage error found before
+# (a missing input, a misspelt option) must not wait for it.
 
 OUTPUT_SUFFIX = "_restored"
 
@@ -25,6 +27,8 @@ class Task:
 
 
 def output_format_or_none(path: Path) -> str | None:
+    from ..imageio import ImageWriteError, output_format
+
     """The image format ``path``'s extension names, or None."""
     try:
         return output_format(path)
@@ -33,6 +37,8 @@ def output_format_or_none(path: Path) -> str | None:
 
 
 def _default_name(rel: Path, src: Path, suffix: str) -> Path:
+    from ..imageio import output_ext_for_path
+
     return (rel.parent / (rel.stem + suffix)).with_suffix(output_ext_for_path(src))
 
 
@@ -113,6 +119,8 @@ def plan_outputs(inputs: list[InputFile], output: Path | None, single_file: bool
             if output_format_or_none(output) is None:
                 raise UsageError(f"-o {output}: {output_error(output)}")
         if ext is None:
+            from ..imageio import output_ext_for_path
+
             target = target.with_suffix(output_ext_for_path(src.path))
         tasks.append(Task(src, target))
     else:
@@ -139,6 +147,8 @@ def plan_outputs(inputs: list[InputFile], output: Path | None, single_file: bool
 
 
 def output_error(path: Path) -> str:
+    from ..imageio import ImageWriteError, output_format
+
     try:
         output_format(path)
     except ImageWriteError as exc:
@@ -160,10 +170,15 @@ def split_finished(tasks: list[Task], skip_existing: bool) -> tuple[list[Task], 
     """(tasks still to do, finished ones with their ``skipped`` reports): a rerun resumes."""
     todo: list[Task] = []
     done: list[tuple[Task, ImageReport]] = []
+    from .earlier import recall
+
     for t in tasks:
         if skip_existing and _is_finished(t):
-            done.append((t, ImageReport(str(t.source.path), str(t.output), "skipped", None,
-                                        warnings=[t.note] if t.note else [])))
+            # what the run that made the output reported, when it is known (engines.earlier)
+            rep = recall(t.source.path, t.output) or ImageReport(str(t.source.path), str(t.output), "skipped", None)
+            if t.note and t.note not in rep.warnings:
+                rep.warnings.insert(0, t.note)
+            done.append((t, rep))
         else:
             todo.append(t)
     return todo, done

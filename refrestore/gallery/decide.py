@@ -108,20 +108,21 @@ def _declared(gallery: Gallery, person: str, q: FaceQuery, rule: MatchRule,
     base = replace(ident, person=None, matched=False, rule=None, stranger_threshold=stranger)
     if not ident.verifiable:
         return (replace(base, matched=True, person=person, best_person=person, best_score=own,
-                        rule=RULE_UNVERIFIABLE, reason=f"declared {person}; {ident.reason}"), -np.inf)
+                        rule=RULE_UNVERIFIABLE, reason=f"declared {person}; {ident.reason}",
+                        code="unverifiable-declared"), -np.inf)
     if ident.matched and ident.person != person:
         return replace(base, reason=f"clearly someone else: matches {ident.person} of the gallery "
-                                    f"({ident.best_score:.3f})"), -np.inf
+                                    f"({ident.best_score:.3f})", code="someone-else"), -np.inf
     if stranger is not None and own < stranger:
         return replace(base, best_person=person, best_score=own,
                        reason=f"clearly someone else: {own:.3f} for {person} is below the stranger "
-                              f"threshold {stranger:.3f}"), -np.inf
+                              f"threshold {stranger:.3f}", code="someone-else"), -np.inf
     fit = own - (stranger if stranger is not None else ident.threshold)
     if ident.matched:
         return replace(ident, rule=RULE_MATCHED, stranger_threshold=stranger), fit
     return (replace(base, matched=True, person=person, best_person=person, best_score=own, rule=RULE_DECLARED,
                     reason=f"declared {person}; {own:.3f} is not below the stranger threshold {stranger:.3f}"
-                    if stranger is not None else f"declared {person}"), fit)
+                    if stranger is not None else f"declared {person}", code="declared"), fit)
 
 
 def decide_photo(gallery: Gallery, faces: Sequence[FaceQuery], rule: MatchRule,
@@ -151,7 +152,8 @@ def decide_photo(gallery: Gallery, faces: Sequence[FaceQuery], rule: MatchRule,
         elif d.matched:
             why = (f"another face of this photo fits {person} better" if chosen is not None
                    else f"{len(faces)} faces too small or damaged to tell which one is {person}")
-            out.append(replace(d, matched=False, person=None, rule=None, reason=why))
+            out.append(replace(d, matched=False, person=None, rule=None, reason=why,
+                               code="another-face" if chosen is not None else "undecided"))
         else:
             out.append(d)
     return _one_face_per_person(out)
@@ -168,6 +170,6 @@ def _one_face_per_person(decisions: list[PersonDecision]) -> list[PersonDecision
     out = list(decisions)
     for i, d in enumerate(decisions):
         if d.matched and d.person is not None and best[d.person] != i:
-            out[i] = replace(d, matched=False, person=None, rule=None,
+            out[i] = replace(d, matched=False, person=None, rule=None, code="another-face",
                              reason=f"face {best[d.person]} of this photo is {d.person} (scores higher)")
     return out

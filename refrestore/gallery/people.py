@@ -86,6 +86,12 @@ class MatchRule:
         return None
 
 
+# Why a face got (or did not get) references. "match", "declared" and "unverifiable-declared" gave
+# it references; the others did not.
+REASON_CODES = ("match", "declared", "unverifiable-declared", "below-threshold", "too-close", "too-small",
+                "too-damaged", "someone-else", "another-face", "undecided", "empty-gallery")
+
+
 @dataclass
 class PersonDecision:
     """Who a query face is, with every number behind the decision.
@@ -108,6 +114,8 @@ class PersonDecision:
     verifiable: bool = True
     face_px: float | None = None
     stranger_threshold: float | None = None
+    # What decided it, for reports and one-line summaries (:data:`REASON_CODES`).
+    code: str = ""
 
     @property
     def margin(self) -> float:
@@ -130,7 +138,7 @@ class PersonDecision:
                 "second_margin": r(self.second_margin), "reason": self.reason,
                 "reference_rule": self.rule, "verifiable": self.verifiable,
                 "face_px": None if self.face_px is None else round(float(self.face_px), 1),
-                "stranger_threshold": r(self.stranger_threshold)}
+                "stranger_threshold": r(self.stranger_threshold), "reason_code": self.code}
 
 
 def best_per_person(sims: np.ndarray, persons: Sequence[str]) -> dict[str, tuple[float, int]]:
@@ -158,22 +166,25 @@ def decide_people(scores: dict[str, float], detail: float, rule: MatchRule,
     stranger = rule.stranger_at(detail)
     if not scores:
         return PersonDecision(False, None, None, -1.0, None, None, thr, gap, "empty gallery",
-                              face_px=face_width, stranger_threshold=stranger)
+                              face_px=face_width, stranger_threshold=stranger, code="empty-gallery")
     ranked = sorted(scores.items(), key=lambda kv: kv[1], reverse=True)
     p1, s1 = ranked[0]
     p2, s2 = ranked[1] if len(ranked) > 1 else (None, None)
     why = rule.unverifiable(detail, face_width)
     if why is not None:
+        small = face_width is not None and face_width < rule.min_face_px
         return PersonDecision(False, None, p1, s1, p2, s2, thr, gap, why, verifiable=False,
-                              face_px=face_width, stranger_threshold=stranger)
+                              face_px=face_width, stranger_threshold=stranger,
+                              code="too-small" if small else "too-damaged")
     if s1 < thr:
-        return PersonDecision(False, None, p1, s1, p2, s2, thr, gap, f"best {s1:.3f} below threshold {thr:.3f}",
-                              face_px=face_width, stranger_threshold=stranger)
+        return PersonDecision(False, None, p1, s1, p2, s2, thr, gap, f"best {p1} {s1:.3f} below threshold {thr:.3f}",
+                              face_px=face_width, stranger_threshold=stranger, code="below-threshold")
     if s2 is not None and s1 - s2 < gap:
         return PersonDecision(False, None, p1, s1, p2, s2, thr, gap, f"{p1} leads {p2} by {s1 - s2:.3f} < {gap:.3f}",
-                              face_px=face_width, stranger_threshold=stranger)
-    return PersonDecision(True, p1, p1, s1, p2, s2, thr, gap, "match", rule="matched",
-                          face_px=face_width, stranger_threshold=stranger)
+                              face_px=face_width, stranger_threshold=stranger, code="too-close")
+    lead = f", {s1 - s2:.3f} ahead of {p2} (needs {gap:.3f})" if s2 is not None else ""
+    return PersonDecision(True, p1, p1, s1, p2, s2, thr, gap, f"{p1} {s1:.3f} reaches threshold {thr:.3f}{lead}",
+                          rule="matched", face_px=face_width, stranger_threshold=stranger, code="match")
 
 
 # ---- labels -----------------------------------------------------------------------------------

@@ -167,6 +167,26 @@ class Selection:
             return None
         return self.decision.rule if self.decision is not None else "matched"
 
+    @property
+    def reason_code(self) -> str:
+        """What decided it (:data:`refrestore.gallery.people.REASON_CODES`)."""
+        if self.decision is not None and self.decision.code:
+            return self.decision.code
+        return "match" if self.matched else "below-threshold"
+
+    def reason(self) -> str:
+        """One line, with the figures: why this face got its references, or none."""
+        d = self.decision
+        if d is not None:
+            text = d.reason
+        elif self.matched:
+            text = f"{self.person} {self.best_identity:.3f} reaches threshold {self.threshold:.3f}"
+        else:
+            text = f"best {self.best_identity:.3f} below threshold {self.threshold:.3f}"
+        if not self.matched:
+            return f"no match: {text}"
+        return text if self.rule in ("declared", "unverifiable-declared") else f"matched: {text}"
+
     def warning(self, index: int) -> str | None:
         """A line for the photo's warnings when a one-person gallery decided (or refused) this face."""
         d = self.decision

@@ -22,6 +22,7 @@ from typing import Any
 
 from .document import printable_name
 from .json import current_umask, write_text_atomic
+from .outcome import faces_line
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,7 @@ class _Writer:
         folder = files_folder(page)
         self.assets = _Assets(folder, folder.name)
         self.ref_names: dict[tuple[str, int], str | None] = {}
+        self.restores = document.get("command") != "match"  # `match` only chooses references
 
     def reference_thumb(self, ref: dict[str, Any]) -> str | None:
         """The reference photo as a thumbnail (one file per reference, however often used)."""
@@ -149,6 +151,13 @@ class _Writer:
                  f'<h2>{n + 1}. {_e(Path(str(src)).name)} <span class="status {_e(status)}">'
                  f'{_e(STATUS_LABEL.get(status, status))}</span></h2>',
                  f'<p class="meta">{_e(src)} &rarr; {_e(out or "no output")}</p>']
+        earlier = image.get("earlier")
+        if isinstance(earlier, dict):
+            parts.append(f'<p class="earlier">as reported by the earlier run that made this output '
+                         f'({_e(earlier.get("finished"))}); this run skipped it</p>')
+        line = faces_line(image.get("faces") or [], self.restores)
+        if line:
+            parts.append(f'<p class="outcome">{_e(line)}</p>')
         if image.get("error"):
             parts.append(f'<p class="error">error: {_e(image["error"])}</p>')
         for w in image.get("warnings") or []:
@@ -204,18 +213,23 @@ class _Writer:
             facts.append(("degradation", f"{_fmt(degradation['severity'])} ({degradation.get('cause') or '-'})"))
         if ref:
             facts.append(("person", _person(ref)))
+            if face.get("reason"):
+                facts.append(("why", face["reason"]))
             facts.append(("RefSel", " ".join(f"{n} {_fmt(ref.get(n))}" for n in ("identity", "pose", "expression", "quality"))
                           + f" total {_fmt(ref.get('score'))}"))
             if ref.get("forced"):
                 facts.append(("forced", "--ref"))
         else:
-            facts.append(("person", "no match: restored without a reference"))
+            facts.append(("person", "no match: restored without a reference" if self.restores else "no match"))
+            if face.get("reason"):
+                facts.append(("why", face["reason"]))
         rows = "".join(f"<dt>{_e(a)}</dt><dd>{_e(b)}</dd>" for a, b in facts)
         err = f'<p class="error">error: {_e(face["error"])}</p>' if face.get("error") else ""
         return f'<div class="face" data-face="{k}"><div class="row">{"".join(figures)}</div><dl>{rows}</dl>{err}</div>'
 
 
 def summary_html(document: dict[str, Any]) -> str:
+    restores = document.get("command") != "match"
     images = document.get("images") or []
     counts: dict[str, int] = defaultdict(int)
     reasons: dict[str, list[str]] = defaultdict(list)
@@ -228,10 +242,17 @@ def summary_html(document: dict[str, Any]) -> str:
     out = [f'<table class="summary" id="summary"><tr>{head}</tr><tr>{cells}</tr></table>']
     faces = [f for im in images for f in (im.get("faces") or [])]
     matched = sum(1 for f in faces if f.get("reference"))
-    out.append(f"<p>{len(images)} photos, {len(faces)} faces, {matched} restored with references, "
+    done = "restored with references" if restores else "with references"
+    out.append(f"<p>{len(images)} photos, {len(faces)} faces, {matched} {done}, "
                f"{len(faces) - matched} without (no match).</p>")
     if counts["skipped"]:
-        out.append(f'<p class="warn">{counts["skipped"]} skipped: the output exists; --overwrite redoes them.</p>')
+        earlier = sum(1 for im in images if im.get("status") == "skipped" and isinstance(im.get("earlier"), dict))
+        said = f" (their faces as the run that made them reported: {earlier})" if earlier else ""
+        out.append(f'<p class="warn">{counts["skipped"]} skipped: the output exists{said}; --overwrite redoes them.</p>')
+    licences = [lic for lic in document.get("licences") or [] if isinstance(lic, dict) and lic.get("commercial") is False]
+    if licences:
+        names = ", ".join(f"{lic.get('role')} {lic.get('name')} ({lic.get('license')})" for lic in licences)
+        out.append(f'<p class="licence">Non-commercial weights were used: {_e(names)}.</p>')
     if reasons:
         items = "".join(f"<li>{len(v)} failed: {_e(r)} ({_e(', '.join(v[:5]))}{' ...' if len(v) > 5 else ''})</li>"
                         for r, v in sorted(reasons.items(), key=lambda kv: -len(kv[1])))
@@ -281,8 +302,9 @@ def write_html_report(path: Path, document: dict[str, Any], title: str = "refres
         gallery = f"gallery: {gallery.get('faces')} faces in {gallery.get('photos')} photos"
     if gallery:
         meta += f"; {gallery}"
+    drag = " Drag a photo (or use its slider) to compare before and after." if writer.restores else ""
     page = Template(_resource("template.html")).substitute(
-        title=_e(title), meta=_e(meta), summary=summary_html(document), index=index,
+        title=_e(title), meta=_e(meta), summary=summary_html(document), index=index, drag=drag,
         photos="\n".join(photos), style=_resource("report.css"), script=_resource("report.js"),
     )
     write_text_atomic(path, page, source_mode)

@@ -215,7 +215,8 @@ def _check_offline(
     if blocked:
         raise WeightsError(
             f"offline mode (--offline or REFRESTORE_OFFLINE=1) forbids downloading {', '.join(blocked)}; "
-            f"copy the files into {store.directory} or use a local --mirror folder"
+            f"copy the files into {store.directory}, add a copy you have with 'refrestore download-weights NAME "
+            f"--from-file FILE' or use a local --mirror folder"
         )
 
 
@@ -269,7 +270,7 @@ def _fetch_entry(
         expected = entry.sha256 or (None if force else store.recorded_hash(entry))
         host = _host(url)
         if unreachable is not None and host in unreachable:
-            raise WeightsError(f"{entry.name}: download failed: {unreachable[host]}")
+            raise WeightsError(f"{entry.name}: download failed: {unreachable[host]}{_no_network_hint(entry.name)}")
         try:
             return _transfer(entry, url, target, store, http, expected, emit, timeout, retries, backoff)
         except _Unreachable as exc:
@@ -278,7 +279,14 @@ def _fetch_entry(
             raise WeightsError(
                 f"{entry.name}: download failed: {exc}"
                 + (" (the partial file is kept; run the command again to resume)" if _part_size(target.with_name(target.name + ".part")) else "")
+                + _no_network_hint(entry.name)
             ) from None
+
+
+def _no_network_hint(name: str) -> str:
+    """The two ways in without this host, in the same line (a user offline reads no further)."""
+    return (f"; a copy you have: 'refrestore download-weights {name} --from-file FILE', "
+            f"or another source: --mirror BASE_URL (a URL or a folder)")
 
 
 def _transfer(
