@@ -1,8 +1,9 @@
 """JPEG in, JPEG out, without the re-encoding loss (issue 11).
 
 A photo none of whose faces needed anything is written as the input's own bytes; a photo
-with restored faces is encoded with the input's quantisation tables and chroma subsampling,
-so what was not restored comes back almost exactly. Real photos through the batch runner
+with restored faces is encoded with the input's quantisation tables and chroma subsampling
+when they are fine (quality 90 or more), so what was not restored comes back almost exactly,
+and at quality 95, 4:4:4 when they are coarse (their blocks would come back into the faces). Real photos through the batch runner
 that `fix` uses (dlib detector, the embedded network).
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ torch.set_num_threads(1)
 
 CLEAN = ("clapton", "openface_clapton-1.jpg")  # one sharp 255-px face: left as it was
 OLD = "codeformer_03.jpg"  # one damaged face, 4:2:0, tables of about quality 80
+SHARP = ("clapton", "openface_clapton-1.jpg")  # 4:4:4, tables of about quality 99
 
 
 def _rgb(path: Path) -> np.ndarray:
@@ -41,6 +43,9 @@ def album_run(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tup
     album.mkdir()
     shutil.copyfile(shared_dir / "data" / "identities" / CLEAN[0] / CLEAN[1], album / "clean.jpg")
     shutil.copyfile(shared_dir / "data" / "real_lq" / "whole" / OLD, album / "old.jpg")
+    # The same damaged photo saved again with fine tables (quality 95, 4:2:0), as a scan would be.
+    with Image.open(album / "old.jpg") as im:
+        im.save(album / "fine.jpg", quality=95, subsampling=2)
     # The clean photo stored turned a quarter (EXIF orientation 6), re-encoded losslessly enough.
     with Image.open(album / "clean.jpg") as im:
         exif = Image.Exif()
@@ -78,16 +83,8 @@ def test_a_turned_photo_is_written_upright_not_copied(album_run):
         assert back.size == Image.open(album / "clean.jpg").size
 
 
-def test_a_restored_photo_keeps_the_inputs_tables_and_untouched_pixels(album_run):
-    album, _, reports = album_run
-    rep = reports["old.jpg"]
-    assert rep.status == "ok" and len(rep.faces) == 1 and rep.faces[0]["restored"], rep
-    output = Path(rep.output)
-    with Image.open(album / "old.jpg") as src, Image.open(output) as back:
-        assert back.quantization == src.quantization
-        assert JpegImagePlugin.get_sampling(back) == JpegImagePlugin.get_sampling(src) == 2
-    before, after = _rgb(album / "old.jpg"), _rgb(output)
-    # The face changed; every 16x16 block (a 4:2:0 MCU) away from it is nearly exact.
+def _far_from_face(rep: ImageReport, before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """|after - before| away from the face (and the paste-back's reach around it)."""
     x0, y0, x1, y1 = (int(v) for v in rep.faces[0]["box"])
     assert np.abs(after[y0:y1, x0:x1] - before[y0:y1, x0:x1]).mean() > 0.4  # restored: 0.69 levels here; untouched: 0
     changed = np.zeros(before.shape[:2], np.uint8)
@@ -95,9 +92,34 @@ def test_a_restored_photo_keeps_the_inputs_tables_and_untouched_pixels(album_run
     changed[max(0, y0 - pad):y1 + pad, max(0, x0 - pad):x1 + pad] = 1
     changed = cv2.dilate(changed, np.ones((33, 33), np.uint8)) > 0
     assert (~changed).mean() > 0.3
-    far = np.abs(after - before)[~changed]
-    # quality 95 with 4:4:4 (the writer before) is 0.37 here: every block re-quantised
+    return np.abs(after - before)[~changed]
+
+
+def test_a_restored_photo_keeps_fine_tables_and_untouched_pixels(album_run):
+    album, _, reports = album_run
+    rep = reports["fine.jpg"]
+    assert rep.status == "ok" and len(rep.faces) == 1 and rep.faces[0]["restored"], rep
+    output = Path(rep.output)
+    with Image.open(album / "fine.jpg") as src, Image.open(output) as back:
+        assert back.quantization == src.quantization
+        assert JpegImagePlugin.get_sampling(back) == JpegImagePlugin.get_sampling(src) == 2
+    far = _far_from_face(rep, _rgb(album / "fine.jpg"), _rgb(output))
+    # every block away from the face comes back nearly exact in the source's own tables
     assert far.mean() < 0.1 and np.percentile(far, 99) <= 2, (far.mean(), np.percentile(far, 99))
+
+
+def test_a_restored_photo_from_coarse_tables_is_written_at_quality_95(album_run):
+    """Quality 80 tables would put the blocks back into the restored face: quality 95, 4:4:4,
+    and the rest of the photo still moves by well under a grey level."""
+    album, _, reports = album_run
+    rep = reports["old.jpg"]
+    assert rep.status == "ok" and len(rep.faces) == 1 and rep.faces[0]["restored"], rep
+    output = Path(rep.output)
+    with Image.open(album / "old.jpg") as src, Image.open(output) as back:
+        assert back.quantization != src.quantization and back.quantization[0][0] == 2  # quality 95
+        assert JpegImagePlugin.get_sampling(back) == 0
+    far = _far_from_face(rep, _rgb(album / "old.jpg"), _rgb(output))
+    assert far.mean() < 0.6, far.mean()
 
 
 def test_a_source_changed_since_reading_is_encoded_not_copied(shared_dir: Path, tmp_path: Path):
@@ -116,7 +138,7 @@ def test_a_source_changed_since_reading_is_encoded_not_copied(shared_dir: Path, 
 
 
 def test_an_explicit_quality_replaces_the_sources_tables(shared_dir: Path, tmp_path: Path):
-    img = read_image(shared_dir / "data" / "real_lq" / "whole" / "gfpgan_Blake_Lively.jpg")
+    img = read_image(shared_dir / "data" / "identities" / SHARP[0] / SHARP[1])
     assert img.jpeg is not None and img.jpeg.subsampling == 0
     save_image(tmp_path / "own.jpg", img.rgb, img)
     save_image(tmp_path / "q95.jpg", img.rgb, img, quality=95)
@@ -126,7 +148,7 @@ def test_an_explicit_quality_replaces_the_sources_tables(shared_dir: Path, tmp_p
 
 
 def test_only_the_photo_itself_gets_the_sources_tables(shared_dir: Path, tmp_path: Path):
-    img = read_image(shared_dir / "data" / "real_lq" / "whole" / OLD)
+    img = read_image(shared_dir / "data" / "identities" / SHARP[0] / SHARP[1])
     h, w = img.rgb.shape[:2]
     save_image(tmp_path / "x2.jpg", cv2.resize(img.rgb, (2 * w, 2 * h), interpolation=cv2.INTER_CUBIC), img)
     save_image(tmp_path / "sheet.jpg", np.full((512, 3 * 512, 3), 128, np.uint8), img)  # a compare sheet

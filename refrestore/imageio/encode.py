@@ -17,6 +17,21 @@ from .loaded import LoadedImage
 log = logging.getLogger(__name__)
 
 
+# The IJG standard luminance table (any order: only its sum is used).
+_STD_LUMA_SUM = 3688
+# A source whose tables are at least this fine keeps them; a coarser one (a photo shared at
+# quality 60-85) is written at quality 95, 4:4:4: its tables would put the 8x8 blocks back into
+# the faces just restored (three real faces moved under 2 grey levels because of it), and the
+# rest of the photo moves by less than half a grey level at 95.
+KEEP_TABLES_FROM_QUALITY = 90.0
+
+
+def table_quality(luma: tuple[int, ...]) -> float:
+    """The IJG quality (1-100) whose scaled standard table has the sum of ``luma``."""
+    scale = 100.0 * sum(luma) / _STD_LUMA_SUM
+    return (200.0 - scale) / 2.0 if scale <= 100.0 else 5000.0 / max(scale, 1e-6)
+
+
 def _same_picture(shape: tuple[int, ...], source: tuple[int, ...]) -> bool:
     """True when an array of ``shape`` is the source's picture at a whole-number scale."""
     h, w, sh, sw = shape[0], shape[1], source[0], source[1]
@@ -53,7 +68,8 @@ def _prepare(rgb: np.ndarray, like: LoadedImage, fmt: str) -> tuple[Image.Image,
         sx = w / like.size[0] if like.size[0] else 1.0
         sy = h / like.size[1] if like.size[1] else 1.0
         params["dpi"] = (like.dpi[0] * sx, like.dpi[1] * sy)  # same print size after upscaling
-    if fmt == "JPEG" and like.jpeg is not None and _same_picture(rgb.shape, like.rgb.shape):
+    if (fmt == "JPEG" and like.jpeg is not None and _same_picture(rgb.shape, like.rgb.shape)
+            and table_quality(like.jpeg.qtables[0]) >= KEEP_TABLES_FROM_QUALITY):
         # The source's own tables and sampling (no quality: Pillow would rescale the tables).
         # Only for the photo itself (or its upscale): face crops and sheets get quality 95.
         params.update(qtables=[list(t) for t in like.jpeg.qtables], subsampling=like.jpeg.subsampling)
