@@ -31,6 +31,8 @@ VARIANTS = {
     "no landmarks (flow only)": {"landmarks": False},
     "no flow (landmarks only)": {"flow": False},
     "no correspondence": {"landmarks": False, "flow": False},
+    "landmarks' affine only (no spline, no flow)": {"flow": False, "spline": False},
+    "no spline (affine + flow)": {"spline": False},
     "no agreement between references": {"agreement": False},
     "no agreement with the face": {"face_agreement": False},
     "no visibility": {"visibility": False},
@@ -143,6 +145,8 @@ def main() -> None:
     row("bicubic (the degraded input)", lambda c: c[3])
     row("restorer alone (refnet-small, references)", lambda c: c[0])
     row("the issue's plain baseline", lambda c: issue_baseline(c[0], c[1]))
+    shipped = DetailStage(landmarker=landmarker)
+    row("shipped stage (fuse.py's gains), fidelity 0.5", lambda c: shipped.add(c[0], c[1]).image)
     for name, switches in VARIANTS.items():
         if args.only and name not in args.only and name.split()[0] not in args.only:
             continue

@@ -30,6 +30,12 @@ import numpy as np
 REGIONS = ("features", "skin", "rest")  # eyes/brows/nose/lips, the rest of the face, hair and background
 AGREEMENT_WINDOW = 10.0  # Gaussian window of the local correlation, pixels at 512
 MOMENT_REDUCTION = 4  # local moments are blurred at 1/4 of the crop's side
+# A reference with no other to vote gets the agreement references of the same person
+# usually have with each other, per band (mean over the face of 8 training refbench faces
+# with 3 references each; 1 instead gave a lone reference 11x the finest band's usual
+# confidence, and its detail moved the face away from the person: dlib distance +0.010 on
+# test_fix_refs's one-reference face).
+LONE_AGREEMENT = (0.09, 0.35, 0.56)
 # CelebAMask-HQ labels of ParseNet (refrestore.parsing): brows 2-3, eyes 4-5, nose 10,
 # mouth 11, lips 12-13 are features; skin 1 and ears 7-8 are skin; glasses 6 (a reference
 # wearing none would put bare eyes on them), hair, neck, cloth, hat and background are the rest.
@@ -104,7 +110,7 @@ def agreement(ref_bands: Sequence[Sequence[np.ndarray]], face_bands: Sequence[np
     b + 1 (the last band: itself). A product, not a mean: three photos of someone else agree
     with each other as well as three of the person, and only the face can tell them apart
     (measured: a stranger's references get half the confidence of the person's with the
-    product, two thirds with a mean). Without any voter it is 1."""
+    product, two thirds with a mean). A lone reference gets LONE_AGREEMENT for the first factor."""
     k_refs, n_bands = len(ref_bands), len(face_bands)
     size = face_bands[0].shape[0]
     m = Moments(size)
@@ -119,6 +125,8 @@ def agreement(ref_bands: Sequence[Sequence[np.ndarray]], face_bands: Sequence[np
             if between_refs and others:
                 conf = conf * np.mean([m.correlation(ref_bands[k][b], ref_bands[j][b], e_ref[k][b], e_ref[j][b])
                                        for j in others], axis=0)
+            elif between_refs:
+                conf = conf * LONE_AGREEMENT[min(b, len(LONE_AGREEMENT) - 1)]
             if with_face:
                 conf = conf * m.correlation(ref_bands[k][c], face_bands[c], e_ref[k][c], e_face[c])
             out[k, b] = m.full(conf)

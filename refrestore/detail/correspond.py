@@ -83,9 +83,11 @@ def _tps_kernel(r2: np.ndarray) -> np.ndarray:
     return np.where(r2 > 0, 0.5 * r2 * np.log(np.maximum(r2, 1e-12)), 0.0)
 
 
-def spline_map(face_pts: np.ndarray, ref_pts: np.ndarray, size: int, smooth: float = TPS_SMOOTH) -> np.ndarray:
+def spline_map(face_pts: np.ndarray, ref_pts: np.ndarray, size: int, smooth: float = TPS_SMOOTH,
+               spline: bool = True) -> np.ndarray:
     """(S, S, 2) float32: an affine plus a smoothed thin-plate spline taking each face pixel to
-    the reference pixel that shows the same point of the face (landmarks face_pts -> ref_pts)."""
+    the reference pixel that shows the same point of the face (landmarks face_pts -> ref_pts);
+    ``spline`` False keeps the affine alone (for the ablation)."""
     # Pixel centres in the unit square, so the smoothing does not depend on the crop's size.
     p = (np.asarray(face_pts, np.float64) + 0.5) / size
     q = (np.asarray(ref_pts, np.float64) + 0.5) / size
@@ -98,7 +100,7 @@ def spline_map(face_pts: np.ndarray, ref_pts: np.ndarray, size: int, smooth: flo
     a[:n, :n], a[:n, n:], a[n:, :n] = k, ph, ph.T
     rhs = np.zeros((n + 3, 2))
     rhs[:n] = resid
-    coef = np.linalg.lstsq(a, rhs, rcond=None)[0]
+    coef = np.linalg.lstsq(a, rhs, rcond=None)[0] if spline else np.zeros((n + 3, 2))
     g = (np.arange(TPS_GRID) + 0.5) / TPS_GRID
     gx, gy = np.meshgrid(g, g)
     grid = np.stack([gx.ravel(), gy.ravel()], 1)
@@ -154,17 +156,17 @@ def _visibility(mapping: np.ndarray, size: int) -> np.ndarray:
 
 
 def correspond(face_grey: np.ndarray, face_pts: np.ndarray | None, ref: np.ndarray, ref_pts: np.ndarray | None,
-               landmarks: bool = True, flow: bool = True) -> Correspondence:
+               landmarks: bool = True, flow: bool = True, spline: bool = True) -> Correspondence:
     """Bring ``ref`` (RGB, aligned like the face) onto the restored face (grey float32 S x S).
 
-    ``landmarks`` and ``flow`` switch the two steps (for the ablation); with neither, the
-    template alignment both crops already have is used as it is."""
+    ``landmarks``, ``spline`` and ``flow`` switch the steps (for the ablation); with neither
+    landmarks nor flow, the template alignment both crops already have is used as it is."""
     size = face_grey.shape[0]
     if ref.shape[0] != size:
         ref = cv2.resize(ref, (size, size), interpolation=cv2.INTER_AREA if ref.shape[0] > size else cv2.INTER_CUBIC)
     ref_grey = grey_of(ref)
     if landmarks and face_pts is not None and ref_pts is not None:
-        mapping = spline_map(face_pts, ref_pts, size)
+        mapping = spline_map(face_pts, ref_pts, size, spline=spline)
     else:
         mapping = identity_map(size)
     if flow:

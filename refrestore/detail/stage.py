@@ -25,7 +25,8 @@ DEFAULT_FIDELITY = 0.5  # fix's default: between the fitted (1) and the most det
 class DetailOptions:
     """What the stage does; every switch exists for the ablation (all on is the shipped stage)."""
 
-    landmarks: bool = True  # spline warp through the 68 landmarks
+    landmarks: bool = True  # warp through the 68 landmarks (an affine, plus the spline below)
+    spline: bool = True  # the thin-plate spline on top of the landmarks' affine
     flow: bool = True  # optical-flow refinement
     agreement: bool = True  # confidence from the other references
     face_agreement: bool = True  # confidence from the restored face at the next coarser band
@@ -94,7 +95,8 @@ class DetailStage:
         need_points = opts.landmarks or (opts.regions and labels is None)
         face_pts = landmarks_at(self.landmarker, restored) if need_points else None
         ref_pts = [landmarks_at(self.landmarker, r) if opts.landmarks else None for r in references]
-        found = [correspond(face_grey, face_pts, r, p, landmarks=opts.landmarks, flow=opts.flow)
+        found = [correspond(face_grey, face_pts, r, p, landmarks=opts.landmarks, flow=opts.flow,
+                             spline=opts.spline)
                  for r, p in zip(references, ref_pts)]
         if not opts.regions:
             regions = np.zeros((len(REGIONS), size, size), np.float32)
