@@ -5,6 +5,10 @@ Time: seconds the stage adds per 512 face with K references on one CPU thread (m
 degraded photo of refbench's held-out person 00089 restored by the shipped network, and the
 person's other photos as references. Also the restorer's own time, for scale.
 
+On a shared machine the wall time counts the other processes' turns on the core; the CPU
+time of the process (``time.process_time``, one thread) is what the stage costs on a core of
+its own, and the load average is printed beside it.
+
 Memory: peak resident memory of a fresh process that restores one face with the network and
 adds the references' detail (torch runtime, network, dlib's 100 MB landmark model, the stage).
 
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -75,21 +80,23 @@ def main() -> None:
     for k in args.refs:
         s = _case(k)
         refs = [r.image for r in s.refs]
-        net, add = [], []
+        net, add, cpu = [], [], []
         restored = restorer.restore([s.lq], [s.refs])[0]
         stage.add(restored, refs)  # warm-up: loads the landmark model
         for _ in range(args.runs):
             t = time.perf_counter()
             restored = restorer.restore([s.lq], [s.refs])[0]
             net.append(time.perf_counter() - t)
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             stage.add(restored, refs)
             add.append(time.perf_counter() - t)
+            cpu.append(time.process_time() - c)
         mem = subprocess.run([sys.executable, __file__, "--child", str(k), "--threads", str(args.threads)],
                              capture_output=True, text=True, check=True)
         peak = json.loads(mem.stdout.strip().splitlines()[-1])["peak_mb"]
-        print(f"K={len(refs)}: detail stage {statistics.median(add) * 1000:.0f} ms per 512 face "
-              f"(min {min(add) * 1000:.0f}), restorer {statistics.median(net) * 1000:.0f} ms; "
+        print(f"load average {os.getloadavg()[0]:.1f}; K={len(refs)}: detail stage {statistics.median(add) * 1000:.0f} ms per 512 face "
+              f"(min {min(add) * 1000:.0f}; CPU time {statistics.median(cpu) * 1000:.0f} ms, what it takes on an "
+              f"idle core), restorer {statistics.median(net) * 1000:.0f} ms; "
               f"peak RSS of one face, network + stage, fresh process: {peak:.0f} MB", flush=True)
 
 

@@ -86,11 +86,16 @@ def deficiency(face_bands: Sequence[np.ndarray], ref_bands: Sequence[Sequence[np
                weight: np.ndarray) -> np.ndarray:
     """(B,) how much of each band the face lacks against the (contrast-matched) references,
     over ``weight``: 0 when it has as much detail as they have, 1 when it has none."""
-    w = weight / max(float(weight.sum()), 1e-6)
+    w = (weight / max(float(weight.sum()), 1e-6)).ravel()
+
+    def energy(band: np.ndarray) -> float:  # sum of w x band^2, as one product and a BLAS dot
+        flat = band.ravel()
+        return max(float(np.dot(flat * w, flat)), 0.0)
+
     out = np.zeros(len(face_bands), np.float32)
     for b, fb in enumerate(face_bands):
-        face = np.sqrt(float((fb * fb * w).sum()))
-        refs = float(np.mean([np.sqrt(float((rb[b] * rb[b] * w).sum())) for rb in ref_bands]))
+        face = np.sqrt(energy(fb))
+        refs = float(np.mean([np.sqrt(energy(rb[b])) for rb in ref_bands]))
         out[b] = float(np.clip(1.0 - face / max(refs, 1e-6), 0.0, 1.0))
     return out
 
@@ -112,7 +117,8 @@ def _weights(conf: np.ndarray, weighted: bool) -> np.ndarray:
     """(K, S, S): c_k^2 / sum c (a confidence-weighted mean, times its confidence), or the
     mean confidence split evenly (``weighted`` off, for the ablation)."""
     if weighted:
-        c = conf ** (WEIGHT_POWER - 1)
+        # (a float power of a (K, S, S) array is a twentieth of the stage's time: skip it at 2)
+        c = conf if WEIGHT_POWER == 2.0 else conf ** (WEIGHT_POWER - 1)
         return c * conf / np.maximum(c.sum(0), 1e-6)
     return np.repeat(conf.mean(0, keepdims=True), len(conf), 0) / len(conf)
 
