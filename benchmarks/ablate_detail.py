@@ -2,7 +2,7 @@
 
 For every variant the gains are fitted again on the training people (as
 ``benchmarks/fit_detail.py`` does for the shipped one), then it runs on the held-out people of
-``shared/data/faces`` at 256 (one photo each) and all of ``shared/data/refbench`` at 512, after
+``shared/data/faces`` at 256 (one photo each) and of ``shared/data/refbench`` at 512 (every photo), after
 the shipped network with the person's 3 most similar other photos (``refrestore eval``'s
 protocol). Rows: the restorer alone, the issue's plain training-free baseline, the full stage
 at fidelity 0.5 (the default), 1 and 0, and the full stage with one part switched off.
@@ -78,7 +78,7 @@ def held_out(restorer, preset: str):
     from refrestore.net.evaluate import samples
 
     sets = {"faces held-out 256": (SHARED / "faces", 256, "held-out", 1),
-            "refbench 512": (SHARED / "refbench", 512, "all", None)}
+            "refbench held-out 512": (SHARED / "refbench", 512, "held-out", None)}
     out = {}
     for name, (data, size, split, limit) in sets.items():
         _, todo = samples(data, preset, top_k=3, limit=limit, size=size, split=split)

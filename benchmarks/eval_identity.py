@@ -199,9 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         results[w] = rule
         print(f"  dlib weight {w:.2f}:\n    " + "\n    ".join(line))
 
-    from refrestore.gallery.select import RULES
+    from refrestore.gallery.rules import RULES
 
-    print(f"\n4. Shipped rules (refrestore.gallery.select.RULES; per-query threshold and margin from the "
+    print(f"\n4. Shipped rules (refrestore.gallery.rules.RULES; per-query threshold and margin from the "
           f"query's detail), held-out: identified / rejected (wrong person)")
     for name, w in (("dlib", 1.0), ("fused", DLIB_WEIGHT)):
         rule = RULES.get(name)

@@ -233,10 +233,10 @@ def analyse(sides, data, top_k: int = 10, cohort_n: int = 5, per_person_m: int =
         per, n = persons[side]
         return features(sc, sm, base["query_index"], per, n, method, top_k, cohort_n, per_person_m)
 
-    from refrestore.gallery.select import RULES
+    from refrestore.gallery.rules import RULES
 
     rule = RULES["dlib"]
-    print("Shipped rule (refrestore.gallery.select.RULES['dlib'], threshold and margin read from each "
+    print("Shipped rule (refrestore.gallery.rules.RULES['dlib'], threshold and margin read from each "
           "query's detail), held-out: identified / rejected (wrong person)")
     for qs in ("clean", "48px", "24px", "alt 48px", "alt 24px"):
         _, detail = query_sets("held_out")[qs]

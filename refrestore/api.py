@@ -45,8 +45,16 @@ def build_references(
     top_k: int = 3,
     notes: list[str] | None = None,
     on_progress: Callable[[int, int, str], None] | None = None,
+    person: os.PathLike[str] | str | None = None,
 ) -> ReferenceSource | None:
-    """A gallery of the user's references (``refs``), or one forced reference (``ref``)."""
+    """A gallery of the user's references (``refs``), one person's folder (``person``: the photo
+    shows that person, unless a face is clearly someone else), or one forced reference (``ref``)."""
+    if person is not None:
+        if refs or ref is not None:
+            raise ValueError("--person is the whole gallery: give it without --refs or --ref")
+        if not Path(person).is_dir():
+            raise FileNotFoundError(f"--person {person}: no such folder")
+        refs = [person]
     if not refs and ref is None:
         return None
     from .identity import init_identity_model
@@ -69,7 +77,8 @@ def build_references(
     from .gallery import Gallery
     from .paths import cache_dir
 
-    gallery = Gallery.build(paths, detector, identity, cache_dir=cache_dir(), progress=on_progress)
+    gallery = Gallery.build(paths, detector, identity, cache_dir=cache_dir(), progress=on_progress,
+                            people=[Path(person)] if person is not None else ())
     for problem in getattr(gallery, "problems", []):
         if notes is not None:
             notes.append(f"gallery {problem[0]}: {problem[1]}")
@@ -91,6 +100,7 @@ def build_pipeline(
     top_k: int = 3,
     store: object | None = None,
     on_gallery_progress: Callable[[int, int, str], None] | None = None,
+    person: os.PathLike[str] | str | None = None,
 ) -> BuiltPipeline:
     """Everything ``fix`` needs, by name; nothing is downloaded.
 
@@ -105,7 +115,7 @@ def build_pipeline(
     dev = pick_device(device)
     choice = choose_restorer(model, store)
     det = None
-    if not options.aligned or refs or ref is not None:
+    if not options.aligned or refs or ref is not None or person is not None:
         det = init_detector(detector, store, dev)
     def build(spec: RestorerSpec) -> Restorer:
         return build_restorer(spec, store, dev)
@@ -115,7 +125,7 @@ def build_pipeline(
     else:
         router = Router([choice.spec], build, named=choice.spec)
     notes: list[str] = []
-    references = build_references(refs, ref, det, store, dev, top_k, notes, on_gallery_progress)
+    references = build_references(refs, ref, det, store, dev, top_k, notes, on_gallery_progress, person)
     parser = None if options.aligned else init_parser(store, dev)
     # Built whatever the references: a Ray worker gets the driver's gallery after this. Its
     # landmark model loads when a face with references first needs it.
@@ -137,8 +147,10 @@ def restore_photo(
     top_k: int = 3,
     only_center_face: bool = False,
     fidelity: float | None = None,
+    person: os.PathLike[str] | str | None = None,
 ) -> PhotoResult:
-    """Restore every face of one photo (a path or an RGB uint8 array)."""
+    """Restore every face of one photo (a path or an RGB uint8 array); ``person``: a folder of
+    photos of the one person the photo shows (instead of a gallery of several people)."""
     grayscale = False
     if isinstance(image, np.ndarray):
         rgb = image
@@ -148,7 +160,7 @@ def restore_photo(
         loaded = read_image(Path(image))
         rgb, grayscale = loaded.rgb, loaded.grayscale
     built = build_pipeline(
-        refs=refs, model=model, detector=detector, device=device, top_k=top_k,
+        refs=refs, model=model, detector=detector, device=device, top_k=top_k, person=person,
         options=FixOptions(upscale=upscale, strength=strength, only_center_face=only_center_face, fidelity=fidelity),
     )
     return built.pipeline.run(rgb, grayscale=grayscale)

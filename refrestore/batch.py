@@ -15,6 +15,7 @@ from .engines.local import run_local as run_batch
 from .engines.photo import BatchOptions, process_photo
 from .engines.reports import BatchSummary, ImageReport, write_report
 from .engines.tasks import OUTPUT_SUFFIX, Task, UsageError, plan_outputs
+from .fileio import record_folder
 from .imageio import LoadedImage, save_image
 from .pipeline import PhotoResult
 
@@ -68,13 +69,15 @@ def _save_face_files(result: PhotoResult, output: Path, like: LoadedImage, save_
     """Face crops (``--save-faces``) and comparison sheets (``--compare``); returns the
     confidence maps written, by face index."""
     # Face crops carry the photo's colour profile but not its alpha, EXIF or greyness.
-    plain = dataclasses.replace(like, alpha=None, exif=None, grayscale=False)
+    plain = dataclasses.replace(like, alpha=None, exif=None, grayscale=False, meta=None)
     maps: dict[int, str] = {}
     for o in result.faces:
         restored = o.restored if o.restored is not None else o.aligned
         if save_faces:
             folder = output.with_name(output.stem + "_faces")
-            folder.mkdir(parents=True, exist_ok=True)
+            if not folder.is_dir():
+                folder.mkdir(parents=True)
+                record_folder(folder)  # refrestore's: a rerun may write into it again
             ref = o.references[0].image if o.references else None
             for tag, img in (("input", o.aligned), ("restored", restored), ("reference", ref)):
                 if img is not None:

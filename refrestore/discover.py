@@ -4,8 +4,11 @@ A folder's inputs are the files that look like images by content (magic bytes) o
 extension. Content catches photos saved without an extension; the extension catches broken
 files (a web page saved as ``photo.jpg``), which then fail with a clear error in the report
 instead of vanishing silently. Hidden files, our own temporary files and anything that is
-not a regular file (FIFOs would block a read forever) are skipped. Symlinked folders are
-followed once; a link back to one of its own ancestors is reported as a loop.
+not a regular file (FIFOs would block a read forever) are skipped, and so is what refrestore
+itself wrote (outputs, face crops, report folders: ``fileio`` records them), so a rerun never
+takes its own files for inputs or references. Symlinked folders are followed once; a link back
+to one of its own ancestors is reported as a loop. The walk keeps its own stack (no recursion),
+and a folder more than ``MAX_DEPTH`` levels below its root is reported, not entered.
 """
 from __future__ import annotations
 
@@ -27,8 +30,11 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     }
 )
 
-# Temporary files written by refrestore.imageio.save_image start with this (and are hidden).
-TEMP_PREFIX = ".refrestore-tmp-"
+from .fileio import RECORDS, TEMP_PREFIX, written_by_refrestore
+
+__all__ = ["IMAGE_EXTENSIONS", "MAX_DEPTH", "TEMP_PREFIX", "InputFile", "find_inputs", "sniff_bytes", "sniff_image"]
+
+MAX_DEPTH = 256  # folders below a root; deeper ones are that folder's error
 
 _SNIFF_BYTES = 32
 
@@ -124,12 +130,27 @@ class _Walker:
         self.inputs.append(InputFile(path=path, rel=rel))
 
     def walk(self, folder: Path, root: Path, ancestors: tuple[tuple[int, int], ...]) -> None:
+        """Every folder under ``folder``, depth first in name order, on an explicit stack: a
+        tree 600 levels deep must not exhaust Python's recursion limit."""
+        stack: list[tuple[Path, tuple[tuple[int, int], ...]]] = [(folder, ancestors)]
+        while stack:
+            here, above = stack.pop()
+            entered = []
+            for path, st in self._scan(here, root):  # decided in name order, walked in it too
+                key = self._may_enter(path, st, above)
+                if key is not None:
+                    entered.append((path, above + (key,)))
+            stack.extend(reversed(entered))
+
+    def _scan(self, folder: Path, root: Path) -> list[tuple[Path, os.stat_result]]:
+        """Add the images directly in ``folder``; return its sub-folders (when recursive)."""
         try:
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as err:
             self.problems.append((folder, f"cannot read folder: {_describe_oserror(err)}"))
-            return
+            return []
+        own = any(e.name == RECORDS for e in entries)  # refrestore wrote something here
         subdirs: list[tuple[Path, os.stat_result]] = []
         for entry in entries:
             if _is_skipped_name(entry.name):
@@ -146,6 +167,9 @@ class _Walker:
                 else:
                     self.problems.append((path, f"cannot read: {_describe_oserror(err)}"))
                 continue
+            if own and written_by_refrestore(path) is not None:
+                log.debug("skipping %s: written by refrestore", path)
+                continue
             if stat.S_ISDIR(st.st_mode):
                 if self.recursive:
                     subdirs.append((path, st))
@@ -153,26 +177,34 @@ class _Walker:
                 if _looks_like_input(path, entry.name):
                     self.add_file(path, path.relative_to(root), st)
             # FIFOs, sockets and devices are never images; reading a FIFO would block.
-        for path, st in subdirs:
-            self.enter(path, root, st, ancestors)
+        return subdirs
 
-    def enter(
-        self, folder: Path, root: Path, st: os.stat_result, ancestors: tuple[tuple[int, int], ...]
-    ) -> None:
+    def _may_enter(self, folder: Path, st: os.stat_result,
+                   ancestors: tuple[tuple[int, int], ...]) -> tuple[int, int] | None:
+        """The folder's key when it is to be walked; None (reported or logged) when not."""
         key = (st.st_dev, st.st_ino)
         if key in self.exclude:
             log.debug("skipping excluded folder %s", folder)
-            return
+            return None
         if key in ancestors:
             target = os.path.realpath(folder)
             self.problems.append((folder, f"symlink loop: leads back to {target}"))
-            return
+            return None
         if key in self.visited:
             # Reached again through another link: its images are already inputs.
             log.debug("skipping %s: same folder as %s", folder, self.visited[key])
-            return
+            return None
+        if len(ancestors) > MAX_DEPTH:
+            self.problems.append((folder, f"more than {MAX_DEPTH} folders deep: not entered"))
+            return None
         self.visited[key] = folder
-        self.walk(folder, root, ancestors + (key,))
+        return key
+
+    def enter(self, folder: Path, root: Path, st: os.stat_result) -> None:
+        """Walk a root folder."""
+        key = self._may_enter(folder, st, ())
+        if key is not None:
+            self.walk(folder, root, (key,))
 
 
 def find_inputs(
@@ -204,7 +236,7 @@ def find_inputs(
             continue
         if stat.S_ISDIR(st.st_mode):
             start = len(walker.inputs)
-            walker.enter(path, path, st, ())
+            walker.enter(path, path, st)
             walker.inputs[start:] = sorted(walker.inputs[start:], key=lambda f: f.rel.parts)
         elif stat.S_ISREG(st.st_mode):
             walker.add_file(path, Path(path.name), st)

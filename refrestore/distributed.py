@@ -31,9 +31,10 @@ __all__ = [
 
 
 def reference_plan(refs: Sequence[os.PathLike[str] | str], ref: os.PathLike[str] | str | None,
-                   spec: PipelineSpec, notes: list[str] | None = None) -> ReferencePlan | None:
+                   spec: PipelineSpec, notes: list[str] | None = None,
+                   person: os.PathLike[str] | str | None = None) -> ReferencePlan | None:
     """Index the gallery once, here, in the form that goes to the workers."""
-    if not refs and ref is None:
+    if not refs and ref is None and person is None:
         return None
     from .api import build_references
     from .detection import init_detector
@@ -43,7 +44,7 @@ def reference_plan(refs: Sequence[os.PathLike[str] | str], ref: os.PathLike[str]
     # The driver of a GPU cluster is often a CPU machine; indexing runs wherever it is.
     dev = pick_device("cpu" if spec.device.startswith("cuda") else spec.device)
     det = init_detector(spec.detector, store, dev)
-    source = build_references(refs, ref, det, store, dev, spec.top_k, notes)
+    source = build_references(refs, ref, det, store, dev, spec.top_k, notes, person=person)
     return ReferencePlan.of(source)
 
 
@@ -57,10 +58,11 @@ def fix_tasks(
     cluster: RayOptions | None = None,
     on_done: Callable[[Any, ImageReport], None] = lambda t, r: None,
     notes: list[str] | None = None,
+    person: os.PathLike[str] | str | None = None,
 ) -> RayRun:
     """Planned tasks (``engines.plan_outputs``) on Ray, with the gallery indexed once here."""
     import_ray()  # say what to install before indexing anything
-    plan = reference_plan(refs, ref, spec, notes)
+    plan = reference_plan(refs, ref, spec, notes, person)
     return run_ray(list(tasks), spec, plan, options or BatchOptions(), cluster or RayOptions(), on_done)
 
 

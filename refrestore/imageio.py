@@ -21,7 +21,6 @@ import io
 import logging
 import os
 import re
-import secrets
 import shutil
 import stat
 import threading
@@ -36,7 +35,10 @@ from typing import IO, Any
 import numpy as np
 from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError, features
 
-from refrestore.discover import TEMP_PREFIX, sniff_bytes
+from refrestore.discover import sniff_bytes
+from refrestore.imagemeta import LAYOUT_TAGS, METADATA_PARAMS, Metadata, metadata_params, read_metadata
+from refrestore.paper import content_mask
+from refrestore.fileio import Source, stream_fd, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +56,10 @@ MAX_ASPECT_RATIO = 100
 GREY_PROBE_SIDE = 256
 GREY_MAX_MEAN_CHROMA = 8.0
 GREY_MAX_P99_CHROMA = 24.0
-# Neutral pixels this bright (paper) or this dark (a scanner lid) are not content.
-PAPER_MIN_LEVEL = 235
-LID_MAX_LEVEL = 24
-MIN_CONTENT_FRACTION = 0.02
+# Paper and a scanner's lid are not content (``paper.content_mask``).
+# Content this many probe pixels or more is judged alone, however much paper is around it: a
+# 620x391 print on an A4 scan at 300 dpi is 2% of the page (about 900 probe pixels).
+MIN_CONTENT_PIXELS = 64
 
 # Formats Pillow may open for us; restricting the plugins keeps odd decoders (EPS runs
 # Ghostscript) out of reach of a file that merely claims to be something else.
@@ -131,10 +133,11 @@ class SourceStamp:
     mtime_ns: int
     inode: int
     device: int
+    mode: int = 0o644  # its permission bits: outputs are no more readable by others
 
     @classmethod
     def of(cls, st: os.stat_result) -> "SourceStamp":
-        return cls(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+        return cls(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, stat.S_IMODE(st.st_mode))
 
 
 @dataclass
@@ -155,6 +158,7 @@ class LoadedImage:
     orientation: int = 1  # the source's EXIF orientation (its pixels are stored turned by it)
     jpeg: JpegEncoding | None = None  # for a JPEG source: how to encode its output alike
     source: SourceStamp | None = None  # the file's identity when it was decoded
+    meta: Metadata | None = None  # XMP, IPTC, comments, PNG text (``imagemeta``)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -355,6 +359,8 @@ def _read_exif(im: Image.Image, limit: int, warn: list[str], corrupt: bool) -> t
     try:
         with _pil_pixel_limit(limit) as caught:
             exif = im.getexif()
+            for tag in LAYOUT_TAGS & set(exif):  # a TIFF's layout, not the photo's (imagemeta)
+                del exif[tag]
             count = len(exif)
             orientation = exif.get(_ORIENTATION_TAG)
             data = b""
@@ -390,12 +396,11 @@ def _near_grey(im: Image.Image) -> bool:
     if factor > 1:
         probe = im.reduce(factor)  # box average: cheap, and it averages out JPEG chroma noise
     arr = np.asarray(probe.convert("RGB"), dtype=np.uint8)
-    hi, lo = arr.max(axis=2), arr.min(axis=2)
-    chroma = hi.astype(np.int16) - lo
+    chroma = arr.max(axis=2).astype(np.int16) - arr.min(axis=2)
     # Judge where the content is: a small colour print scanned on a white A4 page (or on a
     # black scanner lid) is mostly neutral paper, which would outvote the photo's colours.
-    content = ~(((lo >= PAPER_MIN_LEVEL) | (hi <= LID_MAX_LEVEL)) & (chroma < GREY_MAX_P99_CHROMA))
-    if content.mean() >= MIN_CONTENT_FRACTION:
+    content = content_mask(arr)
+    if int(content.sum()) >= MIN_CONTENT_PIXELS:
         chroma = chroma[content]
     return bool(chroma.mean() <= GREY_MAX_MEAN_CHROMA and np.percentile(chroma, 99) <= GREY_MAX_P99_CHROMA)
 
@@ -493,6 +498,7 @@ def _decode(path: Path, f: IO[bytes], limit: int, upscale: int = 1) -> LoadedIma
         orientation, exif = _read_exif(im, limit, warn, exif_corrupt)
         jpeg = _jpeg_encoding(im) if fmt in ("JPEG", "MPO") else None
         im.load()
+        meta = read_metadata(im)
         if fmt in ("JPEG", "MPO"):
             _warn_truncated_jpeg(im, f, warn)
         rgb, alpha, grey_source = _to_rgb(im, src_mode, icc, warn)
@@ -530,7 +536,7 @@ def _decode(path: Path, f: IO[bytes], limit: int, upscale: int = 1) -> LoadedIma
     return LoadedImage(
         path=path, rgb=rgb_arr, alpha=alpha_arr, grayscale=grey, bit_depth=16 if deep else 8,
         format=fmt, mode=src_mode, icc_profile=icc, exif=exif, warnings=warn, dpi=dpi_t,
-        orientation=orientation, jpeg=jpeg, source=stamp,
+        orientation=orientation, jpeg=jpeg, source=stamp, meta=meta,
     )
 
 
@@ -626,6 +632,7 @@ def _to_rgb(
     if mode == "P" or mode == "PA":
         im = im.convert("RGBA")  # palette transparency becomes real alpha
         mode = "RGBA"
+        warn.append("palette image written in full colour")
     elif mode in ("L", "RGB") and "transparency" in im.info:
         im = im.convert("LA" if mode == "L" else "RGBA")
         mode = im.mode
@@ -678,6 +685,14 @@ def output_format(path: Path) -> str:
         known = ", ".join(sorted({e for e in _WRITE_FORMATS if e not in (".jpe", ".jfif", ".jpeg", ".tiff")}))
         raise ImageWriteError(f"cannot write {ext or 'files without an extension'}: use one of {known}")
     return fmt
+
+
+def _format_for(path: Path, like: LoadedImage) -> str:
+    """The format an output path's extension names; a stream or device written through
+    (``/dev/null``, a pipe), which has none, gets the input's own."""
+    if not Path(path).suffix and (stream_fd(path) is not None or not Path(path).is_file() and Path(path).exists()):
+        return output_format(Path("output" + output_suffix_ext(like)))
+    return output_format(path)
 
 
 def _flatten_on_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
@@ -737,6 +752,7 @@ def _prepare(rgb: np.ndarray, like: LoadedImage, fmt: str) -> tuple[Image.Image,
             log.info("not carrying a %s ICC profile into a %s output", _icc_space(like.icc_profile), out_space)
         if like.exif:
             params["exif"] = like.exif
+    params.update(metadata_params(like.meta, fmt))
     if like.dpi:
         sx = w / like.size[0] if like.size[0] else 1.0
         sy = h / like.size[1] if like.size[1] else 1.0
@@ -807,7 +823,7 @@ def save_image(path: Path, rgb: np.ndarray, like: LoadedImage, *, quality: int |
         raise ValueError(f"save_image expects an HxWx3 uint8 array, got {getattr(rgb, 'shape', type(rgb))}")
     if _same_file(path, like.path):
         raise ImageWriteError(f"refusing to overwrite the input file: {path}")
-    fmt = output_format(path)
+    fmt = _format_for(path, like)
     im, params = _prepare(rgb, like, fmt)
     if quality is not None and fmt in ("JPEG", "WEBP"):
         params.pop("qtables", None)
@@ -818,13 +834,15 @@ def save_image(path: Path, rgb: np.ndarray, like: LoadedImage, *, quality: int |
     # Metadata must never cost the photo: when an encoder rejects the EXIF (JPEG's 64 KB
     # segment cap, odd tags) or the ICC profile, write again without it and say so.
     attempts = [dict(params)]
+    if METADATA_PARAMS & set(params):
+        attempts.append({k: v for k, v in params.items() if k not in METADATA_PARAMS})
     if "exif" in params:
-        attempts.append({k: v for k, v in params.items() if k != "exif"})
+        attempts.append({k: v for k, v in attempts[-1].items() if k != "exif"})
     if "icc_profile" in params:
         attempts.append({k: v for k, v in attempts[-1].items() if k != "icc_profile"})
     for i, attempt in enumerate(attempts):
         try:
-            _atomic_write(path, im, fmt, attempt)
+            _atomic_write(path, im, fmt, attempt, like)
         except _ENCODER_ERRORS as err:
             if i + 1 < len(attempts):
                 dropped = sorted(set(attempt) - set(attempts[i + 1]))
@@ -887,7 +905,7 @@ def copy_unchanged(path: Path, like: LoadedImage) -> bool:
                 raise _SourceChanged()
 
     try:
-        _atomic_write_with(path, write)
+        _atomic_write_with(path, write, like)
     except _SourceChanged:
         log.info("%s changed since it was read: encoding the output instead of copying it", like.path)
         return False
@@ -907,80 +925,17 @@ def save_output(path: Path, rgb: np.ndarray, like: LoadedImage) -> bool:
 _ENCODER_ERRORS = (ValueError, RuntimeError, TypeError, KeyError, struct_error)
 
 
-def _atomic_write(path: Path, im: Image.Image, fmt: str, params: dict[str, Any]) -> None:
-    _atomic_write_with(path, lambda f: im.save(f, format=fmt, **params))
+def _atomic_write(path: Path, im: Image.Image, fmt: str, params: dict[str, Any], like: LoadedImage) -> None:
+    _atomic_write_with(path, lambda f: im.save(f, format=fmt, **params), like)
 
 
-def _atomic_write_with(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    tmp = path.parent / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}{path.suffix}"
+def _atomic_write_with(path: Path, write: Callable[[IO[bytes]], None], like: LoadedImage | None = None) -> None:
+    """Through the one writer (``fileio.write_atomic``): atomic, a device or pipe written
+    through, a link's target replaced, recorded as made from ``like``'s file, and no more
+    readable by others than that file."""
+    stamp = like.source if like is not None else None
+    source = Source(os.path.realpath(like.path), stamp.size, stamp.mtime_ns) if like is not None and stamp else None
     try:
-        # 0o666 & ~umask, like any normally created file (mkstemp would make it 0600)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        write_atomic(path, write, source=source, source_mode=stamp.mode if stamp else None)
     except OSError as err:
         raise _write_error(err, path) from err
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(err, OSError):
-            raise _write_error(err, path) from err
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable; not possible everywhere (Windows), so best effort."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def remove_stale_temp_files(folder: Path) -> list[Path]:
-    """Delete temporary files left in ``folder`` by a refrestore process that no longer runs.
-
-    A run killed with SIGKILL or a power cut cannot clean up; a rerun may call this on each
-    output folder. Files of live processes are left alone.
-    """
-    removed: list[Path] = []
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return removed
-    for name in names:
-        if not name.startswith(TEMP_PREFIX):
-            continue
-        pid_text = name[len(TEMP_PREFIX):].split("-", 1)[0]
-        if pid_text.isdigit() and _pid_alive(int(pid_text)):
-            continue
-        try:
-            os.unlink(Path(folder) / name)
-            removed.append(Path(folder) / name)
-        except OSError:
-            pass
-    return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

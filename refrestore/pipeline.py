@@ -17,9 +17,10 @@ from .align import FFHQ_SIZE, align_face, detect_aligned_crop
 from .degradation import Degradation, Thresholds, estimate
 from .detail import DetailResult, DetailStage
 from .detection import Detector
+from .detection.content import detect_faces
 from .faces import AlignedFace, DetectedFace, Reference
 from .pasteback import PasteJob, detail_sigma, paste_faces, temper, upscale_photo
-from .references import ForcedReference
+from .references import FaceToMatch, ReferenceChoice
 from .restorers.base import Restorer
 from .restorers.choose import Router
 
@@ -27,9 +28,9 @@ log = logging.getLogger(__name__)
 
 
 class ReferenceSource(Protocol):
-    """Chooses references for one aligned face: (references, JSON report object or None)."""
+    """Chooses references for the faces of one photo, deciding them together."""
 
-    def select(self, aligned: np.ndarray, face: DetectedFace | None) -> tuple[list[Reference], dict | None]: ...
+    def select_photo(self, faces: Sequence[FaceToMatch]) -> list[ReferenceChoice]: ...
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class FaceOutcome:
     restored: np.ndarray | None = None
     references: list[Reference] = field(default_factory=list)
     reference_report: dict | None = None
+    decision: dict | None = None  # every number behind the reference decision (also for "no match")
     restorer: str = ""
     error: str | None = None
     degradation: Degradation | None = None
@@ -78,6 +80,8 @@ class FaceOutcome:
             "detector": f.detector if f else None,
             "detector_score": round(float(f.score), 4) if f else None,
             "reference": self.reference_report,
+            "reference_rule": (self.reference_report or {}).get("reference_rule"),
+            "decision": self.decision,
             "restorer": None if self.left_as_is else self.restorer,
             "restored": self.restored is not None and self.error is None and not self.left_as_is,
             "left_as_is": self.left_as_is,
@@ -234,7 +238,7 @@ class FacePipeline:
             return [AlignedFace(image=np.ascontiguousarray(crop), affine=np.array([[FFHQ_SIZE / rgb.shape[1], 0, 0], [0, FFHQ_SIZE / rgb.shape[0], 0]]), face=face)]
         if self.detector is None:
             raise ValueError("a detector is needed unless the input is an aligned crop")
-        faces = self.detector.detect(rgb)
+        faces = detect_faces(self.detector, rgb)  # a mostly-paper scan: on its content
         if self.options.only_center_face:
             faces = center_face(faces, rgb.shape)
         return [align_face(rgb, f) for f in faces]
@@ -265,14 +269,17 @@ class FacePipeline:
         """Detect, align, choose references and measure each face: everything before the network."""
         aligned = self.find_faces(rgb)
         outcomes = [FaceOutcome(index=i, face=a.face, aligned=a.image) for i, a in enumerate(aligned)]
-        for o, a in zip(outcomes, aligned):
-            if self.references is not None:
-                o.references, o.reference_report = self.references.select(o.aligned, o.face)
-            self._plan(o, rgb, a.affine)
         warnings: list[str] = []
-        if len(outcomes) > 1 and isinstance(self.references, ForcedReference):
-            # --ref says who one face is; with several faces it was pushed onto all of them.
-            warnings.append(f"--ref is meant for single-face photos; used for all {len(outcomes)} faces")
+        if self.references is not None and outcomes:
+            # The faces of a photo are decided together: a person is given to one face of it.
+            choices = self.references.select_photo(
+                [FaceToMatch(a.image, a.face, None if self.options.aligned else a.affine) for a in aligned])
+            for o, c in zip(outcomes, choices):
+                o.references, o.reference_report, o.decision = c.references, c.report, c.decision
+                if c.warning:
+                    warnings.append(c.warning)
+        for o, a in zip(outcomes, aligned):
+            self._plan(o, rgb, a.affine)
         return PreparedPhoto(rgb=rgb, grayscale=grayscale, aligned=aligned, outcomes=outcomes, warnings=warnings)
 
     def restore_faces(self, photos: Sequence["PreparedPhoto"], on_face: Callable[[int, int], None] | None = None) -> None:

@@ -1,6 +1,8 @@
 """Reference sources for the pipeline: the user's gallery, or one forced reference."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -8,8 +10,29 @@ import numpy as np
 from .faces import DetectedFace, Reference
 
 
+@dataclass
+class ReferenceChoice:
+    """What one face of a photo gets: its references, the report's ``reference`` object (None:
+    none), the decision behind it (every number, also for "no match"), and a warning line."""
+
+    references: list[Reference] = field(default_factory=list)
+    report: dict[str, Any] | None = None
+    decision: dict[str, Any] | None = None
+    warning: str | None = None
+
+
+@dataclass(frozen=True)
+class FaceToMatch:
+    """One face of the photo, as reference selection sees it."""
+
+    aligned: np.ndarray  # 512 RGB uint8 crop
+    face: DetectedFace | None
+    affine: np.ndarray | None = None
+
+
 class GalleryReferences:
-    """Picks the top-K references of the same person from an indexed gallery (RefSel)."""
+    """Picks the top-K references of the same person from an indexed gallery (RefSel), deciding
+    the faces of one photo together (a one-person gallery's person goes to the face that fits)."""
 
     def __init__(self, gallery: Any, identity: Any, top_k: int = 3, threshold: float | None = None) -> None:
         self.gallery = gallery
@@ -17,11 +40,16 @@ class GalleryReferences:
         self.top_k = top_k
         self.threshold = threshold
 
-    def select(self, aligned: np.ndarray, face: DetectedFace | None) -> tuple[list[Reference], dict | None]:
-        from .gallery import select_references
+    def select_photo(self, faces: Sequence[FaceToMatch]) -> list[ReferenceChoice]:
+        from .gallery.select import describe_query, select_photo
 
-        selection = select_references(self.gallery, aligned, face, self.identity, top_k=self.top_k, threshold=self.threshold)
-        return list(selection.references), selection.report()
+        if self.gallery.identity_name and self.gallery.identity_name != self.identity.name:
+            raise ValueError(f"gallery was indexed with {self.gallery.identity_name}, not {self.identity.name}")
+        analyzer = self.gallery.analyzer()
+        queries = [describe_query(f.aligned, f.face, self.identity, analyzer, f.affine) for f in faces]
+        selections = select_photo(self.gallery, queries, top_k=self.top_k, threshold=self.threshold)
+        return [ReferenceChoice(list(s.references), s.report(), s.explain(), s.warning(i))
+                for i, s in enumerate(selections)]
 
 
 class ForcedReference:
@@ -30,8 +58,10 @@ class ForcedReference:
     def __init__(self, reference: Reference) -> None:
         self.reference = reference
 
-    def select(self, aligned: np.ndarray, face: DetectedFace | None) -> tuple[list[Reference], dict | None]:
+    def select_photo(self, faces: Sequence[FaceToMatch]) -> list[ReferenceChoice]:
         ref = self.reference
         report = {"path": ref.path, "face_index": ref.face_index, "score": ref.score, **ref.components}
-        report.update({"regions": dict(ref.regions), "forced": True})
-        return [ref], report
+        report.update({"regions": dict(ref.regions), "forced": True, "reference_rule": "forced"})
+        warning = (f"--ref is meant for single-face photos; used for all {len(faces)} faces"
+                   if len(faces) > 1 else None)
+        return [ReferenceChoice([ref], dict(report), None, warning if i == 0 else None) for i in range(len(faces))]

@@ -123,3 +123,64 @@ def test_a_report_beside_the_outputs_is_fine(tmp_path: Path, album: dict[str, Pa
                  "--save-faces", "--compare"], tmp_path / "home")
     assert proc.returncode == 0, proc.stderr
     assert (out / "report.json").is_file() and (out / "a_restored.png").is_file()
+
+
+# ---- issue 22: one gate for every command (items 1 and 3) ------------------------------------
+
+def _weights_name() -> str:
+    from refrestore.weights import load_manifest
+
+    return next(e.name for e in load_manifest().default_entries() if not e.embedded)
+
+
+@pytest.mark.parametrize("case", ["match_json_on_a_photo", "match_html_on_a_photo", "gallery_json_on_its_photo",
+                                  "eval_json_in_the_data", "train_export_on_a_photo",
+                                  "fix_html_folder_of_the_users", "download_weights_dir_on_a_users_file"])
+def test_every_command_refuses_to_write_over_what_the_user_owns(tmp_path: Path, album: dict[str, Path],
+                                                                case: str) -> None:
+    """`match --json in/b.jpg` (b.jpg not an input) overwrote the user's photo, exit 0; so did
+    `eval --json data/p/0.png` and `train --export grandma.jpg`; `fix --html index.html` deleted
+    the user's own `index_files/`. Each is now exit 2 before any work, one line naming the file."""
+    gallery = tmp_path / "gallery"
+    data = tmp_path / "data"
+    for i in range(2):
+        _photo(data / "p1" / f"{i}.png", 10 + i)
+    if case.startswith("match"):
+        flag = "--json" if "json" in case else "--html"
+        args, names = ["match", str(album["a"]), "--refs", str(gallery), flag, str(album["b"])], [album["b"]]
+    elif case == "gallery_json_on_its_photo":
+        args, names = ["gallery", str(gallery), "--json", str(album["ref"])], [album["ref"]]
+    elif case == "eval_json_in_the_data":
+        args, names = ["eval", "--data", str(data), "--json", str(data / "p1" / "0.png")], [data / "p1" / "0.png", data]
+    elif case == "train_export_on_a_photo":
+        args = ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--steps", "1", "--export", str(album["b"])]
+        names = [album["b"]]
+    elif case == "fix_html_folder_of_the_users":
+        (tmp_path / "index_files").mkdir()
+        (tmp_path / "index_files" / "thesis-notes.txt").write_text("chapter 1\n")
+        _photo(tmp_path / "index_files" / "family.jpg", 7)
+        args = [*FIX, str(album["a"]), "-o", str(tmp_path / "o.png"), "--html", str(tmp_path / "index.html")]
+        names = [tmp_path / "index_files"]
+    else:
+        (tmp_path / "w").mkdir()
+        (tmp_path / "w" / _weights_name()).write_text("my own notes, not weights\n")
+        args = ["download-weights", _weights_name(), "--dir", str(tmp_path / "w")]
+        names = [tmp_path / "w" / _weights_name()]
+    before = _snapshot(tmp_path)
+    proc = _cli(args, tmp_path / "home")
+    _refused(proc, *names)
+    assert _snapshot(tmp_path) == before
+    assert not (tmp_path / "run").exists() and not (tmp_path / "o.png").exists()
+
+
+def test_a_contact_sheet_in_the_gallery_is_never_taken_for_a_photo_of_it(tmp_path: Path, album: dict[str, Path]) -> None:
+    """`match --compare gallery/ann` wrote `r_match.png` there, and the next run counted it as
+    one of ann's photos (issue 22, item 3): what refrestore writes is recorded and never walked."""
+    from refrestore.cli.match_cmd import _write_png
+    from refrestore.gallery.index import walk_sources
+
+    sheet = album["ref"].with_name("r_match.png")
+    _write_png(sheet, np.zeros((40, 60, 3), np.uint8))
+    assert sheet.is_file()
+    files, problems = walk_sources([tmp_path / "gallery"])
+    assert [Path(f).name for f in files] == ["r.png"] and problems == []

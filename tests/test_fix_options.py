@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from refrestore import restore_photo
 from refrestore.cli import build_app
+from refrestore.fileio import RECORDS  # the records of what refrestore wrote, beside its files
 
 FAST = ["--model", "resample", "--detector", "dlib"]
 
@@ -38,7 +39,7 @@ def test_save_faces_and_compare(run, tmp_path, whole_photos):
     res = run("fix", str(src), "-o", str(tmp_path / "out"), "--save-faces", "--compare", "--json", str(tmp_path / "r.json"), *FAST)
     assert res.exit_code == 0, res.output
     out = tmp_path / "out"
-    faces = sorted(p.name for p in (out / "two_restored_faces").iterdir())
+    faces = sorted(p.name for p in (out / "two_restored_faces").iterdir() if p.name != RECORDS)
     assert faces == ["face00_input.png", "face00_restored.png", "face01_input.png", "face01_restored.png"]
     sheet = Image.open(out / "two_restored_compare_face00.jpg")
     assert sheet.size[1] == 512 and sheet.size[0] > 3 * 512  # input | restored | reference
@@ -105,13 +106,17 @@ def test_existing_output_is_skipped_then_overwritten(run, tmp_path, whole_photos
     shutil.copyfile(_photo(whole_photos, "codeformer_04.jpg"), src)
     assert run("fix", str(src), *FAST).exit_code == 0
     out = tmp_path / "a_restored.jpg"
-    out.write_bytes(b"the user's own file")
+    first = out.read_bytes()
     res = run("fix", str(src), "--json", str(tmp_path / "r.json"), *FAST)
     assert res.exit_code == 0
-    assert out.read_bytes() == b"the user's own file"
     assert json.loads((tmp_path / "r.json").read_text())["images"][0]["status"] == "skipped"
     assert run("fix", str(src), "--overwrite", *FAST).exit_code == 0
-    assert Image.open(out).size == Image.open(src).size
+    assert Image.open(out).size == Image.open(src).size and out.read_bytes() == first
+    # a file refrestore did not write at the output's name is the user's: never replaced
+    out.write_bytes(b"the user's own file")
+    for extra in ((), ("--overwrite",)):
+        assert run("fix", str(src), *extra, *FAST).exit_code == 2
+        assert out.read_bytes() == b"the user's own file"
 
 
 def test_library_api_restores_a_photo(whole_photos, tmp_path, monkeypatch):

@@ -23,9 +23,9 @@ from refrestore.imageio import (
     LoadedImage,
     output_suffix_ext,
     read_image,
-    remove_stale_temp_files,
     save_image,
 )
+from refrestore.fileio import remove_stale_temp_files
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS_PHOTOS = ["gfpgan_Blake_Lively.jpg", "codeformer_04.jpg", "gfpgan_10045.png", "codeformer_05.jpg", "codeformer_00.jpg"]
@@ -44,12 +44,13 @@ EXPECTED_ERRORS = {
 }
 # Warnings that the odd-but-usable files must carry (and the others must not).
 EXPECTED_WARNINGS = {
-    "animated.gif": ["animated GIF: using the first of 3 frames"],
+    "animated.gif": ["animated GIF: using the first of 3 frames", "palette image written in full colour"],
     "multipage.tif": ["multi-page TIFF: using the first of 2 frames"],
     "cmyk.jpg": ["CMYK converted to RGB"],
     "sixteen_bit.png": ["16-bit image processed and written as 8-bit"],
     "orientation_9.jpg": ["invalid EXIF orientation 9 ignored"],
     "garbage_exif.jpg": ["invalid EXIF ignored"],
+    "palette.png": ["palette image written in full colour"],  # issue 22: a converted mode is said
 }
 
 # ../shared/data/real_lq/gray_faces, judged by eye and by chroma (see GREY_* in imageio):

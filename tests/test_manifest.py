@@ -26,6 +26,8 @@ PUBLISHED = {
     "detection_mobilenet0.25_Final.pth": ("https://github.com/xinntao/facexlib/releases/download/v0.1.0/detection_mobilenet0.25_Final.pth", 1789735, "2979b33ffafda5d74b6948cd7a5b9a7a62f62b949cef24e95fd15d2883a65220"),
     "parsing_parsenet.pth": ("https://github.com/xinntao/facexlib/releases/download/v0.2.2/parsing_parsenet.pth", 85331193, "3d558d8d0e42c20224f13cf5a29c79eba2d59913419f945545d8cf7b72920de2"),
     "parsing_bisenet.pth": ("https://github.com/xinntao/facexlib/releases/download/v0.2.0/parsing_bisenet.pth", 53289463, "468e13ca13a9b43cc0881a9f99083a430e9c0a38abd935431d1c28ee94b26567"),
+    # the sha256 the shared copy has (../shared/README.md): tests/test_mobilefacenet.py checks the file itself
+    "mobilefacenet.pt": ("https://raw.githubusercontent.com/foamliu/MobileFaceNet/a6cc9032a659b615f477833e1a70b5e7931bcccc/weights/mobilefacenet.pt", 4135271, "90a00ba1d8b0b688af3deb731ed53dca582e6106805d1bc3cfdef55f570493f4"),
     "recognition_arcface_ir_se50.pth": ("https://github.com/xinntao/facexlib/releases/download/v0.1.0/recognition_arcface_ir_se50.pth", 175367323, "a035c768259b98ab1ce0e646312f48b9e1e218197a0f80ac6765e88f8b6ddf28"),
     "GFPGANv1.4.pth": ("https://github.com/TencentARC/GFPGAN/releases/download/v1.3.0/GFPGANv1.4.pth", 348632874, "e2cd4703ab14f4d01fd1383a8a8b266f9a5833dacee8e6a79d3bf21a1b6be5ad"),
     "GFPGANv1.3.pth": ("https://github.com/TencentARC/GFPGAN/releases/download/v1.3.0/GFPGANv1.3.pth", 348632874, "c953a88f2727c85c3d9ae72e2bd4846bbaf59fe6972ad94130e23e7017524a70"),
@@ -72,13 +74,14 @@ def test_roles_models_and_download_sets() -> None:
     m = load_manifest()
     assert [e.name for e in m.default_entries()] == [
         "detection_Resnet50_Final.pth", "detection_mobilenet0.25_Final.pth", "parsing_parsenet.pth",
-        "GFPGANv1.4.pth", "RestoreFormer.pth",
+        "mobilefacenet.pt", "GFPGANv1.4.pth", "RestoreFormer.pth",
     ]
     expected_models = {
         "gfpgan-v1.4": "GFPGANv1.4.pth", "gfpgan-v1.3": "GFPGANv1.3.pth", "restoreformer": "RestoreFormer.pth",
         "codeformer": "codeformer.pth", "retinaface-resnet50": "detection_Resnet50_Final.pth",
         "retinaface-mobilenet": "detection_mobilenet0.25_Final.pth", "parsenet": "parsing_parsenet.pth",
         "bisenet": "parsing_bisenet.pth", "arcface": "recognition_arcface_ir_se50.pth",
+        "mobilefacenet": "mobilefacenet.pt", "mobilefacenet-lr": "mobilefacenet_lr.pt",
         "realesrgan-x2": "RealESRGAN_x2plus.pth", "refnet-small": "refnet_small.pth",
     }
     for model, file_name in expected_models.items():

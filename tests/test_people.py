@@ -128,7 +128,7 @@ def test_folders_name_people_and_top_level_photos_are_clustered(gallery: Gallery
 
 
 def _same(g: Gallery) -> float:
-    from refrestore.gallery.select import rule_for, thresholds_for
+    from refrestore.gallery.rules import rule_for, thresholds_for
 
     rule = rule_for(g.identity_name)
     return rule.gallery if rule is not None else thresholds_for(g.identity_name).gallery
@@ -171,7 +171,7 @@ def test_a_face_too_small_to_identify_is_never_matched() -> None:
     """The README demo's 22-px blob was matched to a background face: under 32 px, no match,
     whatever the scores say (and the report says why)."""
     from refrestore.gallery.people import MIN_MATCH_FACE_PX
-    from refrestore.gallery.select import rule_for
+    from refrestore.gallery.rules import rule_for
 
     rule = rule_for("dlib")
     assert rule is not None
@@ -241,7 +241,8 @@ def test_matched_gallery_raises_every_score_at_24px(gallery: Gallery, held_out, 
     stranger's as much, so the lead that tells them apart barely moves."""
     from refrestore.gallery.matched import MatchedGallery, level_for
     from refrestore.gallery.quality import assess
-    from refrestore.gallery.select import robust_embedding, rule_for
+    from refrestore.gallery.rules import rule_for
+    from refrestore.gallery.select import robust_embedding
 
     rule = rule_for("dlib")
     assert rule is not None and identity.name == "dlib"

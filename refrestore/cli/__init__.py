@@ -50,4 +50,26 @@ def build_app() -> typer.Typer:
 
 
 def main() -> None:
-    build_app()()
+    import sys
+
+    from .common import print_error, standard_streams
+
+    standard_streams()
+    try:
+        build_app()()
+    except (ImportError, MemoryError, OSError) as exc:
+        # The machine's limits (a memory limit such as `ulimit -v` makes torch's import fail
+        # to map its libraries) are one line, not a traceback; --debug shows it.
+        if "--debug" in sys.argv:
+            raise
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        hint = " (not enough memory: is a memory limit such as ulimit -v set too low?)" \
+            if isinstance(exc, MemoryError) or "map" in text or "memory" in text.lower() else ""
+        what = ""
+        if isinstance(exc, ImportError):  # torch._C's error names only "_C": its package says more
+            from pathlib import Path
+
+            lib = Path(exc.path).parent.name if exc.path else (exc.name or "a library refrestore needs").split(".")[0]
+            what = f"cannot load {lib}: "
+        print_error(f"{what}{text}{hint}")
+        raise SystemExit(1) from None

@@ -5,6 +5,7 @@ down; the work itself is the library's (``api.build_pipeline``, ``batch.run_batc
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -16,7 +17,8 @@ from typing import TYPE_CHECKING, Any, Optional
 import typer
 from rich.console import Console
 
-from .common import PlainHelpCommand, Verbosity, fail, is_terminal, print_error, setup_logging, verbosity_from
+from .common import (PlainConsole, PlainHelpCommand, Verbosity, consoles, fail, is_terminal, print_error, setup_logging,
+                     shown, verbosity_from)
 
 if TYPE_CHECKING:
     from ..batch import BatchOptions, BatchSummary, ImageReport, Task
@@ -53,6 +55,7 @@ class FixRequest:
     output_uri: str | None = None  # -o on another filesystem
     refs: list[Path] = field(default_factory=list)
     ref: Path | None = None
+    person: Path | None = None  # --person DIR: the one person these photos show
     output: Path | None = None
     output_is_folder: bool = False  # -o ended in a slash: a folder even when named like a file
     aligned: bool = False
@@ -83,6 +86,7 @@ class FixRequest:
     ray_address: str | None = None
     workers: int | None = None
     gpus_per_worker: float = 0.0
+    report_mode: int | None = None  # the reports' permission bits follow the most private input
 
     @property
     def debug(self) -> bool:
@@ -98,6 +102,7 @@ def fix(
     inputs: list[str] = typer.Argument(..., metavar="INPUT...", help="Photos or folders of photos to restore (with --engine ray also s3://, gs://, file:// URIs)."),
     refs: list[Path] = typer.Option([], "--refs", metavar="DIR_OR_FILE", help="Gallery folder or photo of good references (repeatable)."),
     ref: Optional[Path] = typer.Option(None, "--ref", metavar="FILE", help="Force this photo as the reference (single-face photos)."),
+    person: Optional[Path] = typer.Option(None, "--person", metavar="DIR", help="Photos of the one person these photos show: used unless a face is clearly someone else (instead of --refs)."),
     output: Optional[str] = typer.Option(None, "-o", "--output", metavar="PATH", help="Output file (one input) or folder (a trailing / says folder)."),
     aligned: bool = typer.Option(False, "--aligned", help="Inputs are already aligned face crops."),
     model: str = typer.Option("auto", "--model", metavar="NAME", help=MODEL_HELP),
@@ -131,12 +136,12 @@ def fix(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs."),
 ) -> None:
     """Restore the faces in photos and paste them back."""
-    from ..engines.remote import is_uri
+    from ..engines.remote import is_uri  # no torch: a machine's limits are met inside run_fix
 
     output_uri = output if output and is_uri(output) else None
     request = FixRequest(
         inputs=[Path(p) for p in inputs if not is_uri(p)], uris=tuple(p for p in inputs if is_uri(p)),
-        output_uri=output_uri, refs=list(refs), ref=ref, output=Path(output) if output and not output_uri else None,
+        output_uri=output_uri, refs=list(refs), ref=ref, person=person, output=Path(output) if output and not output_uri else None,
         output_is_folder=bool(output) and output.endswith(("/", os.sep)), aligned=aligned, model=model,
         detector=detector, device=device, upscale=upscale, strength=strength, fidelity=fidelity,
         reference_detail=reference_detail, only_center_face=only_center_face, save_faces=save_faces, compare=compare,
@@ -154,6 +159,8 @@ def fix(
         raise
     except KeyboardInterrupt:
         raise fail("interrupted", 130)
+    except (ImportError, MemoryError):
+        raise  # a library that cannot load (a memory limit): cli.main says so in one line
     except Exception as exc:  # noqa: BLE001 - one line unless --debug
         if request.debug:
             raise
@@ -233,17 +240,17 @@ def _run_uris(req: FixRequest, store: Any, choice: Any, max_pixels: int | None, 
 
 def run_fix(req: FixRequest) -> int:
     """The whole command: check the request, build the pipeline, run the album, report."""
-    from ..batch import BatchOptions, ImageReport, UsageError, plan_outputs
-    from ..discover import find_inputs
+    from ..engines.tasks import UsageError, plan_outputs
+    from ..fileio import stream_fd
     from ..paths import offline_from_env
 
-    # markup off: what is printed holds the user's file names ("[draft]" is text, not a style)
-    out_console = Console(highlight=False, soft_wrap=True, markup=False)
-    err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+    # markup off and names escaped: what is printed holds the user's file names; a broken
+    # stdout or stderr stops the messages, never the work (cli.common.PlainConsole)
+    out_console, err_console = consoles()
+    if req.json_report is not None and stream_fd(req.json_report) == 1:
+        out_console = PlainConsole(stderr=True)  # stdout carries the report: messages go to stderr
     offline = req.offline or offline_from_env()
-    store, choice = _choose(req, offline, err_console)
-    assert choice is not None
-
+    _refuse_remote_offline(req, offline)
     from ..imageio import max_pixels_from_env
 
     try:
@@ -252,6 +259,11 @@ def run_fix(req: FixRequest) -> int:
         raise fail(str(exc), 2)
     if max_pixels is not None and max_pixels < 256:
         raise fail(f"--max-pixels {max_pixels}: too small to hold a photo", 2)
+    if req.person is not None:
+        if req.refs or req.ref is not None:
+            raise fail("--person is the whole gallery (the one person these photos show): give it without --refs or --ref", 2)
+        if not req.person.is_dir():
+            raise fail(f"--person {req.person}: no such folder", 2)
     from ..engines.clash import report_path_problem
 
     for report_path, flag in ((req.json_report, "--json"), (req.html_report, "--html")):
@@ -259,6 +271,8 @@ def run_fix(req: FixRequest) -> int:
         if problem:
             raise fail(f"{flag} {report_path}: {problem}", 2)
     if req.uris or req.output_uri:
+        req, _locks = _gate(req, [])
+        store, choice = _choose(req, offline, err_console)
         return _run_uris(req, store, choice, max_pixels, out_console, err_console)
     if req.output is not None:
         for src in req.inputs:
@@ -275,7 +289,12 @@ def run_fix(req: FixRequest) -> int:
         # Nothing usable: name what was wrong with each input, as a usage error.
         if problems:
             raise fail("; ".join(f"{p}: {reason}" for p, reason in problems[:5]), 2)
-        raise fail(f"no photos found in {', '.join(str(p) for p in req.inputs)}", 2)
+        from ..fileio import RECORDS
+
+        own = any((p / RECORDS).is_dir() for p in req.inputs if p.is_dir())
+        raise fail(f"no photos found in {', '.join(str(p) for p in req.inputs)}"
+                   + ("; what is there is refrestore's own output (name the files one by one to restore them again)"
+                      if own else ""), 2)
     # One photo, even when named twice: -o is then its output file
     single = (len(found) == 1 and all(p.is_file() and not is_path_list(p) for p in req.inputs)
               and len({os.path.realpath(p) for p in req.inputs}) == 1)
@@ -283,16 +302,16 @@ def run_fix(req: FixRequest) -> int:
         tasks = plan_outputs(found, req.output, single_file=single, output_is_folder=req.output_is_folder)
     except UsageError as exc:
         raise fail(str(exc), 2)
-    from ..engines.clash import ClashError, check_run_writes
-
-    try:  # no file of this run may land on an input, a reference or another of its files
-        check_run_writes(tasks, [*req.refs, *([req.ref] if req.ref else [])], save_faces=req.save_faces,
-                         compare=req.compare, reports=[("--json", req.json_report), ("--html", req.html_report)],
-                         html=req.html_report)
-    except ClashError as exc:
-        raise fail(str(exc), 2)
     if single and req.upscale > 1 and not req.aligned:
         _refuse_oversized_output(tasks[0].source.path, req.upscale, max_pixels)
+    if single and stream_fd(tasks[0].output) == 1:
+        out_console = PlainConsole(stderr=True)  # stdout carries the photo
+    # Every written path through the one gate before any work (torch is not even imported yet);
+    # the reports' locks are held until the run ends.
+    req, _locks = _gate(req, tasks)
+    store, choice = _choose(req, offline, err_console)
+    assert choice is not None
+    from ..batch import BatchOptions, ImageReport
 
     if choice.better is not None and not req.quiet:
         err_console.print(
@@ -329,8 +348,50 @@ def run_fix(req: FixRequest) -> int:
     return finish_run(req, summary, meta, out_console, err_console)
 
 
+def _refuse_remote_offline(req: FixRequest, offline: bool) -> None:
+    """Remote inputs or outputs with --offline: a usage error before anything touches the network."""
+    remote = [u for u in (*req.uris, *([req.output_uri] if req.output_uri else [])) if not u.startswith("file://")]
+    if offline and remote:
+        raise fail(f"{remote[0]}: a remote path and --offline (or REFRESTORE_OFFLINE=1): nothing can be "
+                   f"fetched or written offline", 2)
+
+
+def _gate(req: FixRequest, tasks: "list[Task]") -> "tuple[FixRequest, list[Any]]":
+    """Every file the run writes through the one gate (``engines.clash``), before any work:
+    exit 2 with one line naming both files. Returns the request with its report paths as the
+    writers must take them (a FIFO opened here is ``/dev/fd/N``), and the reports' locks: a
+    second run writing the same report fails here, not after its album."""
+    from ..engines.clash import ClashError, check_run_writes
+    from ..fileio import is_stream_path, lock_for_writing
+
+    try:  # no file of this run may land on an input, a reference or a file refrestore did not write
+        plan = check_run_writes(tasks, [*req.refs, *([req.ref] if req.ref else []), *([req.person] if req.person else [])],
+                                save_faces=req.save_faces,
+                                compare=req.compare, reports=[("--json", req.json_report), ("--html", req.html_report)],
+                                html=req.html_report)
+    except ClashError as exc:
+        raise fail(str(exc), 2)
+    locks = []
+    for flag, path in (("--json", req.json_report), ("--html", req.html_report)):
+        if path is None or is_stream_path(plan.destination(path)):
+            continue
+        lock = lock_for_writing(path)
+        if lock is None:
+            raise fail(f"{flag} {path}: another refrestore run is writing this report; wait for it or choose another path", 2)
+        locks.append(lock)
+    modes = [os.stat(t.source.path).st_mode for t in tasks if os.path.exists(t.source.path)]
+    private = 0o777
+    for mode in modes:
+        private &= mode  # the reports show every photo: no more readable than the most private one
+    return dataclasses.replace(req, json_report=plan.destination(req.json_report),
+                               html_report=plan.destination(req.html_report), report_mode=private), locks
+
+
 def finish_run(req: FixRequest, summary: Any, meta: dict, out_console: Console, err_console: Console) -> int:
     """Reports, summary and exit status of a finished run, for either engine."""
+    # The album is done: a SIGTERM now must not cut the reports short, nor kill the process
+    # while it tears down (a default handler again: exit 143 and no word); it finishes cleanly.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _write_reports(req, summary, meta, err_console)
     print_summary(summary, out_console)
     if summary.fatal:
@@ -366,13 +427,13 @@ def _build(req: FixRequest, choice: Any, store: Any, err_console: Console) -> An
     # The user's --model ("auto" routes each face: matched -> refnet-small, stranger -> best blind);
     # choose_restorer above only checked that it can be built.
     kwargs: dict[str, Any] = dict(
-        refs=req.refs, ref=req.ref, model=req.model, detector=req.detector, device=req.device,
+        refs=req.refs, ref=req.ref, person=req.person, model=req.model, detector=req.detector, device=req.device,
         options=_fix_options(req), top_k=req.top_k, store=store,
     )
     try:
-        with GalleryProgress(err_console, live=is_terminal() and not req.quiet and bool(req.refs)) as progress:
+        with GalleryProgress(err_console, live=is_terminal() and not req.quiet and bool(req.refs or req.person)) as progress:
             built = build_pipeline(**kwargs, on_gallery_progress=progress)
-    except (DetectorError, FileNotFoundError) as exc:
+    except (DetectorError, FileNotFoundError, ValueError) as exc:
         raise fail(str(exc), 2)
     except (WeightsError, RestorerError) as exc:
         raise fail(str(exc), 1)
@@ -409,7 +470,7 @@ class GalleryProgress:
             )
             self.progress.start()
             self.task = self.progress.add_task("gallery", total=total, name="")
-        self.progress.update(self.task, total=total, completed=done, name=Path(path).name)
+        self.progress.update(self.task, total=total, completed=done, name=shown(Path(path).name))
 
 
 def _gallery_line(gallery: Any) -> str | None:
@@ -437,11 +498,11 @@ def _write_reports(req: FixRequest, summary: "BatchSummary", meta: dict[str, Any
         return
     document = build_document(summary, meta)
     if req.json_report is not None:
-        write_json_report(req.json_report, document)
+        write_json_report(req.json_report, document, req.report_mode)
     if req.html_report is not None:
         from ..report import write_html_report
 
-        write_html_report(req.html_report, document, title="refrestore fix")
+        write_html_report(req.html_report, document, title="refrestore fix", source_mode=req.report_mode)
         if not req.quiet:
             err_console.print(f"report: {req.html_report}", markup=False)
 
@@ -467,7 +528,7 @@ def _run_with_progress(tasks: "list[Task]", pipeline: "FacePipeline", options: "
         faces = progress.add_task("faces", total=None, name="")
 
         def start(task: "Task") -> None:
-            progress.update(images, name=task.source.path.name)
+            progress.update(images, name=shown(task.source.path.name))
             progress.reset(faces, total=None)
 
         def face(i: int, n: int) -> None:

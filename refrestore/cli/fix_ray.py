@@ -35,7 +35,7 @@ def run_ray_fix(req: Any, tasks: list[Any], problems: list[tuple[Any, str]], sto
     spec = PipelineSpec(
         model=req.model, detector=req.detector, device=req.device, options=fix_options,
         top_k=req.top_k, weights_dir=str(store.directory), manifest=str(req.manifest) if req.manifest else None,
-        with_detector=not req.aligned or bool(req.refs) or req.ref is not None,
+        with_detector=not req.aligned or bool(req.refs) or req.ref is not None or req.person is not None,
     )
     options = BatchOptions(skip_existing=req.skip_existing, save_faces=req.save_faces, compare=req.compare,
                            jobs=req.jobs, prefetch=req.prefetch, max_pixels=max_pixels)
@@ -44,7 +44,7 @@ def run_ray_fix(req: Any, tasks: list[Any], problems: list[tuple[Any, str]], sto
     on_done, progress = _progress(len(tasks), out_console, err_console, req.verbosity)
     try:
         with progress:
-            run = fix_tasks(tasks, spec, refs=req.refs, ref=req.ref, options=options, cluster=cluster,
+            run = fix_tasks(tasks, spec, refs=req.refs, ref=req.ref, person=req.person, options=options, cluster=cluster,
                             on_done=on_done, notes=notes)
     except (DetectorError, FileNotFoundError) as exc:
         raise fail(str(exc), 2)

@@ -3,9 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .common import fail, setup_logging
+from .common import consoles, fail, setup_logging
 
 log = logging.getLogger("refrestore")
 
@@ -26,7 +23,7 @@ def gallery(
     sources: list[Path] = typer.Argument(..., help="Gallery folders (one sub-folder per person) or photos."),
     json_report: Path | None = typer.Option(None, "--json", help="Write the people as JSON here ('-': standard output)."),
     detector: str = typer.Option("auto", "--detector", help="auto, retinaface, retinaface_resnet50, retinaface_mobile0.25 or dlib."),
-    identity: str = typer.Option("auto", "--identity", help="Identity model: auto, fused, faceid, dlib or arcface."),
+    identity: str = typer.Option("auto", "--identity", help="Identity model: auto, mobilefacenet, fused, faceid, dlib or arcface."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     weights_dir: Path | None = typer.Option(None, "--weights-dir", help="Weights folder for this run."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs."),
@@ -39,6 +36,8 @@ def gallery(
         raise
     except KeyboardInterrupt:
         raise fail("interrupted", 130)
+    except (ImportError, MemoryError):
+        raise  # a library that cannot load (a memory limit): cli.main says so in one line
     except Exception as exc:
         if debug:
             raise
@@ -48,6 +47,14 @@ def gallery(
 
 def _gallery(sources: list[Path], json_report: Path | None, detector_name: str, identity_name: str,
              device_name: str, weights_dir: Path | None) -> int:
+    # markup off and names escaped: what is printed holds the user's file names
+    out, err = consoles()
+    missing = [p for p in sources if not p.exists()]
+    if missing:
+        raise fail(f"{missing[0]}: no such file or folder", 2)
+    if json_report is not None:
+        json_report = _gate(json_report, sources)
+    # the libraries (torch among them) only once the gate has let the run through
     from ..detection import DetectorError, init_detector
     from ..devices import DeviceError, pick_device
     from ..gallery import Gallery
@@ -55,15 +62,6 @@ def _gallery(sources: list[Path], json_report: Path | None, detector_name: str, 
     from ..paths import cache_dir
     from ..weights import WeightsError, WeightStore
     from .match_cmd import _build_gallery
-
-    # markup off: what is printed holds the user's file names ("[draft]" is text, not a style)
-    out = Console(highlight=False, soft_wrap=True, markup=False)
-    err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
-    missing = [p for p in sources if not p.exists()]
-    if missing:
-        raise fail(f"{missing[0]}: no such file or folder", 2)
-    if json_report is not None and str(json_report) != "-" and json_report.is_dir():
-        raise fail(f"--json {json_report}: is a folder", 2)
     try:
         device = pick_device(device_name)
         store = WeightStore(weights_dir)
@@ -82,16 +80,20 @@ def _gallery(sources: list[Path], json_report: Path | None, detector_name: str, 
     st = g.stats
     err.print(f"gallery: {len(people)} people, {st.faces} faces in {st.files} photos "
               f"({st.from_cache} from cache, {st.indexed} indexed) with {model.name}", markup=False)
+    if g.declared is not None:
+        err.print(f"one-person gallery: {g.declared} (its references are used unless a face is clearly someone else)",
+                  markup=False)
     doc = {"sources": [str(s) for s in sources], "identity_model": f"{model.name} {model.version}",
            "photos": st.files, "faces": st.faces, "indexed": st.indexed, "from_cache": st.from_cache,
-           "people": [p.as_dict() for p in people],
+           "one_person": g.declared, "people": [p.as_dict() for p in people],
            "problems": [{"path": str(p.path), "reason": p.reason} for p in g.problems]}
     if json_report is not None:
-        text = json.dumps(doc, indent=2)
-        if str(json_report) == "-":
-            sys.stdout.write(text + "\n")
-            return 0
-        _write_text(json_report, text + "\n")
+        from ..fileio import stream_fd
+        from ..report.json import write_text_atomic
+
+        write_text_atomic(json_report, json.dumps(doc, indent=2) + "\n")
+        if stream_fd(json_report) == 1:
+            return 0  # stdout carries the JSON
     _print_people(out, people)
     return 0
 
@@ -115,15 +117,13 @@ def _print_people(console: Console, people: list[Any]) -> None:
                       f"{s.other_person} ({s.other_score:.3f} vs {s.own_score:.3f} to its own person)", markup=False)
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write atomically (temporary file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def _gate(json_report: Path, sources: list[Path]) -> Path:
+    """The one gate (``engines.clash``) before any work: never on a photo of the gallery, nor
+    on a file refrestore did not write. Returns the path the writer takes."""
+    from ..engines.clash import ClashError, check_writes, reference_photos
+
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        plan = check_writes([("--json", json_report)], protect=[("the gallery photo", reference_photos(sources))])
+    except ClashError as exc:
+        raise fail(str(exc), 2)
+    return plan.destination(json_report) or json_report

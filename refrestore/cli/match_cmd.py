@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .common import fail, is_terminal, print_error, setup_logging
+from .common import consoles, fail, is_terminal, print_error, setup_logging, shown
 
 if TYPE_CHECKING:  # numpy is imported when a sheet is drawn: `match --help` stays fast
     import numpy as np
@@ -27,12 +25,13 @@ def match(
     inputs: list[Path] = typer.Argument(..., help="Photos or folders of photos whose faces to match."),
     refs: list[Path] = typer.Option([], "--refs", help="Gallery folder or photo of good references (repeatable)."),
     ref: Path | None = typer.Option(None, "--ref", help="Force this photo as the reference (single-face photos)."),
+    person: Path | None = typer.Option(None, "--person", metavar="DIR", help="Photos of the one person these photos show: used unless a face is clearly someone else (instead of --refs)."),
     json_report: Path | None = typer.Option(None, "--json", help="Write a machine-readable report here."),
     html_report: Path | None = typer.Option(None, "--html", help="Write a report to look at in a browser here (images beside it)."),
     top_k: int = typer.Option(3, "--top-k", min=1, max=16, help="References per face."),
     compare: Path | None = typer.Option(None, "--compare", help="Write a contact sheet per photo into this folder."),
     detector: str = typer.Option("auto", "--detector", help="auto, retinaface, retinaface_resnet50, retinaface_mobile0.25 or dlib."),
-    identity: str = typer.Option("auto", "--identity", help="Identity model: auto, fused, faceid, dlib or arcface."),
+    identity: str = typer.Option("auto", "--identity", help="Identity model: auto, mobilefacenet, fused, faceid, dlib or arcface."),
     threshold: float | None = typer.Option(None, "--threshold", min=-1.0, max=1.0, help="Override the calibrated same-person threshold."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     weights_dir: Path | None = typer.Option(None, "--weights-dir", help="Weights folder for this run."),
@@ -42,11 +41,13 @@ def match(
     setup_logging(debug)
     try:
         code = _match(inputs, refs, ref, json_report, top_k, compare, detector, identity, threshold,
-                      device, weights_dir, html_report)
+                      device, weights_dir, html_report, person)
     except typer.Exit:
         raise
     except KeyboardInterrupt:
         raise fail("interrupted", 130)
+    except (ImportError, MemoryError):
+        raise  # a library that cannot load (a memory limit): cli.main says so in one line
     except Exception as exc:
         if debug:
             raise
@@ -56,24 +57,18 @@ def match(
 
 def _match(inputs: list[Path], refs: list[Path], ref: Path | None, json_report: Path | None, top_k: int,
            compare: Path | None, detector_name: str, identity_name: str, threshold: float | None,
-           device_name: str, weights_dir: Path | None, html_report: Path | None = None) -> int:
-    from ..batch import BatchSummary, ImageReport
-    from ..report import build_document, write_html_report, write_json_report
-    from ..detection import DetectorError, init_detector
-    from ..devices import DeviceError, pick_device
-    from ..discover import find_inputs
-    from ..gallery import Gallery, forced_reference, select_references
-    from ..gallery.index import aligned_crop_of, find_faces
-    from ..identity import init_identity_model
-    from ..imageio import ImageReadError, read_image
-    from ..paths import cache_dir
-    from ..weights import WeightsError, WeightStore
-
-    # markup off: what is printed holds the user's file names ("[draft]" is text, not a style)
-    out = Console(highlight=False, soft_wrap=True, markup=False)
-    err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+           device_name: str, weights_dir: Path | None, html_report: Path | None = None,
+           person: Path | None = None) -> int:
+    # markup off and names escaped: what is printed holds the user's file names
+    out, err = consoles()
+    if person is not None:
+        if refs or ref is not None:
+            raise fail("--person is the whole gallery (the one person these photos show): give it without --refs or --ref", 2)
+        if not person.is_dir():
+            raise fail(f"--person {person}: no such folder", 2)
+        refs = [person]
     if not refs and ref is None:
-        raise fail("give a gallery with --refs DIR (or one reference with --ref FILE)", 2)
+        raise fail("give a gallery with --refs DIR (or one reference with --ref FILE, or --person DIR)", 2)
     if refs and ref is not None:
         raise fail("--ref and --refs together: choose one", 2)
     missing = [p for p in refs if not p.exists()]
@@ -83,7 +78,24 @@ def _match(inputs: list[Path], refs: list[Path], ref: Path | None, json_report: 
         raise fail(f"--ref {ref}: no such file", 2)
     if compare is not None and compare.exists() and not compare.is_dir():
         raise fail(f"--compare {compare}: exists and is not a folder", 2)
-    _refuse_clashes(inputs, [*refs, *([ref] if ref else [])], json_report, html_report, compare)
+    json_report, html_report, _locks = _refuse_clashes(inputs, [*refs, *([ref] if ref else [])], json_report,
+                                                       html_report, compare)
+    from ..fileio import stream_fd
+
+    if json_report is not None and stream_fd(json_report) == 1:
+        out = err  # stdout carries the report
+    # the libraries (torch among them) only once the gate has let the run through
+    from ..batch import BatchSummary, ImageReport
+    from ..detection import DetectorError, init_detector
+    from ..devices import DeviceError, pick_device
+    from ..discover import find_inputs
+    from ..gallery import Gallery, describe_query, forced_reference, select_photo
+    from ..gallery.index import aligned_crop_of, find_faces
+    from ..identity import init_identity_model
+    from ..imageio import ImageReadError, read_image
+    from ..paths import cache_dir
+    from ..report import build_document, write_html_report, write_json_report
+    from ..weights import WeightsError, WeightStore
     try:
         device = pick_device(device_name)
         store = WeightStore(weights_dir)
@@ -102,7 +114,8 @@ def _match(inputs: list[Path], refs: list[Path], ref: Path | None, json_report: 
         except ValueError as exc:
             raise fail(str(exc), 1)
     else:
-        gallery = _build_gallery(Gallery, list(refs), det, model, cache_dir(), err)
+        gallery = _build_gallery(Gallery, list(refs), det, model, cache_dir(), err,
+                                 people=[person] if person is not None else [])
         for problem in gallery.problems:
             err.print(f"warning: gallery {problem.path}: {problem.reason}")
         if not gallery.faces:
@@ -132,8 +145,14 @@ def _match(inputs: list[Path], refs: list[Path], ref: Path | None, json_report: 
         if forced is not None and len(faces) > 1:
             report.warnings.append(f"--ref is meant for single-face photos; used for all {len(faces)} faces")
         rows = []
+        crops = [aligned_crop_of(rgb, face, already) for face, already in found_faces]
+        if gallery is not None:
+            # the faces of a photo are decided together (a person goes to one face of it)
+            queries = [describe_query(crop, face, model, gallery.analyzer(), affine)
+                       for (crop, affine), face in zip(crops, faces)]
+            selections = select_photo(gallery, queries, top_k=top_k, threshold=threshold)
         for i, (face, already) in enumerate(found_faces):
-            crop, affine = aligned_crop_of(rgb, face, already)
+            crop, affine = crops[i]
             if forced is not None:
                 refs_list = [forced]
                 ref_json: dict[str, Any] | None = {"path": forced.path, "face_index": forced.face_index,
@@ -142,11 +161,13 @@ def _match(inputs: list[Path], refs: list[Path], ref: Path | None, json_report: 
                                                    "alternatives": []}
                 extra: dict[str, Any] = {}
             else:
-                assert gallery is not None
-                sel = select_references(gallery, crop, face, model, top_k=top_k,
-                                        threshold=threshold, affine=affine)
+                sel = selections[i]
                 refs_list, ref_json = sel.references, sel.report()
-                extra = {"selection": {"best_identity": round(float(sel.best_identity), 4),
+                warning = sel.warning(i)
+                if warning:
+                    report.warnings.append(warning)
+                extra = {"reference_rule": sel.rule,
+                         "selection": {"best_identity": round(float(sel.best_identity), 4),
                                        "threshold": round(sel.threshold, 4),
                                        "identity_model": sel.identity_model,
                                        "candidates": len(sel.candidates),
@@ -166,6 +187,8 @@ def _match(inputs: list[Path], refs: list[Path], ref: Path | None, json_report: 
             })
             rows.append((i, face, crop, refs_list, ref_json, extra))
         _print_table(out, item.path, rows)
+        for warning in report.warnings:
+            err.print(f"warning: {item.path}: {warning}")
         if compare is not None:
             try:
                 sheet = _contact_sheet([(r[2], r[3], r[4]) for r in rows])
@@ -193,24 +216,36 @@ def _match(inputs: list[Path], refs: list[Path], ref: Path | None, json_report: 
 
 
 def _refuse_clashes(inputs: list[Path], refs: list[Path], json_report: Path | None, html_report: Path | None,
-                    compare: Path | None) -> None:
-    """Exit 2 before any work when a report or contact sheet would land on an input, a reference
-    or another file of the run."""
+                    compare: Path | None) -> tuple[Path | None, Path | None, list[Any]]:
+    """The one gate (``engines.clash``), before any work: exit 2 when a report or contact sheet
+    would land on an input, a reference, a file refrestore did not write or another file of
+    the run. Returns the report paths as the writers take them, and the reports' locks."""
     from ..discover import find_inputs
     from ..engines.clash import ClashError, check_run_writes
+    from ..fileio import is_stream_path, lock_for_writing
 
     found, _ = find_inputs(inputs, recursive=False)
     sheets = [(f.path, compare / f"{f.path.stem}_match.png") for f in found] if compare is not None else []
     try:
-        check_run_writes([], refs, reports=[("--json", json_report), ("--html", html_report)], html=html_report,
-                         sheets=sheets, protect=[f.path for f in found])
+        plan = check_run_writes([], refs, reports=[("--json", json_report), ("--html", html_report)], html=html_report,
+                                sheets=sheets, protect=[f.path for f in found])
     except ClashError as exc:
         raise fail(str(exc), 2)
+    locks = []
+    for flag, path in (("--json", json_report), ("--html", html_report)):
+        if path is not None and not is_stream_path(plan.destination(path)):
+            lock = lock_for_writing(path)
+            if lock is None:
+                raise fail(f"{flag} {path}: another refrestore run is writing this report; wait for it or "
+                           f"choose another path", 2)
+            locks.append(lock)
+    return plan.destination(json_report), plan.destination(html_report), locks
 
 
-def _build_gallery(gallery_cls: Any, refs: list[Path], det: Any, model: Any, cache: Path, err: Console) -> Any:
+def _build_gallery(gallery_cls: Any, refs: list[Path], det: Any, model: Any, cache: Path, err: Console,
+                   people: list[Path] | None = None) -> Any:
     if not is_terminal():
-        return gallery_cls.build(refs, det, model, cache_dir=cache)
+        return gallery_cls.build(refs, det, model, cache_dir=cache, people=people or [])
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -225,9 +260,9 @@ def _build_gallery(gallery_cls: Any, refs: list[Path], det: Any, model: Any, cac
         task = progress.add_task("gallery", total=None, name="")
 
         def tick(done: int, total: int, name: str) -> None:
-            progress.update(task, total=total, completed=done, name=Path(name).name)
+            progress.update(task, total=total, completed=done, name=shown(Path(name).name))
 
-        return gallery_cls.build(refs, det, model, cache_dir=cache, progress=tick)
+        return gallery_cls.build(refs, det, model, cache_dir=cache, progress=tick, people=people or [])
 
 
 def _fmt(value: Any) -> str:
@@ -238,21 +273,21 @@ def _print_table(console: Console, path: Path, rows: list[tuple]) -> None:
     if not console.is_terminal:
         _print_plain(console, path, rows)
         return
-    table = Table(title=str(path), title_justify="left")
+    table = Table(title=shown(str(path)), title_justify="left")
     for col in ("face", "reference", "identity", "pose", "expression", "quality", "total", "regions e/n/m/o"):
         table.add_column(col, justify="left" if col in ("reference", "regions e/n/m/o") else "right")
     for i, face, _aligned, refs, rep, extra in rows:
         label = f"{i} ({face.width:.0f}px)"
         if rep is None:
-            table.add_row(label, f"no match ({_why(extra)})", "", "", "", "", "", "")
+            table.add_row(label, shown(f"no match ({_why(extra)})"), "", "", "", "", "", "")
             continue
         person = rep.get("person")
         for k, r in enumerate(refs):
             c = r.components
             reg = r.regions
-            name = f"{Path(r.path).name}#{r.face_index}"
+            name = shown(f"{Path(r.path).name}#{r.face_index}")
             if k == 0 and person:
-                name = f"{person}: {name} ({_margins(rep.get('decision') or {})})"
+                name = f"{shown(str(person))}: {name} ({_margins(rep.get('decision') or {})})"
             table.add_row(label if k == 0 else "", name,
                           _fmt(c.get("identity")), _fmt(c.get("pose")), _fmt(c.get("expression")),
                           _fmt(c.get("quality")), _fmt(r.score),
@@ -361,16 +396,11 @@ def _contact_sheet(rows: list[tuple[np.ndarray, list, dict | None]], tile: int =
 
 
 def _write_png(path: Path, rgb: np.ndarray) -> None:
-    """Write atomically: a temporary file in the same folder, then rename."""
+    """Write through refrestore's one writer (atomic, recorded as refrestore's: a rerun never
+    takes a contact sheet for a photo of the gallery)."""
     from PIL import Image
 
+    from ..fileio import write_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            Image.fromarray(rgb).save(fh, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, lambda f: Image.fromarray(rgb).save(f, format="PNG"))

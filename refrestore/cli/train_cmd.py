@@ -129,6 +129,9 @@ def train_command(
         _fail(str(e), 2)
     if identity_embedder is not None and not identity_embedder.is_file():
         _fail(f"--identity-embedder {identity_embedder}: file not found", 2)
+    _gate([("--export", export), ("the checkpoint (--out)", out / "last.pth")],
+          protect=[("--init-from", [p for p in (init_from, identity_embedder) if p is not None])],
+          folders=[("--data", data), *(("--extra-data", s.path) for s in sources)])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     opts = TrainOptions(data=data, config=config, out=out, steps=steps, batch=batch, lr=lr, device=str(dev),
                         resume=resume, seed=seed, exclude=tuple(exclude), max_refs=max_refs,
@@ -175,6 +178,20 @@ def train_command(
                f"{result.last_loss:.4f}; identity loss {'on' if result.identity_loss else 'off'})")
 
 
+def _gate(writes: list[tuple[str, Optional[Path]]], *, protect: list[tuple[str, list[Path]]] = (),  # type: ignore[assignment]
+          folders: Any = (), streams: bool = False) -> Any:
+    """The one gate (``engines.clash``) before any work: never on a photo of the data sets the
+    run reads (nor inside them), an input, or a file refrestore did not write (a training run's
+    own checkpoint is its to replace: ``train`` refuses it without --resume)."""
+    from ..engines.clash import ClashError, check_writes
+
+    try:
+        return check_writes(writes, protect=protect, protect_folders=list(folders), streams=streams,
+                            may_replace=lambda p: p.name == "last.pth")
+    except ClashError as exc:
+        _fail(str(exc), 2)
+
+
 def _build_model(model: str, weights: Optional[Path], device: str, weights_dir: Optional[Path]) -> Any:
     """A Restorer from --weights (a RefNet file) or --model (a registry name)."""
     from ..devices import pick_device
@@ -217,8 +234,6 @@ def eval_command(
 ) -> None:
     """Hold out each photo, degrade it, restore it with and without references; PSNR, SSIM, identity distance."""
     import json
-    import os
-    import tempfile
 
     from rich.console import Console
     from rich.table import Table
@@ -231,6 +246,9 @@ def eval_command(
         _fail(f"--preset {preset!r}: expected one of {', '.join(PRESETS)}", 2)
     if not data.is_dir():
         _fail(f"--data {data}: folder not found", 2)
+    if json_path is not None:
+        json_path = _gate([("--json", json_path)], protect=[("--weights", [weights] if weights else [])],
+                          folders=[("--data", data)], streams=True).destination(json_path)
     try:
         restorer = _build_model(model, weights, device, weights_dir)
     except Exception as e:  # noqa: BLE001 - one clear line
@@ -255,11 +273,9 @@ def eval_command(
         table.add_row("all", *_fmt_row(name, s), style="bold")
     Console(highlight=False).print(table)
     if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{json_path.name}.", suffix=".tmp", dir=json_path.parent)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(report.to_json(), fh, indent=2)
-        os.replace(tmp, json_path)
+        from ..report.json import write_text_atomic
+
+        write_text_atomic(json_path, json.dumps(report.to_json(), indent=2))
 
 
 def register(app: typer.Typer) -> None:

@@ -19,7 +19,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .common import PlainHelpCommand, fail, print_error, setup_logging, verbosity_from
+from .common import PlainConsole, PlainHelpCommand, fail, print_error, setup_logging, verbosity_from
 
 from ..weights.choose import preferred
 from ..weights.errors import WeightsError
@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _err() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True, markup=False)  # paths are text
+    return PlainConsole(stderr=True)  # paths are text, escaped; a closed stderr stops only the messages
 
 
 def _fail(message: str, code: int) -> typer.Exit:
@@ -51,6 +51,26 @@ def _open_store(directory: Optional[Path], manifest_file: Optional[Path]) -> Wei
     if directory is not None and directory.exists() and not directory.is_dir():
         raise _fail(f"--dir {directory} is not a folder", 2)
     return WeightStore(directory, manifest)
+
+
+def _gate_dir(store: WeightStore, directory: Path, entries: list[ManifestEntry]) -> None:
+    """The one gate (``engines.clash``) for ``--dir``, a folder of the user's: a file there with
+    a weights file's name is replaced only when it is that file as published (or a copy
+    refrestore wrote); anything else is the user's, refused before any download."""
+    from ..engines.clash import ClashError, check_writes
+
+    def verified(path: Path) -> bool:
+        name = path.name
+        try:
+            return store.find(name) is not None
+        except WeightsError:
+            return False
+
+    try:
+        check_writes([(f"--dir {directory}: the file", store.path(e.name)) for e in entries], streams=False,
+                     may_replace=verified)
+    except ClashError as exc:
+        raise _fail(str(exc), 2) from None
 
 
 def _mb(size: int | None) -> str:
@@ -86,8 +106,9 @@ def download_weights(
         Optional[Path],
         typer.Option(
             "--from-file", metavar="FILE",
-            help="Add this local file as NAME (one name) instead of downloading: it must load strictly into "
-            "NAME's architecture; its own hash is recorded as user-added.",
+            help="Add this local file instead of downloading: the published file (found by its sha256; NAME "
+            "optional), or your own file as NAME, which must load strictly into NAME's architecture (its own "
+            "hash is then recorded as user-added).",
         ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Fetch again even if a verified copy is present.")] = False,
@@ -115,6 +136,8 @@ def download_weights(
 
     err = _err()
     fetch = [e for e in entries if not e.embedded]
+    if directory is not None:
+        _gate_dir(store, directory, fetch)
     total = sum(e.size or 0 for e in fetch)
     if not quiet:
         err.print(f"{len(entries)} file(s), {_mb(total)}, into {store.directory}")
@@ -138,7 +161,7 @@ def download_weights(
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         raise _fail("interrupted; run the command again to resume", 130) from None
-    out = Console(highlight=False, soft_wrap=True, markup=False)
+    out = PlainConsole()
     for entry, path in zip(entries, paths, strict=True):
         out.print(f"ok  {entry.name}  {path}")
 
@@ -146,15 +169,19 @@ def download_weights(
 def _add_from_file(store: WeightStore, names: list[str], source: Path, force: bool) -> None:
     from ..weights.user_added import add_user_file
 
-    if len(names) != 1:
+    if len(names) > 1:
         raise _fail("--from-file adds one file: name the model or file it is (see `refrestore models`)", 2)
     try:
-        added = add_user_file(store, names[0], source, replace=force)
+        added = add_user_file(store, names[0] if names else None, source, replace=force)
     except WeightsError as exc:
         raise _fail(str(exc), 1) from None
-    out = Console(highlight=False, soft_wrap=True, markup=False)
+    out = PlainConsole()
+    if added.published:
+        out.print(f"added {source} as {added.name} ({', '.join(added.models)}; the published file, sha256 "
+                  f"verified): {added.path}")
+        return
     out.print(f"added {source} as {added.name} ({', '.join(added.models)}; {added.architecture}, strict load ok), "
-              f"user-added, sha256 {added.sha256[:16]}...: {added.path}", markup=False)
+              f"user-added, sha256 {added.sha256[:16]}...: {added.path}")
 
 
 def _select(manifest: Manifest, names: list[str], all_files: bool) -> list[ManifestEntry]:

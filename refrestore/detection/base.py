@@ -16,8 +16,11 @@ class DetectorError(RuntimeError):
 class Detector(Protocol):
     name: str
 
-    def detect(self, image_rgb: np.ndarray) -> list[DetectedFace]:
-        """Faces in a photo, largest first, in that photo's pixel coordinates."""
+    def detect(self, image_rgb: np.ndarray, min_face: float = 0.0) -> list[DetectedFace]:
+        """Faces in a photo, largest first, in that photo's pixel coordinates.
+
+        ``min_face``: faces narrower than this many pixels are of no interest, so a detector may
+        skip the work of looking for them (it may still return them)."""
         ...
 
 

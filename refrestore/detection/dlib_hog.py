@@ -7,6 +7,10 @@ from ..faces import LANDMARKS_DLIB5, DetectedFace
 from .base import downscale_for_detection, sort_largest_first
 
 
+# The width from which dlib's HOG window finds a face (it slides an 80x80 window).
+HOG_MIN_FACE = 80.0
+
+
 class DlibDetector:
     name = "dlib"
 
@@ -21,12 +25,15 @@ class DlibDetector:
         self.threshold = threshold
         self.max_side = max_side
 
-    def detect(self, image_rgb: np.ndarray) -> list[DetectedFace]:
+    def detect(self, image_rgb: np.ndarray, min_face: float = 0.0) -> list[DetectedFace]:
         small, back = downscale_for_detection(image_rgb, self.max_side)
         small = np.ascontiguousarray(small)
         # HOG misses faces under ~80 px; upsampling small photos more finds the small faces
         # of old group photos without slowing down large ones.
         upsample = self.upsample + (1 if max(small.shape[:2]) < 700 else 0)
+        # Each upsampling quadruples the work: none beyond what the smallest wanted face needs.
+        while upsample > 0 and min_face / back * 2 ** (upsample - 1) >= HOG_MIN_FACE:
+            upsample -= 1
         rects, scores, _ = self._detector.run(small, upsample, self.threshold)
         faces: list[DetectedFace] = []
         h, w = image_rgb.shape[:2]

@@ -50,7 +50,7 @@ class RetinaFaceDetector:
         if not isinstance(self.model, torch.nn.Module):  # pragma: no cover - defensive
             raise DetectorError("RetinaFace could not be built")
 
-    def detect(self, image_rgb: np.ndarray) -> list[DetectedFace]:
+    def detect(self, image_rgb: np.ndarray, min_face: float = 0.0) -> list[DetectedFace]:
         small, back = downscale_for_detection(image_rgb, self.max_side)
         bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR)
         # facexlib's detect_faces builds graphs unless gradients are off (a known trap).

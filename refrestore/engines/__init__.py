@@ -5,10 +5,21 @@ same reports. ``ray`` is imported only when asked for: Ray is an optional extra.
 """
 from __future__ import annotations
 
-from .local import run_local
-from .photo import BatchOptions, process_photo
-from .reports import BatchSummary, ImageReport, write_report
-from .tasks import OUTPUT_SUFFIX, Task, UsageError, plan_outputs, split_finished
+from importlib import import_module
+from typing import Any
+
+# Imported when first used (PEP 562): the CLI's up-front checks (``tasks``, ``clash``) must not
+# pay for torch, which ``local`` pulls in, before they refuse a run.
+_WHERE = {"run_local": "local", "BatchOptions": "photo", "process_photo": "photo", "BatchSummary": "reports",
+          "ImageReport": "reports", "write_report": "reports", "OUTPUT_SUFFIX": "tasks", "Task": "tasks",
+          "UsageError": "tasks", "plan_outputs": "tasks", "split_finished": "tasks"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{_WHERE[name]}", __name__), name)
+
 
 __all__ = [
     "OUTPUT_SUFFIX", "BatchOptions", "BatchSummary", "ImageReport", "Task", "UsageError",

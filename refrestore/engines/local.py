@@ -9,7 +9,8 @@ from __future__ import annotations
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Iterator
 
-from ..imageio import ImageWriteError, LoadedImage, read_image, remove_stale_temp_files
+from ..fileio import remove_stale_temp_files
+from ..imageio import ImageWriteError, LoadedImage, read_image
 from ..pipeline import FacePipeline
 from . import photo
 from .photo import BatchOptions, PhotoJob

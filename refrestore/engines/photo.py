@@ -41,7 +41,7 @@ class PhotoJob:
 
     @classmethod
     def start(cls, task: Task) -> "PhotoJob":
-        return cls(task, ImageReport(str(task.source.path), None, "error"))
+        return cls(task, ImageReport(str(task.source.path), None, "error", warnings=[task.note] if task.note else []))
 
 
 def load(task: Task, options: BatchOptions, upscale: int = 1) -> LoadedImage:

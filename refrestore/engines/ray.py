@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..discover import InputFile
-from ..imageio import remove_stale_temp_files
+from ..fileio import RECORDS, remove_stale_temp_files
 from ..pipeline import FacePipeline, FixOptions
 from .photo import BatchOptions
 from .remote import RemoteTask, download, is_uri, split_finished_remote, upload
@@ -109,7 +109,9 @@ class ReferencePlan:
         if isinstance(source, GalleryReferences):
             g = source.gallery
             # The landmark fitter and derived tables are rebuilt where they are used.
-            plain = Gallery(list(g.faces), list(g.problems), g.identity_name, g.identity_version, g.stats)
+            plain = Gallery(list(g.faces), list(g.problems), g.identity_name, g.identity_version, g.stats,
+                            levels=g.levels)
+            plain.declared = g.declared
             return cls(gallery=plain, top_k=source.top_k, threshold=source.threshold)
         raise TypeError(f"cannot send {type(source).__name__} to Ray workers")
 
@@ -235,7 +237,8 @@ class _Staging:
         try:
             made = Path(local_out).parent
             base = outp.rsplit("/", 1)[0]
-            for f in sorted(q for q in made.rglob("*") if q.is_file()):  # the output and any face files
+            # the output and any face files (not the records of what was written in the staging folder)
+            for f in sorted(q for q in made.rglob("*") if q.is_file() and RECORDS not in q.parts):
                 upload(f, base + "/" + f.relative_to(made).as_posix())
             rep.output = outp
         except Exception as exc:  # noqa: BLE001 - one photo's upload must not stop the batch

@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 from .index import BuildStats, Gallery, GalleryFace, GalleryProblem
+from .rules import Thresholds
 from .select import (
     Candidate,
     QueryFace,
     Selection,
-    Thresholds,
     describe_query,
     forced_reference,
     select_from_query,
+    select_photo,
     select_references,
     thresholds_for,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "describe_query",
     "forced_reference",
     "select_from_query",
+    "select_photo",
     "select_references",
     "thresholds_for",
 ]

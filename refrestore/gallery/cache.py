@@ -33,15 +33,13 @@ import hashlib
 import io
 import json
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from refrestore.weights.manifest import read_regular_bytes
+from refrestore.fileio import read_regular_bytes, replace_file
 
 logger = logging.getLogger(__name__)
 
@@ -80,17 +78,8 @@ def cache_key(detector_key: str, identity_name: str, identity_version: str) -> s
 
 def _atomic_write_bytes(target: Path, data: bytes) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    # Private like the gallery it describes; rebuilt when lost, so not fsynced.
+    replace_file(target, lambda fh: fh.write(data), 0o600, durable=False)
 
 
 def _read(path: Path, max_bytes: int) -> bytes | None:

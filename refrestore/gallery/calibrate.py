@@ -2,7 +2,7 @@
 
 History: this photo-level calibration (issue 4) is what ArcFace still uses. dlib and the fused
 model now use person-level rules calibrated on shared/data/faces by
-``benchmarks/eval_identity.py`` (issue 14, :data:`refrestore.gallery.select.RULES`); the
+``benchmarks/eval_identity.py`` (issue 14, :data:`refrestore.gallery.rules.RULES`); the
 figures below are those of the earlier dlib thresholds.
 
 Run ``python benchmarks/calibrate_gallery.py [IDENTITIES_DIR]`` (default ``../shared/data/identities``):
@@ -188,7 +188,8 @@ def pick_threshold(points: list[tuple[float, float, float]], min_no_match: float
 
 
 def mean_hubness(data: CalibrationData) -> float:
-    from .select import hubness, thresholds_for
+    from .rules import thresholds_for
+    from .select import hubness
 
     th = thresholds_for(data.gallery.identity_name)
     return float(hubness(data.gallery, th.gallery, th.hub_prior).mean())

@@ -49,11 +49,19 @@ def read_aligned(path: Path, size: int = 512) -> np.ndarray:
     return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
 
 
+def face_width_of(quality: str) -> int | None:
+    """The face width a query quality names: "clean" is None, "NNpx" is NN (see :data:`QUALITIES`)."""
+    if quality in QUALITIES:
+        return QUALITIES[quality]
+    if quality.endswith("px") and quality[:-2].isdigit() and 8 <= int(quality[:-2]) <= 512:
+        return int(quality[:-2])
+    raise ValueError(f"unknown quality {quality!r}; expected clean or a face width such as 48px")
+
+
 def query_image(path: Path, quality: str, seed: int, size: int = 512) -> np.ndarray:
-    """The aligned ``size`` crop of ``path`` at a query quality (see :data:`QUALITIES`)."""
-    if quality not in QUALITIES:
-        raise ValueError(f"unknown quality {quality!r}; expected one of {', '.join(QUALITIES)}")
-    target = QUALITIES[quality]
+    """The aligned ``size`` crop of ``path`` at a query quality: "clean", or degraded so the face is
+    about NN px wide ("NNpx"; :data:`QUALITIES` lists the benchmark's three)."""
+    target = face_width_of(quality)
     if target is None:
         return read_aligned(path, size)
     native = read_aligned(path, 256)

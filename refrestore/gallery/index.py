@@ -23,7 +23,7 @@ import numpy as np
 
 from refrestore.align import FFHQ_SIZE, align_face, detect_aligned_crop, is_aligned_crop
 from refrestore.faces import DetectedFace
-from refrestore.identity import IdentityModel
+from refrestore.identity import IdentityModel, embed_gallery, gallery_dim, gallery_levels
 from refrestore.imageio import ImageReadError
 
 from .cache import CacheCorrupt, IndexCache, file_sha256
@@ -60,6 +60,9 @@ class GalleryFace:
     sha256: str = ""
     person: str = ""  # who this is: the photo's folder, or a cluster of top-level photos
     labelled: bool = False  # the person comes from a folder name (not from clustering)
+    # (levels, dim) unit embeddings of the face degraded to the identity model's gallery levels
+    # (refrestore.identity.levels), None for models without levels
+    levels: np.ndarray | None = None
 
     @property
     def label(self) -> str:
@@ -214,8 +217,15 @@ def _check_alignment(face: DetectedFace, width: int, height: int) -> None:
 
 def find_faces(image: np.ndarray, detector: Any) -> list[tuple[DetectedFace, bool]]:
     """Faces of a photo, each with whether the photo is itself an aligned crop of it."""
-    faces = list(detector.detect(image))
     h, w = image.shape[:2]
+    if abs(h - w) <= 1:
+        # A square photo may be a tight aligned crop (portrait galleries are full of them): its
+        # one face is found on a small padded copy, far cheaper than searching the whole photo
+        # for small faces.
+        found = detect_aligned_crop(image, detector)
+        if found is not None and is_aligned_crop(image, found):
+            return [(found, True)]
+    faces = list(detector.detect(image))
     if not faces and abs(h - w) <= 1:
         # a tight aligned crop defeats detectors unless padded first
         found = detect_aligned_crop(image, detector)
@@ -257,13 +267,17 @@ def index_photo(image: np.ndarray, detector: Any, identity: IdentityModel,
             "quality": quality.as_dict(),
         })
         crops.append(crop)
-    emb = identity.embed(crops) if crops else np.zeros((0, identity.dim), dtype=np.float32)
+    emb = embed_gallery(identity, crops) if crops else np.zeros((0, gallery_dim(identity)), dtype=np.float32)
     return {"image_size": [int(image.shape[1]), int(image.shape[0])], "faces": records}, emb
 
 
-def _faces_from_record(path: Path, sha: str, record: dict[str, Any], emb: np.ndarray) -> list[GalleryFace]:
+def _faces_from_record(path: Path, sha: str, record: dict[str, Any], emb: np.ndarray,
+                       dim: int | None = None) -> list[GalleryFace]:
     """The gallery faces of a cache record; CacheCorrupt when any field is not what
-    :func:`index_photo` writes (types, shapes, finite ranges), so damage is rebuilt, never used."""
+    :func:`index_photo` writes (types, shapes, finite ranges), so damage is rebuilt, never used.
+
+    ``dim`` is the identity model's own width: wider rows hold the face's level embeddings after
+    its clean one (see :func:`refrestore.identity.embed_gallery`)."""
     if not isinstance(record, dict):
         raise CacheCorrupt("record is not an object")
     size, faces = record.get("image_size"), record.get("faces")
@@ -274,6 +288,11 @@ def _faces_from_record(path: Path, sha: str, record: dict[str, Any], emb: np.nda
         raise CacheCorrupt("faces is not a list of face records")
     if emb.ndim != 2 or len(emb) != len(faces):
         raise CacheCorrupt(f"{len(faces)} face records but {len(emb)} embeddings")
+    dim = emb.shape[1] if dim is None else dim
+    if dim < 1 or emb.shape[1] % dim:
+        raise CacheCorrupt(f"rows of {emb.shape[1]} values are not whole embeddings of {dim}")
+    if not np.isfinite(emb).all():
+        raise CacheCorrupt("embeddings are not finite")
     fields = set(Quality.__dataclass_fields__)
     out = []
     for i, f in enumerate(faces):
@@ -291,7 +310,8 @@ def _faces_from_record(path: Path, sha: str, record: dict[str, Any], emb: np.nda
         out.append(GalleryFace(
             path=path, face_index=_integer(f.get("face_index"), 0, len(faces) - 1, "face_index"), face=face,
             affine=_points(f.get("affine"), 2, 3, (-1e6,) * 3, (1e6,) * 3, "affine"),
-            aligned_crop=aligned, embedding=emb[i],
+            aligned_crop=aligned, embedding=emb[i, :dim],
+            levels=emb[i, dim:].reshape(-1, dim) if emb.shape[1] > dim else None,
             yaw=_number(f.get("yaw"), -360, 360, "yaw"), pitch=_number(f.get("pitch"), -360, 360, "pitch"),
             roll=_number(f.get("roll"), -360, 360, "roll"),
             eye_open=_number(f.get("eye_open"), -1e3, 1e3, "eye_open"),
@@ -307,11 +327,15 @@ class Gallery:
 
     def __init__(self, faces: list[GalleryFace], problems: list[GalleryProblem] | None = None,
                  identity_name: str = "", identity_version: str = "",
-                 stats: BuildStats | None = None) -> None:
+                 stats: BuildStats | None = None, levels: tuple[int, ...] = ()) -> None:
         self.faces = faces
         self.problems = problems or []
         self.identity_name = identity_name
         self.identity_version = identity_version
+        self.levels = tuple(levels)  # face widths of every face's level embeddings
+        # The one person a one-person gallery holds (a flat folder, --person DIR); None when the
+        # gallery is of several people (see refrestore.gallery.decide).
+        self.declared: str | None = None
         self.stats = stats or BuildStats(faces=len(faces))
         self._analyzer: FaceAnalyzer | None = None
         self._matrix: np.ndarray | None = None
@@ -329,32 +353,47 @@ class Gallery:
                             if self.faces else np.zeros((0, dim), dtype=np.float32))
         return self._matrix
 
+    def level_embeddings(self, level: int) -> np.ndarray:
+        """(faces, dim) float32: every face as seen at ``level`` px (one of :attr:`levels`)."""
+        k = self.levels.index(level)
+
+        def stack() -> np.ndarray:
+            return np.stack([f.levels[k] for f in self.faces]).astype(np.float32)  # type: ignore[index]
+
+        return self.derived(("level", level, len(self.faces)), stack)
+
     @property
     def persons(self) -> list[str]:
         """The person of every face (a face without one counts as a person of its own)."""
         return [f.person or f"{f.path}#{f.face_index}" for f in self.faces]
 
-    def assign_people(self, roots: Sequence[Path]) -> None:
-        """Name the person of every face: folder labels, clusters for the top-level photos."""
+    def assign_people(self, roots: Sequence[Path], person_roots: Sequence[Path] = ()) -> None:
+        """Name the person of every face: folder labels, clusters for the top-level photos; every
+        photo of a one-person root (``person_roots``) is that root's person. A gallery of one such
+        root is a one-person gallery (:attr:`declared`)."""
         from .people import UNLABELLED, assign_people, folder_label
-        from .select import rule_for, thresholds_for
+        from .rules import rule_for, same_person_threshold
 
         rule = rule_for(self.identity_name)
-        same = rule.gallery if rule is not None else thresholds_for(self.identity_name).gallery
+        same = same_person_threshold(self.identity_name)
         labels = assign_people([f.path for f in self.faces], [f.face_index for f in self.faces],
-                               self.embeddings, roots, same)
+                               self.embeddings, roots, same, person_roots)
         for f, person in zip(self.faces, labels):
             f.person = person
-            f.labelled = folder_label(f.path, roots) == person != UNLABELLED
+            f.labelled = folder_label(f.path, roots, person_roots) == person != UNLABELLED
+        self.declared = None
+        if len(roots) == 1 and list(person_roots) == list(roots) and rule is not None and rule.strangers is not None:
+            name = person_roots[0].name
+            if any(f.person == name and f.labelled for f in self.faces):
+                self.declared = name
         self._derived.clear()
 
     def people(self) -> list[Any]:
         """One :class:`~.people.PersonSummary` per person, largest first, with suspected label errors."""
         from .people import PersonSummary, label_problems
-        from .select import rule_for, thresholds_for
+        from .rules import same_person_threshold
 
-        rule = rule_for(self.identity_name)
-        same = rule.gallery if rule is not None else thresholds_for(self.identity_name).gallery
+        same = same_person_threshold(self.identity_name)
         persons = self.persons
         problems = label_problems([f.path for f in self.faces], [f.face_index for f in self.faces],
                                   self.embeddings, persons, [f.labelled for f in self.faces], same)
@@ -384,7 +423,8 @@ class Gallery:
     def subset(self, keep: Callable[[GalleryFace], bool]) -> Gallery:
         """A gallery of the faces ``keep`` accepts (shares this one's analyzer)."""
         sub = Gallery([f for f in self.faces if keep(f)], list(self.problems),
-                      self.identity_name, self.identity_version)
+                      self.identity_name, self.identity_version, levels=self.levels)
+        sub.declared = self.declared
         sub._analyzer = self._analyzer
         return sub
 
@@ -409,19 +449,22 @@ class Gallery:
 
     @classmethod
     def build(cls, sources: list[Path], detector: Any, identity: IdentityModel,
-              cache_dir: Path | None = None, progress: Progress | None = None) -> Gallery:
+              cache_dir: Path | None = None, progress: Progress | None = None,
+              people: Sequence[Path] = ()) -> Gallery:
         """Index every face in the photos under ``sources`` (folders and files).
 
         ``cache_dir`` is the cache root (default ``paths.cache_dir()``). Photos that cannot be
         read, or hold no usable face, are listed in ``problems`` with a one-line reason;
-        ``progress(done, total, path)`` is called after each file.
+        ``progress(done, total, path)`` is called after each file. ``people`` are folders (among
+        ``sources``) that each hold one person (``--person DIR``); a folder with photos only at its
+        top level counts as one too.
         """
         from refrestore import paths
 
         start = time.perf_counter()
         root = Path(cache_dir) if cache_dir is not None else paths.cache_dir()
         builder = _Builder(IndexCache(root, detector_key(detector), identity.name, identity.version,
-                                      identity.dim), detector, identity)
+                                      gallery_dim(identity)), detector, identity)
         files, problems = walk_sources(sources)
         builder.problems.extend(problems)
         builder.stats.files = len(files)
@@ -432,10 +475,22 @@ class Gallery:
         builder.forget_missing([Path(s).expanduser().resolve() for s in sources])
         builder.stats.faces = len(builder.faces)
         builder.stats.seconds = time.perf_counter() - start
-        gallery = cls(builder.faces, builder.problems, identity.name, identity.version, builder.stats)
+        gallery = cls(builder.faces, builder.problems, identity.name, identity.version, builder.stats,
+                      levels=gallery_levels(identity))
         gallery._analyzer = builder.analyzer
-        gallery.assign_people([Path(s).expanduser().resolve() for s in sources])
+        roots = [Path(s).expanduser().resolve() for s in sources]
+        named = {Path(p).expanduser().resolve() for p in people}
+        gallery.assign_people(roots, [r for r in roots if r in named or _flat_folder(r, files)])
         return gallery
+
+
+def _flat_folder(root: Path, files: Sequence[Path]) -> bool:
+    """A folder whose photos all lie at its top level (none in sub-folders)."""
+    if not root.is_dir():
+        return False
+    prefix = str(root).rstrip(os.sep) + os.sep
+    under = [str(f) for f in files if str(f).startswith(prefix)]
+    return bool(under) and all(os.sep not in u[len(prefix):] for u in under)
 
 
 class _Builder:
@@ -495,7 +550,7 @@ class _Builder:
             record, emb = index_photo(image, self.detector, self.identity, self.analyzer)
             emb = np.asarray(emb, dtype=np.float32)
             try:
-                faces = _faces_from_record(path, sha, record, emb)
+                faces = _faces_from_record(path, sha, record, emb, self.identity.dim)
             except CacheCorrupt as exc:  # the same checks as on reading back: never cache what fails them
                 self._fail(path, f"indexing gave an unusable face record ({exc})")
                 return
@@ -514,7 +569,7 @@ class _Builder:
         entry = self.snap_entries.get(sha)
         if entry is not None:
             try:
-                faces = _faces_from_record(path, sha, *entry)
+                faces = _faces_from_record(path, sha, *entry, self.identity.dim)
             except CacheCorrupt as exc:
                 logger.warning("gallery snapshot record for %s is damaged (%s); not using it", path, exc)
                 self.snapshot_dirty = True
@@ -526,7 +581,7 @@ class _Builder:
             entry = self.cache.load(sha)
             if entry is None:
                 return None
-            faces = _faces_from_record(path, sha, *entry)
+            faces = _faces_from_record(path, sha, *entry, self.identity.dim)
         except CacheCorrupt as exc:
             logger.warning("gallery cache entry for %s is damaged (%s); rebuilding it", path, exc)
             self.cache.drop(sha)

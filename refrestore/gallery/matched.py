@@ -20,10 +20,10 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from refrestore.identity import IdentityModel
+from refrestore.identity.levels import RECIPE, degrade_to_width
 from refrestore.imageio import ImageReadError
 
 from .index import Gallery, GalleryFace
@@ -34,31 +34,6 @@ logger = logging.getLogger(__name__)
 # query takes the nearest level (in log width), none when it is wider than CLEAN_WIDTH.
 LEVELS: tuple[int, ...] = (24, 48)
 CLEAN_WIDTH = 96.0
-RECIPE = "area+blur0.35f+jpeg60-v1"  # in every cache key: changing the recipe starts afresh
-_JPEG_QUALITY = 60
-_BLUR_PER_FACTOR = 0.35
-# Face (detector box) width on the aligned crop: half the crop (refrestore.gallery.faceset).
-FACE_FRACTION = 0.5
-
-
-def degrade_to_width(aligned: np.ndarray, width: float) -> np.ndarray:
-    """The aligned crop (RGB uint8, any size) as if its face had been ``width`` px wide."""
-    if aligned.dtype != np.uint8 or aligned.ndim != 3 or aligned.shape[2] != 3:
-        raise ValueError(f"expected an HxWx3 uint8 RGB image, got {aligned.dtype} {aligned.shape}")
-    size = aligned.shape[0]
-    factor = FACE_FRACTION * size / float(width)
-    if factor <= 1.0:
-        return aligned
-    sigma = _BLUR_PER_FACTOR * factor
-    k = 2 * int(math.ceil(3 * sigma)) + 1
-    x = cv2.GaussianBlur(aligned, (k, k), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
-    low = max(4, round(size / factor))
-    x = cv2.resize(x, (low, low), interpolation=cv2.INTER_AREA)
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(x, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
-    if not ok:
-        raise RuntimeError("JPEG encoding failed")
-    x = cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-    return np.ascontiguousarray(cv2.resize(x, (size, size), interpolation=cv2.INTER_CUBIC))
 
 
 def level_for(detail: float, face_width: float | None, details: tuple[float, ...],

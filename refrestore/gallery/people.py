@@ -30,13 +30,27 @@ UNLABELLED = ""
 CLUSTER_PREFIX = "person-"
 
 
+# Faces narrower than this in their photo are never matched by a rule that does not say otherwise:
+# on held-out people dlib identifies 1.3% of 24-px faces correctly (benchmarks/eval_identity.py),
+# so a match there is mostly risk; in the README demo a 22-px blob was matched to a background
+# face of another person's photo.
+MIN_MATCH_FACE_PX = 32.0
+
+
 @dataclass(frozen=True)
 class MatchRule:
     """Threshold and margin over the second person, piecewise linear in the query's detail.
 
-    ``details`` are ascending anchor values of the sharpness score (the median detail of 24 px,
-    48 px and clean queries); ``thresholds`` and ``gaps`` are their calibrated values. ``gallery``
-    is the same-person threshold between two clean gallery faces.
+    ``details`` are ascending anchor values of the sharpness score (for dlib the median detail
+    of 24 px, 48 px and clean queries); ``thresholds`` and ``gaps`` are their calibrated values.
+    ``gallery`` is the same-person threshold between two clean gallery faces.
+
+    Rules of models with gallery levels (:mod:`refrestore.identity.levels`) also say, per anchor,
+    which level the query is compared with (``levels``; None is the clean gallery) and how a
+    person's faces make one score (``aggregate``: the best face, or the centroid of them all).
+    ``strangers`` are the scores below which a face is positive evidence of someone else (the
+    one-person-folder rule); a face narrower than ``min_face_px`` or with less detail than
+    ``verifiable_detail`` is unverifiable: no threshold means anything there.
     """
 
     details: tuple[float, ...]
@@ -44,6 +58,11 @@ class MatchRule:
     gaps: tuple[float, ...]
     gallery: float
     calibrated: bool = True
+    levels: tuple[int | None, ...] | None = None
+    aggregate: str = "max"  # "max" or "centroid"
+    strangers: tuple[float, ...] | None = None
+    verifiable_detail: float = 0.0
+    min_face_px: float = MIN_MATCH_FACE_PX
 
     def threshold_at(self, detail: float) -> float:
         return float(np.interp(detail, self.details, self.thresholds))
@@ -51,13 +70,30 @@ class MatchRule:
     def gap_at(self, detail: float) -> float:
         return float(np.interp(detail, self.details, self.gaps))
 
+    def stranger_at(self, detail: float) -> float | None:
+        """Below this score a verifiable face is clearly someone else (None: the rule cannot say)."""
+        return None if self.strangers is None else float(np.interp(detail, self.details, self.strangers))
+
     def clean_threshold(self) -> float:
         return float(self.thresholds[-1])
+
+    def unverifiable(self, detail: float, face_width: float | None) -> str | None:
+        """Why no score means anything for this face, or None when it is verifiable."""
+        if face_width is not None and face_width < self.min_face_px:
+            return f"face {face_width:.0f} px wide: too small to identify (< {self.min_face_px:.0f} px)"
+        if detail < self.verifiable_detail:
+            return f"too damaged to identify (detail {detail:.2f} < {self.verifiable_detail:.2f})"
+        return None
 
 
 @dataclass
 class PersonDecision:
-    """Who a query face is, with every number behind the decision."""
+    """Who a query face is, with every number behind the decision.
+
+    ``rule`` says what gave the face its references: "matched" (identified among the gallery's
+    people), "declared" (a one-person gallery, and nothing says it is someone else) or
+    "unverifiable-declared" (a one-person gallery and a face too small or damaged to check);
+    None when it got none."""
 
     matched: bool
     person: str | None  # the matched person, None when no match
@@ -68,6 +104,10 @@ class PersonDecision:
     threshold: float
     required_gap: float
     reason: str
+    rule: str | None = None
+    verifiable: bool = True
+    face_px: float | None = None
+    stranger_threshold: float | None = None
 
     @property
     def margin(self) -> float:
@@ -87,7 +127,10 @@ class PersonDecision:
                 "best_score": r(self.best_score), "second_person": self.second_person,
                 "second_score": r(self.second_score), "threshold": r(self.threshold),
                 "required_gap": r(self.required_gap), "margin": r(self.margin),
-                "second_margin": r(self.second_margin), "reason": self.reason}
+                "second_margin": r(self.second_margin), "reason": self.reason,
+                "reference_rule": self.rule, "verifiable": self.verifiable,
+                "face_px": None if self.face_px is None else round(float(self.face_px), 1),
+                "stranger_threshold": r(self.stranger_threshold)}
 
 
 def best_per_person(sims: np.ndarray, persons: Sequence[str]) -> dict[str, tuple[float, int]]:
@@ -99,41 +142,52 @@ def best_per_person(sims: np.ndarray, persons: Sequence[str]) -> dict[str, tuple
     return out
 
 
-# Faces narrower than this in their photo are never matched: on held-out people dlib identifies
-# 1.3% of 24-px faces correctly (benchmarks/eval_identity.py), so a match there is mostly risk; in
-# the README demo a 22-px blob was matched to a background face of another person's photo.
-MIN_MATCH_FACE_PX = 32.0
-
-
 def decide(sims: np.ndarray, persons: Sequence[str], detail: float, rule: MatchRule,
            threshold: float | None = None, face_width: float | None = None) -> PersonDecision:
-    """The person-level decision for one query's scores against every gallery face."""
+    """The person-level decision for one query's scores against every gallery face (a person's
+    score is its best face)."""
+    scores = {p: s for p, (s, _) in best_per_person(sims, persons).items()}
+    return decide_people(scores, detail, rule, threshold, face_width)
+
+
+def decide_people(scores: dict[str, float], detail: float, rule: MatchRule,
+                  threshold: float | None = None, face_width: float | None = None) -> PersonDecision:
+    """The person-level decision from one score per gallery person."""
     thr = float(threshold) if threshold is not None else rule.threshold_at(detail)
     gap = rule.gap_at(detail)
-    if len(sims) == 0:
-        return PersonDecision(False, None, None, -1.0, None, None, thr, gap, "empty gallery")
-    if face_width is not None and face_width < MIN_MATCH_FACE_PX:
-        return PersonDecision(False, None, None, float(np.max(sims)), None, None, thr, gap,
-                              f"face {face_width:.0f} px wide: too small to identify (< {MIN_MATCH_FACE_PX:.0f} px)")
-    ranked = sorted(best_per_person(sims, persons).items(), key=lambda kv: kv[1][0], reverse=True)
-    (p1, (s1, _)) = ranked[0]
-    p2, s2 = (ranked[1][0], ranked[1][1][0]) if len(ranked) > 1 else (None, None)
+    stranger = rule.stranger_at(detail)
+    if not scores:
+        return PersonDecision(False, None, None, -1.0, None, None, thr, gap, "empty gallery",
+                              face_px=face_width, stranger_threshold=stranger)
+    ranked = sorted(scores.items(), key=lambda kv: kv[1], reverse=True)
+    p1, s1 = ranked[0]
+    p2, s2 = ranked[1] if len(ranked) > 1 else (None, None)
+    why = rule.unverifiable(detail, face_width)
+    if why is not None:
+        return PersonDecision(False, None, p1, s1, p2, s2, thr, gap, why, verifiable=False,
+                              face_px=face_width, stranger_threshold=stranger)
     if s1 < thr:
-        return PersonDecision(False, None, p1, s1, p2, s2, thr, gap, f"best {s1:.3f} below threshold {thr:.3f}")
+        return PersonDecision(False, None, p1, s1, p2, s2, thr, gap, f"best {s1:.3f} below threshold {thr:.3f}",
+                              face_px=face_width, stranger_threshold=stranger)
     if s2 is not None and s1 - s2 < gap:
-        return PersonDecision(False, None, p1, s1, p2, s2, thr, gap,
-                              f"{p1} leads {p2} by {s1 - s2:.3f} < {gap:.3f}")
-    return PersonDecision(True, p1, p1, s1, p2, s2, thr, gap, "match")
+        return PersonDecision(False, None, p1, s1, p2, s2, thr, gap, f"{p1} leads {p2} by {s1 - s2:.3f} < {gap:.3f}",
+                              face_px=face_width, stranger_threshold=stranger)
+    return PersonDecision(True, p1, p1, s1, p2, s2, thr, gap, "match", rule="matched",
+                          face_px=face_width, stranger_threshold=stranger)
 
 
 # ---- labels -----------------------------------------------------------------------------------
 
 
-def folder_label(path: Path | str, roots: Sequence[Path]) -> str:
+def folder_label(path: Path | str, roots: Sequence[Path], person_roots: Sequence[Path] = ()) -> str:
     """The person a photo's folder names: the first folder under the gallery root that holds it
-    ('' for top-level photos and single-file sources)."""
+    ('' for top-level photos and single-file sources); every photo under a one-person root (a flat
+    folder, ``--person DIR``) is that root's person."""
     # string work, not pathlib: this runs for every face of 5,000-face galleries at each load
     p = str(path)
+    for root in person_roots:
+        if p.startswith(str(root).rstrip(os.sep) + os.sep):
+            return root.name
     for root in roots:
         prefix = str(root).rstrip(os.sep) + os.sep
         if p.startswith(prefix):
@@ -176,10 +230,14 @@ class PersonSummary:
 
 
 def assign_people(paths: Sequence[Path], face_indices: Sequence[int], embeddings: np.ndarray,
-                  roots: Sequence[Path], same_person: float) -> list[str]:
-    """The person of every face: folder labels, then clusters for the unlabelled faces."""
+                  roots: Sequence[Path], same_person: float, person_roots: Sequence[Path] = ()) -> list[str]:
+    """The person of every face: folder labels, then clusters for the unlabelled faces.
+
+    Under a one-person root (``person_roots``) a face keeps the root's name only when its median
+    score to the root's other faces reaches ``same_person``; a root whose photos mostly fail that
+    is not one person after all, and its photos are clustered like top-level photos."""
     n = len(paths)
-    labels = [folder_label(p, roots) for p in paths]
+    labels = [folder_label(p, roots, person_roots) for p in paths]
     if n == 0:
         return labels
     photo_of: dict[Path, int] = {}
@@ -200,6 +258,8 @@ def assign_people(paths: Sequence[Path], face_indices: Sequence[int], embeddings
         for i in idx:
             if i != keep:
                 labels[i] = UNLABELLED
+    for root in person_roots:
+        _check_one_person(labels, photo, embeddings, root.name, same_person)
     lab = np.array(labels, dtype=object)
     free = np.flatnonzero(lab == UNLABELLED)
     if not len(free):
@@ -237,6 +297,26 @@ def assign_people(paths: Sequence[Path], face_indices: Sequence[int], embeddings
         for i in members:
             labels[i] = f"{CLUSTER_PREFIX}{c}"
     return labels
+
+
+def _check_one_person(labels: list[str], photo: np.ndarray, embeddings: np.ndarray, name: str,
+                      same_person: float) -> None:
+    """Unlabel (in place) the faces of one-person root ``name`` that do not look like its other
+    photos, or all of them when fewer than half of its photos do (a folder of several people)."""
+    idx = np.array([i for i, lab in enumerate(labels) if lab == name], dtype=np.int64)
+    if len(idx) < 2:
+        return
+    sims = embeddings[idx] @ embeddings[idx].T
+    keep = []
+    for r, i in enumerate(idx.tolist()):
+        others = sims[r][photo[idx] != photo[i]]
+        keep.append(len(others) == 0 or float(np.median(others)) >= same_person)
+    kept_photos = {int(photo[i]) for i, k in zip(idx.tolist(), keep) if k}
+    all_photos = {int(photo[i]) for i in idx.tolist()}
+    one_person = 2 * len(kept_photos) >= len(all_photos)
+    for i, k in zip(idx.tolist(), keep):
+        if not (k and one_person):
+            labels[i] = UNLABELLED
 
 
 def label_problems(paths: Sequence[Path], face_indices: Sequence[int], embeddings: np.ndarray,

@@ -34,53 +34,11 @@ from refrestore.identity import IdentityModel
 from refrestore.imageio import ImageReadError
 
 from .index import Gallery, GalleryFace, aligned_crop_of, find_faces, load_rgb
-from .people import MatchRule, PersonDecision, decide
+from .people import PersonDecision
+from .rules import rule_for, thresholds_for
 from .pose import FaceAnalyzer
 from .quality import assess
 
-
-@dataclass(frozen=True)
-class Thresholds:
-    """"Same person" settings of one identity model.
-
-    ``clean`` is the cosine threshold for faces with full detail, ``degraded`` for faces about
-    48 px wide (or blurrier); in between, threshold and hubness weight are interpolated on the
-    query's detail (sharpness) score from ``detail_low`` to ``detail_high``. ``gallery`` is the
-    threshold between two clean gallery faces. ``hub_weight`` is the hubness correction applied
-    to degraded queries (none for clean ones, which hubs do not fool), ``hub_prior`` the typical
-    hubness of a gallery face.
-    """
-
-    clean: float
-    degraded: float
-    detail_low: float
-    detail_high: float
-    gallery: float
-    hub_weight: float
-    hub_prior: float
-    calibrated: bool = True
-
-    def cleanness(self, detail: float) -> float:
-        """0 for a degraded query, 1 for a clean one."""
-        return float(np.clip((detail - self.detail_low) / (self.detail_high - self.detail_low), 0.0, 1.0))
-
-    def at(self, detail: float) -> float:
-        t = self.cleanness(detail)
-        return self.degraded + t * (self.clean - self.degraded)
-
-    def hub_weight_at(self, detail: float) -> float:
-        return self.hub_weight * (1.0 - self.cleanness(detail))
-
-
-# Calibrated on data/identities (29 people, 99 photos) with benchmarks/calibrate_gallery.py;
-# the figures behind these numbers are in refrestore/gallery/calibrate.py.
-THRESHOLDS: dict[str, Thresholds] = {
-    "dlib": Thresholds(clean=0.9375, degraded=0.9275, detail_low=0.86, detail_high=0.92,
-                       gallery=0.935, hub_weight=0.5, hub_prior=0.882),
-    # Not calibrated here (the weights are not available offline); typical IR-SE50 values.
-    "arcface": Thresholds(clean=0.40, degraded=0.30, detail_low=0.86, detail_high=0.92,
-                          gallery=0.40, hub_weight=0.5, hub_prior=0.10, calibrated=False),
-}
 
 # Hubness: some gallery faces resemble everybody (a common look, a soft photo) and attract
 # false matches, above all from blurred queries. A gallery face's hubness is its mean
@@ -93,37 +51,6 @@ WEIGHTS = {"identity": 0.35, "pose": 0.25, "expression": 0.10, "quality": 0.30}
 # How far below the threshold a candidate's similarity to the query may be when the gallery
 # itself says it is the same person as the best match.
 QUERY_SLACK = 0.02
-
-
-# Person-level rules (threshold and margin over the second person, rising as the query loses
-# detail), calibrated on the TRAINING people of shared/data/faces by benchmarks/eval_identity.py
-# and checked on the held-out people; the figures are in README.md ("References (RefSel)").
-# Detail anchors: the median detail of 24 px, 48 px and clean training queries. Each quality's
-# (threshold, gap) has the best identification among those rejecting >= 99.5% of strangers,
-# except that a blurrier query never gets a lower threshold than a sharper one: the 24 px
-# optimum (dlib 0.9375, identifying 3.8% of training queries) let a blurred stranger match a
-# background face of the held-out test gallery, so 24 px keeps the 48 px threshold.
-RULES: dict[str, MatchRule] = {
-    "dlib": MatchRule(details=(0.441, 0.762, 1.0), thresholds=(0.9525, 0.9525, 0.9600),
-                      gaps=(0.02, 0.02, 0.01), gallery=0.935),
-    # dlib weight 0.98 (refrestore.identity.fused.DLIB_WEIGHT); see README for why this is not
-    # the default: faceid-small has memorised the training people, so this rule is fitted on
-    # scores that are better than a stranger's photos will give.
-    "fused": MatchRule(details=(0.441, 0.762, 1.0), thresholds=(0.9375, 0.9375, 0.9450),
-                       gaps=(0.02, 0.02, 0.02), gallery=0.92),
-}
-
-
-def rule_for(identity_name: str) -> MatchRule | None:
-    """The person-level rule of an identity model (None: the photo-level thresholds apply)."""
-    return RULES.get(identity_name)
-
-
-def thresholds_for(identity_name: str) -> Thresholds:
-    try:
-        return THRESHOLDS[identity_name]
-    except KeyError:
-        raise ValueError(f"no calibrated threshold for identity model {identity_name!r}") from None
 
 
 @dataclass
@@ -232,6 +159,26 @@ class Selection:
             return self.decision.person
         return self.candidates[0].face.person if self.candidates else None
 
+    @property
+    def rule(self) -> str | None:
+        """What gave the face its references: "matched", "declared" or "unverifiable-declared"
+        (see :mod:`refrestore.gallery.decide`); None when it got none."""
+        if not self.matched:
+            return None
+        return self.decision.rule if self.decision is not None else "matched"
+
+    def warning(self, index: int) -> str | None:
+        """A line for the photo's warnings when a one-person gallery decided (or refused) this face."""
+        d = self.decision
+        if d is None:
+            return None
+        size = f"{d.face_px:.0f} px" if d.face_px is not None else "aligned crop"
+        if self.matched and d.rule in ("declared", "unverifiable-declared"):
+            return f"face {index} ({size}): references of {d.person} used as the one-person gallery declares ({d.rule}: {d.reason})"
+        if not self.matched and d.reason.startswith("clearly someone else"):
+            return f"face {index} ({size}): no references: {d.reason}"
+        return None
+
     def explain(self) -> dict[str, Any]:
         """Every number behind the decision (for ``match`` and the reports)."""
         if self.decision is not None:
@@ -245,6 +192,7 @@ class Selection:
             return None
         ref = self.references[0]
         out: dict[str, Any] = {"path": ref.path, "face_index": ref.face_index, "person": self.person,
+                               "reference_rule": self.rule,
                                "score": round(ref.score, 4), **ref.components,
                                "regions": ref.regions, "identity_model": self.identity_model,
                                "threshold": round(self.threshold, 4), "decision": self.explain()}
@@ -286,25 +234,34 @@ def _score(query: QueryFace, g: GalleryFace, sim: float, raw: float, floor: floa
 
 
 def rank_with_decision(gallery: Gallery, query: QueryFace, threshold: float | None = None,
-                       identity_name: str | None = None
+                       identity_name: str | None = None, decision: PersonDecision | None = None
                        ) -> tuple[list[Candidate], float, float, PersonDecision | None]:
-    """As :func:`rank_candidates`, plus the person-level decision where the model has a rule."""
+    """As :func:`rank_candidates`, plus the person-level decision where the model has a rule
+    (``decision``: one already made for this face, as :func:`select_photo` makes them)."""
     name = identity_name or gallery.identity_name
     rule = rule_for(name)
     if rule is not None:
-        emb = gallery.embeddings
-        raw = emb @ query.embedding if len(emb) else np.zeros(0, dtype=np.float32)
-        persons = gallery.persons
-        dec = decide(raw, persons, query.detail, rule, threshold, face_width=query.face_width)
+        from .decide import RULE_MATCHED, FaceQuery, identify
+
+        dec = decision if decision is not None else identify(
+            gallery, FaceQuery(query.embedding, query.detail, query.face_width), rule, threshold)
         if not dec.matched:
             return [], dec.best_score, dec.threshold, dec
-        # The gallery's labels (folders, clusters) say which faces are this person; faces of
-        # the person far below the threshold from this query (a profile, a child photo) are left out.
+        emb = gallery.embeddings
+        raw = emb @ query.embedding
+        persons = gallery.persons
+        # The gallery's labels (folders, clusters) say which faces are this person; a matched face
+        # leaves out the person's faces far below the threshold from it (a profile, a child photo).
+        # A face given its person by a one-person folder keeps them all: its score says little.
         idx = [i for i, p in enumerate(persons) if p == dec.person]
         best = max(idx, key=lambda i: raw[i])
-        floor = dec.threshold - QUERY_SLACK
-        picks = [i for i in idx if i == best or raw[i] >= floor]
-        out = [_score(query, gallery.faces[i], float(raw[i]), float(raw[i]), floor, dec.best_score) for i in picks]
+        if dec.rule == RULE_MATCHED:
+            floor = min(dec.threshold, float(raw[best])) - QUERY_SLACK
+            picks = [i for i in idx if i == best or raw[i] >= floor]
+        else:
+            floor = float(raw[idx].min()) - QUERY_SLACK
+            picks = idx
+        out = [_score(query, gallery.faces[i], float(raw[i]), float(raw[i]), floor, float(raw[best])) for i in picks]
         out.sort(key=lambda c: c.total, reverse=True)
         return out, dec.best_score, dec.threshold, dec
     th = thresholds_for(name)
@@ -342,14 +299,30 @@ def _to_reference(gallery: Gallery, c: Candidate, with_image: bool) -> Reference
 
 
 def select_from_query(gallery: Gallery, query: QueryFace, top_k: int = 3,
-                      threshold: float | None = None, with_images: bool = True) -> Selection:
+                      threshold: float | None = None, with_images: bool = True,
+                      decision: PersonDecision | None = None) -> Selection:
     """Selection for an already described face (see :func:`describe_query`)."""
     if top_k < 1:
         raise ValueError("top_k must be at least 1")
-    cands, best, thr, dec = rank_with_decision(gallery, query, threshold)
+    cands, best, thr, dec = rank_with_decision(gallery, query, threshold, decision=decision)
     refs = [_to_reference(gallery, c, with_images) for c in cands[:top_k]]
     return Selection(references=refs, matched=bool(refs), best_identity=best, candidates=cands,
                      threshold=thr, identity_model=gallery.identity_name, decision=dec)
+
+
+def select_photo(gallery: Gallery, queries: list[QueryFace], top_k: int = 3,
+                 threshold: float | None = None, with_images: bool = True) -> list[Selection]:
+    """Selections for every face of one photo, decided together (:func:`refrestore.gallery.decide.decide_photo`:
+    a person goes to one face of a photo; a one-person gallery's person to the face that fits it)."""
+    rule = rule_for(gallery.identity_name)
+    if rule is None:
+        return [select_from_query(gallery, q, top_k, threshold, with_images) for q in queries]
+    from .decide import FaceQuery, decide_photo
+
+    decisions = decide_photo(gallery, [FaceQuery(q.embedding, q.detail, q.face_width) for q in queries],
+                             rule, threshold)
+    return [select_from_query(gallery, q, top_k, threshold, with_images, decision=d)
+            for q, d in zip(queries, decisions)]
 
 
 def select_references(gallery: Gallery, aligned_face: np.ndarray, face: DetectedFace | None,

@@ -11,8 +11,11 @@ Models:
   (``models/faceid_small.pth``, trained with degraded copies as positives).
 - :class:`~refrestore.identity.fused.FusedIdentity` ("fused"): both of the above, concatenated
   with weights so that a dot product is the weighted mean of the two cosines.
+- :class:`~refrestore.identity.mobilefacenet.MobileFaceNetIdentity` ("mobilefacenet"): the pretrained
+  ArcFace-loss MobileFaceNet (``mobilefacenet.pt``, 85 k training people), calibrated on
+  shared/data/faces; what "auto" prefers when its weights are in the weight store.
 - :class:`ArcFaceIdentity`: facexlib's ArcFace IR-SE50 (``recognition_arcface_ir_se50.pth``), used
-  when its weights are present in the weight store.
+  when its weights are present in the weight store (not calibrated here).
 
 There is no module-level model cache: callers hold the model objects they create.
 """
@@ -155,33 +158,47 @@ class ArcFaceIdentity:
         return _normalise(np.concatenate(chunks, axis=0))
 
 
-def _find_arcface_weights(store: Any | None, strict: bool) -> Path | None:
-    """The ArcFace weights file from the weight store, None when absent.
+def _find_weights(store: Any | None, file_name: str, strict: bool) -> Path | None:
+    """A weights file from the weight store, None when absent.
 
-    A store that cannot answer (file failing its check, no manifest entry) is an error when
-    ArcFace was asked for by name, and a logged fallback to dlib under "auto".
+    A store that cannot answer (file failing its check, no manifest entry) is an error when the
+    model was asked for by name, and a logged fallback under "auto".
     """
     try:
         if store is None:
             from refrestore.weights import WeightStore
 
             store = WeightStore()
-        found = store.find(ARCFACE_WEIGHTS)
+        found = store.find(file_name)
     except Exception as exc:
         if strict:
             raise
-        logger.warning("ArcFace weights unusable (%s); using the dlib identity model", exc)
+        logger.warning("%s unusable (%s); trying the next identity model", file_name, exc)
         return None
     return Path(found) if found is not None else None
 
 
-IDENTITY_MODELS = ("auto", "dlib", "faceid", "fused", "arcface")
+MOBILEFACENET_WEIGHTS = "mobilefacenet.pt"
+MOBILEFACENET_LR_WEIGHTS = "mobilefacenet_lr.pt"
+IDENTITY_MODELS = ("auto", "mobilefacenet-lr", "mobilefacenet", "dlib", "faceid", "fused", "arcface")
+# What "auto" takes, best first (the first whose weights are present): refrestore's fine-tune of
+# MobileFaceNet for small and damaged faces (embedded), the published MobileFaceNet, ArcFace, dlib.
+_WEIGHTED = {"mobilefacenet-lr": MOBILEFACENET_LR_WEIGHTS, "mobilefacenet": MOBILEFACENET_WEIGHTS,
+             "arcface": ARCFACE_WEIGHTS}
+
+
+def _weighted_model(name: str, path: Path, device: torch.device | None) -> IdentityModel:
+    if name.startswith("mobilefacenet"):
+        from .mobilefacenet import MobileFaceNetIdentity
+
+        return MobileFaceNetIdentity(path, device=device, name=name)
+    return ArcFaceIdentity(path, device=device)
 
 
 def init_identity_model(name: str = "auto", store: Any | None = None,
                         device: torch.device | None = None) -> IdentityModel:
-    """Create an identity model: "dlib", "arcface", or "auto" (ArcFace when its weights are
-    present, else dlib)."""
+    """Create an identity model by name; "auto" takes MobileFaceNet when its weights are present,
+    else ArcFace when present, else dlib (which needs no download)."""
     name = name.lower()
     if name not in IDENTITY_MODELS:
         raise ValueError(f"unknown identity model {name!r}; choose one of {', '.join(IDENTITY_MODELS)}")
@@ -195,14 +212,33 @@ def init_identity_model(name: str = "auto", store: Any | None = None,
         from .fused import FusedIdentity
 
         return FusedIdentity(device=device)
-    path = _find_arcface_weights(store, strict=name == "arcface")
-    if path is None:
-        if name == "arcface":
+    for model, file_name in _WEIGHTED.items():
+        if name not in ("auto", model):
+            continue
+        path = _find_weights(store, file_name, strict=name == model)
+        if path is not None:
+            return _weighted_model(model, path, device)
+        if name == model:
             raise FileNotFoundError(
-                f"ArcFace weights {ARCFACE_WEIGHTS} not found; run 'refrestore download-weights "
-                f"{ARCFACE_WEIGHTS}' or use the dlib identity model")
-        return DlibIdentity()
-    return ArcFaceIdentity(path, device=device)
+                f"{model} weights {file_name} not found; run 'refrestore download-weights {file_name}' "
+                f"or use the dlib identity model")
+    return DlibIdentity()
+
+
+def gallery_levels(model: IdentityModel) -> tuple[int, ...]:
+    """The face widths at which the model embeds gallery faces besides the clean one (none for most)."""
+    return tuple(getattr(model, "gallery_levels", ()))
+
+
+def gallery_dim(model: IdentityModel) -> int:
+    """Width of one gallery face's row: the clean embedding, then one per gallery level."""
+    return model.dim * (1 + len(gallery_levels(model)))
+
+
+def embed_gallery(model: IdentityModel, aligned: Sequence[np.ndarray]) -> np.ndarray:
+    """(N, gallery_dim) rows for gallery faces: the model's own gallery embedding where it has one."""
+    own = getattr(model, "embed_gallery", None)
+    return own(aligned) if own is not None else model.embed(aligned)
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:

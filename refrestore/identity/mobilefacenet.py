@@ -143,3 +143,60 @@ def to_input(aligned: Sequence[np.ndarray]) -> np.ndarray:
                               borderMode=cv2.BORDER_REFLECT)
         out[i] = (crop.astype(np.float32).transpose(2, 0, 1) - 127.5) / 127.5
     return out
+
+
+class MobileFaceNetIdentity:
+    """The pretrained MobileFaceNet behind refrestore's IdentityModel interface (unit 128-d rows)."""
+
+    name = "mobilefacenet"
+    dim = 128
+    # Queries are embedded as is and mirrored: trained with the ArcFace loss on 85 k people, it
+    # needs no light-restoration view (that view helps only dlib).
+    query_views = 2
+
+    def __init__(self, weights_path: Path, device: torch.device | None = None, batch_size: int = 32,
+                 name: str = "mobilefacenet", levels: Sequence[int] | None = None) -> None:
+        import hashlib
+
+        self.name = name  # "mobilefacenet" (the published weights) or "mobilefacenet-lr" (refrestore's fine-tune)
+        self.weights_path = Path(weights_path)
+        self.device = device if device is not None else torch.device("cpu")
+        self.batch_size = batch_size
+        self._model = load_mobilefacenet(self.weights_path, self.device)
+        from .levels import LEVELS, RECIPE
+
+        # Gallery faces are also embedded at these face widths (see embed_gallery).
+        self.gallery_levels = tuple(LEVELS if levels is None else levels)
+        # The weights' hash, the views and the levels are the version: caches keyed on it go
+        # stale when any of them changes.
+        digest = hashlib.sha256(self.weights_path.read_bytes()).hexdigest()[:12]
+        self.version = f"{name}-{digest}-flip-L{'.'.join(map(str, self.gallery_levels))}-{RECIPE}"
+
+    @property
+    def gallery_dim(self) -> int:
+        return self.dim * (1 + len(self.gallery_levels))
+
+    def embed_gallery(self, aligned: Sequence[np.ndarray]) -> np.ndarray:
+        """(N, gallery_dim): per face the clean embedding (as is + mirrored, averaged), then one
+        unit embedding per level of :data:`~.levels.LEVELS` (the face degraded to that width)."""
+        from .levels import degrade_to_width
+
+        n = len(aligned)
+        views = [v for img in aligned for v in (img, np.ascontiguousarray(img[:, ::-1]))]
+        views += [degrade_to_width(img, w) for w in self.gallery_levels for img in aligned]
+        emb = self.embed(views)
+        clean = emb[:2 * n].reshape(n, 2, self.dim).sum(1)
+        clean /= np.maximum(np.linalg.norm(clean, axis=1, keepdims=True), 1e-12)
+        levels = emb[2 * n:].reshape(len(self.gallery_levels), n, self.dim).transpose(1, 0, 2)
+        return np.concatenate([clean[:, None], levels], axis=1).reshape(n, self.gallery_dim).astype(np.float32)
+
+    def embed(self, aligned: Sequence[np.ndarray]) -> np.ndarray:
+        if not len(aligned):
+            return np.zeros((0, self.dim), dtype=np.float32)
+        chunks = []
+        with torch.no_grad():
+            for start in range(0, len(aligned), self.batch_size):
+                x = torch.from_numpy(to_input(aligned[start:start + self.batch_size])).to(self.device)
+                chunks.append(self._model(x).float().cpu().numpy())
+        emb = np.concatenate(chunks, axis=0)
+        return (emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)).astype(np.float32)

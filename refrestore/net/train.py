@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -97,19 +95,13 @@ class TrainResult:
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temp file in the same folder, then os.replace (never half-written)."""
+    """torch.save through refrestore's one writer (``fileio.write_atomic``): never half-written,
+    a link's target replaced, and recorded as refrestore's so a rerun may replace it."""
+    from ..fileio import write_atomic
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, lambda f: torch.save(obj, f))
 
 
 def _half_state(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

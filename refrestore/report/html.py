@@ -33,8 +33,11 @@ STATUS_LABEL = {"ok": "done", "skipped": "skipped", "no_faces": "no faces", "err
 
 @dataclass(frozen=True)
 class _Assets:
-    folder: Path  # REPORT_files/ beside the page
+    folder: Path | None  # REPORT_files/ beside the page; None: a page written to a stream has no images
     rel: str  # its name as the page refers to it
+
+    def file(self, name: str) -> Path | None:
+        return self.folder / name if self.folder is not None else None
 
 
 def files_folder(page: Path) -> Path:
@@ -68,8 +71,8 @@ def _open_rgb(path: str | os.PathLike[str] | None, draft: int | None = None) -> 
         return None
 
 
-def _save_jpeg(image: Any, path: Path, side: int) -> bool:
-    if image is None:
+def _save_jpeg(image: Any, path: Path | None, side: int) -> bool:
+    if image is None or path is None:
         return False
     im = image.copy()
     im.thumbnail((side, side))
@@ -128,7 +131,7 @@ class _Writer:
         key = (path, index)
         if key not in self.ref_names:
             name = f"ref_{hashlib.sha1(path.encode()).hexdigest()[:12]}_{index}.jpg"
-            ok = _save_jpeg(_open_rgb(path, FACE_SIDE * 2), self.assets.folder / name, FACE_SIDE)
+            ok = _save_jpeg(_open_rgb(path, FACE_SIDE * 2), self.assets.file(name), FACE_SIDE)
             self.ref_names[key] = name if ok else None
         return self.ref_names[key]
 
@@ -141,7 +144,7 @@ class _Writer:
         names: dict[str, str | None] = {}
         for key, im in (("before", before), ("after", after)):
             name = f"{tag}_{key}.jpg"
-            names[key] = name if _save_jpeg(im, self.assets.folder / name, PHOTO_SIDE) else None
+            names[key] = name if _save_jpeg(im, self.assets.file(name), PHOTO_SIDE) else None
         parts = [f'<section class="photo" id="photo-{n + 1}" tabindex="-1" data-status="{_e(status)}">',
                  f'<h2>{n + 1}. {_e(Path(str(src)).name)} <span class="status {_e(status)}">'
                  f'{_e(STATUS_LABEL.get(status, status))}</span></h2>',
@@ -175,8 +178,8 @@ class _Writer:
         k = int(face.get("index") or 0)
         box = face.get("box")
         crop_in, crop_out = f"{tag}_f{k:02d}_in.jpg", f"{tag}_f{k:02d}_out.jpg"
-        has_in = _save_jpeg(_face_crop(before, box, 1.0), self.assets.folder / crop_in, FACE_SIDE)
-        has_out = _save_jpeg(_face_crop(after, box, scale), self.assets.folder / crop_out, FACE_SIDE)
+        has_in = _save_jpeg(_face_crop(before, box, 1.0), self.assets.file(crop_in), FACE_SIDE)
+        has_out = _save_jpeg(_face_crop(after, box, scale), self.assets.file(crop_out), FACE_SIDE)
         figures = [f'<figure>{_img(self.assets, crop_in if has_in else None, "input face")}<figcaption>input</figcaption></figure>']
         if after is not None or face.get("restorer"):  # `match` restores nothing
             caption = "left as it was" if face.get("left_as_is") else f'restored ({_e(face.get("restorer") or "-")})'
@@ -251,23 +254,37 @@ def summary_html(document: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def write_html_report(path: Path, document: dict[str, Any], title: str = "refrestore report") -> Path:
-    """Write ``path`` and its images folder (``<stem>_files/``, replaced); return the page's path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_html_report(path: Path, document: dict[str, Any], title: str = "refrestore report",
+                      source_mode: int | None = None) -> Path:
+    """Write ``path`` and its images folder (``<stem>_files/``, replaced); return the page's path.
+
+    A page written to a stream or device (``/dev/fd/N``, a pipe) has no folder beside it: its
+    images are left out. ``source_mode``: the page and its images are no more readable by
+    others than this (the inputs' strictest permission bits)."""
+    from ..fileio import final_target, is_stream_path, record_folder
+
+    path = Path(path) if is_stream_path(path) else final_target(Path(path))  # a link: beside its target
     writer = _Writer(path, document)
-    folder = writer.assets.folder
-    # Build the images in a fresh folder and swap it in, so an old report's files never mix in.
-    staging = folder.with_name(f".{folder.name}.tmp")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    writer.assets = _Assets(staging, folder.name)
     images = document.get("images") or []
-    photos = [writer.photo(n, im) for n, im in enumerate(images)]
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(staging, folder)
+    if is_stream_path(path):
+        writer.assets = _Assets(None, writer.assets.rel)
+        photos = [writer.photo(n, im) for n, im in enumerate(images)]
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        folder = writer.assets.folder
+        assert folder is not None
+        # Build the images in a fresh folder and swap it in, so an old report's files never mix in.
+        staging = folder.with_name(f".{folder.name}.tmp")
+        if staging.exists():
+            shutil.rmtree(staging)
+        mode = 0o777 & ~current_umask()
+        staging.mkdir(parents=True, mode=mode if source_mode is None else mode & ((source_mode & 0o077) | 0o700))
+        writer.assets = _Assets(staging, folder.name)
+        photos = [writer.photo(n, im) for n, im in enumerate(images)]
+        record_folder(folder, os.stat(staging))  # refrestore's: a rerun may replace it (the rename keeps the inode)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
     index = "".join(f'<li><a href="#photo-{n + 1}">{_e(Path(str(im.get("input"))).name)}</a> '
                     f'<span class="status {_e(im.get("status"))}">{_e(STATUS_LABEL.get(im.get("status") or "", im.get("status")))}</span></li>'
                     for n, im in enumerate(images))
@@ -281,5 +298,5 @@ def write_html_report(path: Path, document: dict[str, Any], title: str = "refres
         title=_e(title), meta=_e(meta), summary=summary_html(document), index=index,
         photos="\n".join(photos), style=_resource("report.css"), script=_resource("report.js"),
     )
-    write_text_atomic(path, page)
+    write_text_atomic(path, page, source_mode)
     return path

@@ -1,53 +1,30 @@
-"""The JSON report, written atomically with the user's umask (not mkstemp's private 0600)."""
+"""The JSON report, written through refrestore's one writer (``fileio.write_atomic``)."""
 from __future__ import annotations
 
 import json
-import os
-import secrets
 from pathlib import Path
 from typing import Any
 
+from ..fileio import current_umask, write_text
 
-def current_umask() -> int:
-    """The process umask, read without changing it where /proc allows."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)  # no /proc: the classic read-and-restore
-    os.umask(mask)
-    return mask
+__all__ = ["current_umask", "write_json_report", "write_text_atomic"]
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename; mode 0666 & ~umask."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    from ..discover import TEMP_PREFIX
-    from ..imageio import remove_stale_temp_files
+def write_text_atomic(path: Path, text: str, source_mode: int | None = None) -> None:
+    """``text`` at ``path``: atomically (mode 0666 & ~umask, narrowed by ``source_mode``), or
+    written through to a stream or device; recorded as refrestore's. A killed run's temporary
+    files there (only of dead processes) are removed first."""
+    from ..fileio import remove_stale_temp_files, stream_fd
 
-    remove_stale_temp_files(path.parent)  # a killed run's leftovers (only of dead processes)
-    # Named like the image writer's temporary files (prefix and pid) so a rerun can clean them.
-    tmp = str(path.parent / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}{path.suffix}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~current_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    if stream_fd(path) is None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(Path(path).parent)
+    write_text(Path(path), text, source_mode=source_mode)
 
 
-def write_json_report(path: Path, document: dict[str, Any]) -> None:
+def write_json_report(path: Path, document: dict[str, Any], source_mode: int | None = None) -> None:
     """The report document (``report.build_document``) as indented JSON; file names that are
     not UTF-8 are written with ``\\xNN`` escapes (``document.printable``)."""
     from .document import printable
 
-    write_text_atomic(path, json.dumps(printable(document), indent=2, ensure_ascii=False) + "\n")
+    write_text_atomic(path, json.dumps(printable(document), indent=2, ensure_ascii=False) + "\n", source_mode)

@@ -44,6 +44,12 @@ def _arcface() -> Any:
     return Backbone(num_layers=50, drop_ratio=0.6, mode="ir_se")
 
 
+def _mobilefacenet() -> Any:
+    from ..identity.mobilefacenet import MobileFaceNet
+
+    return MobileFaceNet()
+
+
 # File name -> (architecture, builder) for the networks refrestore builds itself.
 TORCH_ARCHITECTURES: dict[str, tuple[str, Callable[[], Any]]] = {
     "detection_Resnet50_Final.pth": ("RetinaFace resnet50", _retinaface("resnet50")),
@@ -51,6 +57,7 @@ TORCH_ARCHITECTURES: dict[str, tuple[str, Callable[[], Any]]] = {
     "parsing_parsenet.pth": ("ParseNet", _parsenet),
     "parsing_bisenet.pth": ("BiSeNet", _bisenet),
     "recognition_arcface_ir_se50.pth": ("ArcFace IR-SE50", _arcface),
+    "mobilefacenet.pt": ("MobileFaceNet", _mobilefacenet),
 }
 # File name -> the spandrel architecture id its published file loads as.
 SPANDREL_ARCHITECTURES: dict[str, str] = {

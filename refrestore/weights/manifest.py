@@ -6,10 +6,7 @@ schema (``--manifest``) for private models; only such a user-given manifest may 
 """
 from __future__ import annotations
 
-import errno
-import os
 import re
-import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -18,6 +15,7 @@ from collections.abc import Iterable
 from urllib.parse import urlparse
 
 from .. import paths
+from ..fileio import read_regular_bytes  # every file read back goes through it
 from .errors import WeightsError
 
 SCHEMA_VERSION = 1
@@ -183,28 +181,6 @@ def default_manifest_path() -> Path:
 
 
 MAX_MANIFEST_BYTES = 4 << 20  # the packaged one is a few KB
-
-
-def read_regular_bytes(path: Path, max_bytes: int) -> bytes:
-    """A regular file's bytes, never blocking: opened non-blocking so a FIFO or device in its
-    place is refused (OSError) instead of hanging, and refused above ``max_bytes``.
-
-    Every file refrestore reads back (manifests, weights side files, the gallery cache) goes
-    through here: damage must cost a warning, never a hang or a huge read."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        if st.st_size > max_bytes:
-            raise OSError(errno.EFBIG, f"larger than {max_bytes} bytes")
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            data = f.read(max_bytes + 1)
-    finally:
-        os.close(fd)
-    if len(data) > max_bytes:  # it grew while being read
-        raise OSError(errno.EFBIG, f"larger than {max_bytes} bytes")
-    return data
 
 
 def read_regular_text(path: Path, max_bytes: int) -> str:

@@ -205,6 +205,12 @@ class WeightStore:
         with self._update_json(USER_ADDED) as data:
             data[entry.name] = {"sha256": sha256, "size": size, **facts}
 
+    def forget_user_added(self, name: str) -> None:
+        if self.user_added(name) is None:
+            return
+        with self._update_json(USER_ADDED) as data:
+            data.pop(name, None)
+
     # ---- recorded hashes (trust on first use) ------------------------------------------
     def recorded_hash(self, entry: ManifestEntry) -> str | None:
         """The hash recorded at the first verified download of a file with no published hash."""

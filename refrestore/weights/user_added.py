@@ -34,6 +34,7 @@ class UserAdded:
     sha256: str
     size: int
     architecture: str
+    published: bool = False  # the manifest's own published bytes (not recorded as user-added)
 
 
 def resolve_one(store: WeightStore, name: str) -> ManifestEntry:
@@ -45,18 +46,34 @@ def resolve_one(store: WeightStore, name: str) -> ManifestEntry:
     return entries[0]
 
 
-def add_user_file(store: WeightStore, name: str, source: Path, *, replace: bool = False) -> UserAdded:
-    """Check ``source`` loads strictly into ``name``'s architecture, then install it as ``name``.
+def identify_file(store: WeightStore, source: Path, sha256: str) -> ManifestEntry:
+    """The manifest file ``source`` is, when the user did not name it: the entry whose published
+    sha256 it has, else the entry of the same file name."""
+    for entry in store.manifest.entries:
+        if entry.sha256 == sha256 and not entry.embedded:
+            return entry
+    by_name = store.manifest.get(source.name)
+    if by_name is not None and not by_name.embedded:
+        return by_name
+    raise WeightsError(f"--from-file {source}: not a published file of the manifest and not named like one; "
+                       "name the model or file it is (see `refrestore models`)")
 
-    A verified published copy already in place is kept unless ``replace``; the source file
-    is only read.
+
+def add_user_file(store: WeightStore, name: str | None, source: Path, *, replace: bool = False) -> UserAdded:
+    """Install ``source`` as ``name`` (None: the manifest file it is, by hash or file name).
+
+    A file with the published size and sha256 is installed as the published file. Any other file
+    must load strictly into the architecture and is recorded as user-added. A verified published
+    copy already in place is kept unless ``replace``; the source file is only read.
     """
     source = Path(source).expanduser()
     if not source.is_file():
         raise WeightsError(f"--from-file {source}: no such file")
-    entry = resolve_one(store, name)
+    sha = sha256_file(source)
+    entry = resolve_one(store, name) if name is not None else identify_file(store, source, sha)
     target = store.path(entry.name)
-    if not replace:
+    published = entry.sha256 == sha and (entry.size is None or entry.size == source.stat().st_size)
+    if not replace and not published:
         present = None
         with contextlib.suppress(WeightsError):
             present = store.find(entry.name)
@@ -64,7 +81,7 @@ def add_user_file(store: WeightStore, name: str, source: Path, *, replace: bool 
             raise WeightsError(
                 f"a verified copy of {entry.name} is already in {store.directory}; add --force to replace it with {source}"
             )
-    architecture = check_architecture(entry, source)
+    architecture = "published file, sha256 verified" if published else check_architecture(entry, source)
     try:
         store.directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -79,13 +96,18 @@ def add_user_file(store: WeightStore, name: str, source: Path, *, replace: bool 
             os.chmod(tmp, 0o644)
             sha = sha256_file(Path(tmp))
             size = Path(tmp).stat().st_size
-            # The record comes first: a reader that sees the new file also finds its hash.
-            store.record_user_added(entry, sha, size, source=str(source.absolute()), architecture=architecture,
-                                    added=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            if published:
+                # The published bytes: checked against the manifest like a download, so an
+                # earlier user-added record for this name no longer applies.
+                store.forget_user_added(entry.name)
+            else:
+                # The record comes first: a reader that sees the new file also finds its hash.
+                store.record_user_added(entry, sha, size, source=str(source.absolute()), architecture=architecture,
+                                        added=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
             os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
     store.remember_verified(target, sha)
-    return UserAdded(entry.name, list(entry.models), target, source, sha, size, architecture)
+    return UserAdded(entry.name, list(entry.models), target, source, sha, size, architecture, published)

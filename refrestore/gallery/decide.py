@@ -1,0 +1,173 @@
+"""Who is each face of one photo, and does it get references: the person-level decisions.
+
+Two questions, depending on the gallery:
+
+- *Several people* (folders = persons, clusters of unlabelled photos): "who is this?". A face is
+  matched when its best person's score reaches the rule's threshold and leads the second person by
+  the rule's margin (:func:`refrestore.gallery.people.decide_people`); otherwise "no match".
+- *One person* (a flat folder of photos, or ``--person DIR``): "is this clearly someone else?".
+  The face that matches the person best gets that person's references unless the identity check
+  gives positive evidence of a different person (a verifiable face scoring below the rule's
+  stranger threshold, or clearly matching another face of the gallery, such as someone standing
+  beside the person in a group photo). A face too small or damaged to check gets them too, as
+  declared by the user ("unverifiable-declared"). Other faces of the photo get them only with
+  positive evidence (a match).
+
+Scores are per person. For models with gallery levels (:mod:`refrestore.identity.levels`) the query
+is compared with the gallery as its own detail says it looks (each face at that level, averaged
+with its clean embedding), interpolated between the rule's anchors; the person's score is the
+best of its faces or the cosine to their centroid, as the rule says.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .index import Gallery
+from .people import MatchRule, PersonDecision, best_per_person, decide_people
+
+RULE_MATCHED = "matched"
+RULE_DECLARED = "declared"
+RULE_UNVERIFIABLE = "unverifiable-declared"
+
+
+def _unit_rows(m: np.ndarray) -> np.ndarray:
+    return m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
+
+
+def _anchor_matrix(gallery: Gallery, level: int | None) -> np.ndarray:
+    """(faces, dim): the gallery as a query at ``level`` px sees it (None: clean)."""
+    if level is None or level not in gallery.levels:
+        return gallery.embeddings
+    return gallery.derived(("mix", level, len(gallery.faces)),
+                           lambda: _unit_rows(gallery.embeddings + gallery.level_embeddings(level)))
+
+
+def _centroids(gallery: Gallery, level: int | None) -> tuple[list[str], np.ndarray]:
+    """(person names, (people, dim) unit centroids of each person's faces at ``level``)."""
+    def make() -> tuple[list[str], np.ndarray]:
+        matrix = _anchor_matrix(gallery, level)
+        persons = np.array(gallery.persons, dtype=object)
+        names = sorted(set(persons.tolist()))
+        cents = np.stack([matrix[persons == n].sum(0) for n in names]) if names else np.zeros((0, matrix.shape[1]))
+        return names, _unit_rows(cents.astype(np.float32))
+
+    return gallery.derived(("centroids", level, len(gallery.faces)), make)
+
+
+def _scores_at(gallery: Gallery, query: np.ndarray, level: int | None, aggregate: str) -> dict[str, float]:
+    if aggregate == "centroid":
+        names, cents = _centroids(gallery, level)
+        return dict(zip(names, (cents @ query).tolist()))
+    sims = _anchor_matrix(gallery, level) @ query
+    return {p: s for p, (s, _) in best_per_person(sims, gallery.persons).items()}
+
+
+def person_scores(gallery: Gallery, query: np.ndarray, detail: float, rule: MatchRule) -> dict[str, float]:
+    """One score per gallery person for a query embedding (unit) with this detail."""
+    if not gallery.faces:
+        return {}
+    levels = rule.levels or (None,) * len(rule.details)
+    d = np.asarray(rule.details, dtype=np.float64)
+    k = int(np.clip(np.searchsorted(d, detail, side="right") - 1, 0, len(d) - 1))
+    if k == len(d) - 1 or detail <= d[0]:
+        return _scores_at(gallery, query, levels[k], rule.aggregate)
+    t = float((detail - d[k]) / max(d[k + 1] - d[k], 1e-9))
+    lo = _scores_at(gallery, query, levels[k], rule.aggregate)
+    hi = _scores_at(gallery, query, levels[k + 1], rule.aggregate)
+    return {p: (1.0 - t) * lo[p] + t * hi[p] for p in lo}
+
+
+@dataclass(frozen=True)
+class FaceQuery:
+    """What the decision needs to know of one face of the photo."""
+
+    embedding: np.ndarray  # (dim,) unit
+    detail: float
+    face_width: float | None
+
+
+def identify(gallery: Gallery, q: FaceQuery, rule: MatchRule, threshold: float | None = None) -> PersonDecision:
+    """"Who is this?" among the gallery's people."""
+    scores = person_scores(gallery, q.embedding, q.detail, rule)
+    return decide_people(scores, q.detail, rule, threshold, q.face_width)
+
+
+def _declared(gallery: Gallery, person: str, q: FaceQuery, rule: MatchRule,
+              threshold: float | None) -> tuple[PersonDecision, float]:
+    """The one-person rule for a face that may be ``person``: (decision, how well it fits).
+
+    The fit ranks the faces of a photo: the margin over the stranger threshold, verifiable faces
+    first."""
+    scores = person_scores(gallery, q.embedding, q.detail, rule)
+    ident = decide_people(scores, q.detail, rule, threshold, q.face_width)
+    own = scores.get(person, -1.0)
+    stranger = rule.stranger_at(q.detail)
+    base = replace(ident, person=None, matched=False, rule=None, stranger_threshold=stranger)
+    if not ident.verifiable:
+        return (replace(base, matched=True, person=person, best_person=person, best_score=own,
+                        rule=RULE_UNVERIFIABLE, reason=f"declared {person}; {ident.reason}"), -np.inf)
+    if ident.matched and ident.person != person:
+        return replace(base, reason=f"clearly someone else: matches {ident.person} of the gallery "
+                                    f"({ident.best_score:.3f})"), -np.inf
+    if stranger is not None and own < stranger:
+        return replace(base, best_person=person, best_score=own,
+                       reason=f"clearly someone else: {own:.3f} for {person} is below the stranger "
+                              f"threshold {stranger:.3f}"), -np.inf
+    fit = own - (stranger if stranger is not None else ident.threshold)
+    if ident.matched:
+        return replace(ident, rule=RULE_MATCHED, stranger_threshold=stranger), fit
+    return (replace(base, matched=True, person=person, best_person=person, best_score=own, rule=RULE_DECLARED,
+                    reason=f"declared {person}; {own:.3f} is not below the stranger threshold {stranger:.3f}"
+                    if stranger is not None else f"declared {person}"), fit)
+
+
+def decide_photo(gallery: Gallery, faces: Sequence[FaceQuery], rule: MatchRule,
+                 threshold: float | None = None) -> list[PersonDecision]:
+    """The decision of every face of one photo.
+
+    A person is given to one face of a photo at most (the best scoring; the others get "no
+    match"). With a one-person gallery (``gallery.declared``) the person goes to the face that fits
+    best unless it is clearly someone else; the photo's other faces get it only when matched.
+    """
+    person = gallery.declared
+    if person is None:
+        out = [identify(gallery, q, rule, threshold) for q in faces]
+        return _one_face_per_person(out)
+    judged = [_declared(gallery, person, q, rule, threshold) for q in faces]
+    verifiable = [i for i, (d, fit) in enumerate(judged) if d.matched and d.verifiable]
+    if verifiable:
+        chosen: int | None = max(verifiable, key=lambda i: judged[i][1])
+    elif len(faces) == 1 and judged[0][0].matched:
+        chosen = 0  # one face, too small or damaged to check: the folder says who it is
+    else:
+        chosen = None
+    out = []
+    for i, (d, _) in enumerate(judged):
+        if i == chosen or (d.matched and d.rule == RULE_MATCHED):
+            out.append(d)
+        elif d.matched:
+            why = (f"another face of this photo fits {person} better" if chosen is not None
+                   else f"{len(faces)} faces too small or damaged to tell which one is {person}")
+            out.append(replace(d, matched=False, person=None, rule=None, reason=why))
+        else:
+            out.append(d)
+    return _one_face_per_person(out)
+
+
+def _one_face_per_person(decisions: list[PersonDecision]) -> list[PersonDecision]:
+    """Where two faces of one photo were given the same person, only the higher-scoring keeps it."""
+    best: dict[str, int] = {}
+    for i, d in enumerate(decisions):
+        if d.matched and d.person is not None:
+            j = best.get(d.person)
+            if j is None or d.best_score > decisions[j].best_score:
+                best[d.person] = i
+    out = list(decisions)
+    for i, d in enumerate(decisions):
+        if d.matched and d.person is not None and best[d.person] != i:
+            out[i] = replace(d, matched=False, person=None, rule=None,
+                             reason=f"face {best[d.person]} of this photo is {d.person} (scores higher)")
+    return out

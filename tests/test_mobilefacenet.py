@@ -1,0 +1,133 @@
+"""The pretrained MobileFaceNet identity model: our module against the published ONNX export, the
+manifest's published file, and its calibrated thresholds on real faces."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+torch.set_num_threads(1)
+
+
+def _rgb(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def mfn_file(shared_dir: Path) -> Path:
+    path = shared_dir / "weights" / "mobilefacenet" / "mobilefacenet.pt"
+    if not path.is_file():
+        pytest.skip(f"shared MobileFaceNet weights not found at {path}")
+    return path
+
+
+def test_our_module_reproduces_the_published_onnx_export(mfn_file: Path, shared_dir: Path) -> None:
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime (a test dependency) is not installed")
+    from refrestore.identity.mobilefacenet import load_mobilefacenet, to_input
+
+    onnx_path = mfn_file.with_name("MobileFaceNet.onnx")
+    if not onnx_path.is_file():
+        pytest.skip(f"ONNX export not found at {onnx_path}")
+    # real faces: aligned 512 refbench crops and 256 crops of `faces`, two people each
+    files = sorted((shared_dir / "data" / "refbench" / "hq" / "00005").glob("*.png"))[:3]
+    files += sorted(next(p for p in sorted((shared_dir / "data" / "faces").iterdir()) if p.is_dir()).glob("*.jpg"))[:3]
+    x = to_input([_rgb(f) for f in files])
+    with torch.no_grad():
+        ours = load_mobilefacenet(mfn_file)(torch.from_numpy(x)).numpy()
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    theirs = np.concatenate([session.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))])
+    cos = (ours * theirs).sum(1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1))
+    assert cos.min() >= 0.9999, cos
+    # and the faces are told apart at all (not a constant output that matches by accident)
+    unit = ours / np.linalg.norm(ours, axis=1, keepdims=True)
+    assert (unit[:3] @ unit[3:].T).max() < 0.5
+
+
+def test_strict_load_refuses_a_file_of_another_network(tmp_path: Path, mfn_file: Path) -> None:
+    from refrestore.identity.mobilefacenet import load_mobilefacenet
+
+    state = torch.load(mfn_file, map_location="cpu", weights_only=True)
+    state.pop("bn.running_var")
+    bad = tmp_path / "bad.pt"
+    torch.save(state, bad)
+    with pytest.raises(RuntimeError, match="running_var"):
+        load_mobilefacenet(bad)
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "refrestore", *args], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def test_from_file_installs_the_published_file_by_its_sha256(tmp_path: Path, mfn_file: Path) -> None:
+    """What a user who has the file does (and what the acceptance checks do): no name needed; the
+    manifest entry's size and sha256 verify it, so it is the published file, not a user-added one."""
+    env = {**os.environ, "REFRESTORE_HOME": str(tmp_path / "home"), "REFRESTORE_OFFLINE": "1"}
+    run = _cli("download-weights", "--from-file", str(mfn_file), env=env)
+    assert run.returncode == 0, run.stderr
+    assert "as mobilefacenet.pt" in run.stdout and "published file, sha256 verified" in run.stdout
+    models = _cli("models", "--json", env=env)
+    assert models.returncode == 0, models.stderr
+    listing = json.loads(models.stdout)
+    files = {f["name"]: f for f in listing["files"]}
+    entry = files["mobilefacenet.pt"]
+    assert entry["status"] == "present" and not entry.get("user_added"), entry
+    # a file that is not the published one and not named is refused with one line
+    other = tmp_path / "weights.pt"
+    other.write_bytes(b"not weights")
+    run = _cli("download-weights", "--from-file", str(other), env=env)
+    assert run.returncode == 1 and "name the model or file it is" in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+
+
+def test_auto_picks_mobilefacenet_when_present(tmp_path: Path, mfn_file: Path) -> None:
+    from refrestore.identity import init_identity_model
+    from refrestore.weights import WeightStore
+    from refrestore.weights.user_added import add_user_file
+
+    store = WeightStore(tmp_path / "weights")
+    assert init_identity_model("auto", store=store).name == "dlib"
+    added = add_user_file(store, None, mfn_file)
+    assert added.published and added.name == "mobilefacenet.pt"
+    assert store.find("mobilefacenet.pt") is not None
+    assert init_identity_model("auto", store=store).name == "mobilefacenet"
+
+
+@pytest.mark.parametrize("quality", ["clean", "48px"])
+def test_a_real_pair_of_one_person_scores_above_and_of_two_people_below_the_threshold(
+        quality: str, tmp_path: Path, mfn_file: Path, shared_dir: Path) -> None:
+    """The shipped rule on real faces: a held-out photo of a person against that person's other
+    photos reaches the identification threshold; against another person's photos it stays below."""
+    from refrestore.detection import init_detector
+    from refrestore.gallery import Gallery
+    from refrestore.gallery.decide import person_scores
+    from refrestore.gallery.faceset import query_image
+    from refrestore.gallery.quality import assess
+    from refrestore.gallery.rules import RULES
+    from refrestore.gallery.select import robust_embedding
+    from refrestore.identity.mobilefacenet import MobileFaceNetIdentity
+
+    hq = shared_dir / "data" / "refbench" / "hq"
+    root = tmp_path / "family"
+    for person in ("00022", "00086"):
+        (root / person).mkdir(parents=True)
+        for f in sorted((hq / person).glob("*.png"))[1:7]:
+            (root / person / f.name).symlink_to(f)
+    model = MobileFaceNetIdentity(mfn_file)
+    gallery = Gallery.build([root], init_detector("dlib"), model, cache_dir=tmp_path / "cache")
+    assert set(gallery.persons) == {"00022", "00086"}
+    rule = RULES["mobilefacenet"]
+    for own, other in (("00022", "00086"), ("00086", "00022")):
+        query = query_image(sorted((hq / own).glob("*.png"))[0], quality, seed=3)
+        detail = assess(query, None, 512.0).sharpness
+        scores = person_scores(gallery, robust_embedding(query, model), detail, rule)
+        threshold = rule.threshold_at(detail)
+        assert scores[own] >= threshold > scores[other], (own, quality, scores, threshold)
