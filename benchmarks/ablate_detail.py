@@ -27,12 +27,12 @@ SHARED = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 VARIANTS = {
-    "full": {},
+    "full": {},  # affine + DIS flow (the spline is off by default)
     "no landmarks (flow only)": {"landmarks": False},
-    "no flow (landmarks only)": {"flow": False},
+    "no flow (affine only)": {"flow": False},
     "no correspondence": {"landmarks": False, "flow": False},
-    "landmarks' affine only (no spline, no flow)": {"flow": False, "spline": False},
-    "no spline (affine + flow)": {"spline": False},
+    "with the spline (affine + spline + flow)": {"spline": True},
+    "affine + spline, no flow": {"spline": True, "flow": False},
     "no agreement between references": {"agreement": False},
     "no agreement with the face": {"face_agreement": False},
     "no visibility": {"visibility": False},

@@ -5,11 +5,10 @@ Three steps, each finer than the last:
 1. a least-squares affine between the two faces' 68 landmarks (dlib's shape predictor, the
    one ``gallery.pose`` uses; fitted on the restored face, which is sharp enough for it, and
    on the reference);
-2. a thin-plate spline through the landmarks' residuals (smoothed, so a landmark misplaced
-   on a blurry face bends the warp a little, not a lot), which moves eyes, brows, nose,
-   mouth and jaw to their places in this pose and expression;
+2. optionally (off by default: it did not help, see ``stage.DetailOptions.spline``) a
+   smoothed thin-plate spline through the landmarks' residuals;
 3. a dense optical flow (OpenCV's DIS, ``net.warp.local_flow``) between the restored face and
-   the spline-warped reference, both blurred to the level the restored face still carries
+   the warped reference, both blurred to the level the restored face still carries
    and contrast-normalised, which corrects what landmarks cannot see (eyelid lines, nostrils,
    hairline).
 
@@ -19,9 +18,11 @@ squeezes or stretches it (a side of the face turned away in the reference) and w
 samples outside the photo. (Distrusting large flow corrections was tried and lost detail
 that was in place: expressions move eyelids and lips by more than landmarks follow.)
 
-Measured on held-out people (correlation of the reference's fine band with the truth's,
-inside the face; refbench 512 / faces 256): landmarks only 0.077 / 0.078, DIS alone on the
-restored face 0.082 / 0.111, landmarks + flow 0.090 / 0.124 (`benchmarks/ablate_detail.py`).
+Measured on held-out people, the whole stage with its gains refitted for each (hf_corr /
+identity distance on faces 256 and refbench 512, ``benchmarks/ablate_detail.py``): no
+correspondence 0.222 / 0.301 and 0.212 / 0.284; affine only 0.225 / 0.296, 0.205 / 0.281;
+affine + spline 0.224 / 0.304, 0.203 / 0.298; DIS alone 0.239 / 0.286, 0.216 / 0.275; affine +
+DIS (shipped) 0.238 / 0.287, 0.215 / 0.272; affine + spline + DIS 0.238 / 0.292, 0.216 / 0.279.
 """
 from __future__ import annotations
 

@@ -36,8 +36,8 @@ CONTRAST_SIGMA = 8.0  # the face's shading, for matching a reference's contrast 
 CONTRAST_LIMITS = (0.5, 2.0)
 
 # Fitted gains [band][region] (regions: features, skin, rest); see the module notes.
-ALPHA = np.array([[0.82, 0.464, 0.746], [4.408, 3.821, 1.428], [0.0, 0.816, 0.0]], np.float32)
-BETA = np.array([[2.82, 2.637, 2.67], [3.283, 4.793, 0.205], [0.0, 0.456, 0.0]], np.float32)
+ALPHA = np.array([[0.855, 0.228, 0.865], [4.51, 4.437, 2.178], [0.0, 0.693, 0.0]], np.float32)
+BETA = np.array([[2.445, 2.057, 2.746], [3.537, 6.611, 1.122], [0.0, 0.25, 0.0]], np.float32)
 WEIGHT_POWER = 2.0  # (K, S, S) weights c_k^p / sum c_k^(p-1)
 FIDELITY_BOOST = 3.0  # the references' part at fidelity 0, relative to fidelity 1
 
