@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from .detail import DetailStage
 from .detection import Detector, init_detector
 from .devices import pick_device
 from .parsing import init_parser
@@ -126,7 +127,10 @@ def build_pipeline(
     notes: list[str] = []
     references = build_references(refs, ref, det, store, dev, top_k, notes, on_gallery_progress, person)
     parser = None if options.aligned else init_parser(store, dev)
-    pipeline = FacePipeline(det, None, references, options, parser, router=router)
+    # Built whatever the references: a Ray worker gets the driver's gallery after this. Its
+    # landmark model loads when a face with references first needs it.
+    detail = DetailStage() if options.reference_detail else None
+    pipeline = FacePipeline(det, None, references, options, parser, router=router, detail=detail)
     return BuiltPipeline(pipeline, pipeline.restorer.device, choice.better, notes,
                          gallery=getattr(references, "gallery", None))
 

@@ -37,14 +37,17 @@ class FaceParser:
         self.model = model.eval().to(self.device)
 
     @torch.no_grad()
-    def masks(self, faces: list[np.ndarray]) -> list[np.ndarray]:
-        """Soft 0..1 float32 masks (512x512) of the face region of aligned crops."""
+    def labels(self, faces: list[np.ndarray]) -> list[np.ndarray]:
+        """(512, 512) int64 CelebAMask-HQ class maps of aligned crops (the detail stage's regions)."""
         x = torch.from_numpy(np.stack([cv2.resize(f, (512, 512)) for f in faces])).permute(0, 3, 1, 2).float()
         x = (x / 255.0 - 0.5) / 0.5
         logits = self.model(x.to(self.device))[0]
-        labels = logits.argmax(1).cpu().numpy()
+        return list(logits.argmax(1).cpu().numpy())
+
+    def masks(self, faces: list[np.ndarray]) -> list[np.ndarray]:
+        """Soft 0..1 float32 masks (512x512) of the face region of aligned crops."""
         out = []
-        for lab in labels:
+        for lab in self.labels(faces):
             mask = FACE_LABELS[lab]
             # Feather: zero a thin border, then blur twice (soft edge without a halo).
             mask[:10, :] = mask[-10:, :] = 0

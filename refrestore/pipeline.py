@@ -15,6 +15,7 @@ import torch
 
 from .align import FFHQ_SIZE, align_face, detect_aligned_crop
 from .degradation import Degradation, Thresholds, estimate, ramp
+from .detail import DetailResult, DetailStage
 from .detection import Detector
 from .detection.content import detect_faces
 from .faces import AlignedFace, DetectedFace, Reference
@@ -47,6 +48,7 @@ class FixOptions:
     fidelity: float | None = None  # 0 = most detail .. 1 = closest to the input; None: the model's default
     adaptive: bool = True  # restore each face only as much as its degradation needs (False: fully)
     thresholds: Thresholds = Thresholds()
+    reference_detail: bool = True  # add the references' own detail where they agree (refrestore.detail)
 
 
 @dataclass
@@ -70,6 +72,7 @@ class FaceOutcome:
     keep_detail: float = 0.0  # how much of the face's own fine detail was kept
     finer_detail: float = 0.0  # how much of the photo's detail finer than the 512 crop was kept
     left_as_is: bool = False  # it needed nothing: not restored, pasted as it was
+    detail: DetailResult | None = None  # what the reference detail stage added (faces with references)
 
     @property
     def needs_restoration(self) -> bool:
@@ -96,6 +99,7 @@ class FaceOutcome:
             "detail_strength": round(float(self.detail_amount), 4),
             "kept_detail": round(float(self.keep_detail), 4),
             "degradation": self.degradation.report() if self.degradation is not None else None,
+            "detail": self.detail.report(self.references) if self.detail is not None else None,
             "error": self.error,
         }
 
@@ -216,6 +220,7 @@ class FacePipeline:
         options: FixOptions | None = None,
         parser: object | None = None,
         router: Router | None = None,
+        detail: DetailStage | None = None,
     ) -> None:
         if router is None:
             if restorer is None:
@@ -226,6 +231,7 @@ class FacePipeline:
         self.references = references
         self.options = options or FixOptions()
         self.parser = parser  # refrestore.parsing.FaceParser, for paste-back masks
+        self.detail = detail  # the reference detail stage, for faces with references (None: off)
 
     @property
     def restorer(self) -> Restorer:
@@ -337,12 +343,30 @@ class FacePipeline:
                                         detail_amount=o.detail_amount)
                 else:
                     o.restored = res
+        for p, o, _ in owners:
+            self._add_detail(p, o)
         for p in photos:
             p.warnings.extend(sink)
         if on_face is not None:
             for p in photos:
                 for o in p.outcomes:
                     on_face(o.index, len(p.outcomes))
+
+    def _add_detail(self, photo: "PreparedPhoto", o: FaceOutcome) -> None:
+        """The references' own detail, added where they agree (``refrestore.detail``), to a
+        restored face that has references, whichever restorer made it."""
+        if self.detail is None or not o.references or o.restored is None or o.error or o.left_as_is:
+            return
+        try:
+            labels = None
+            if self.parser is not None:
+                labels = self.parser.labels([o.restored])[0]  # type: ignore[attr-defined]
+            # As much as the face takes of a restorer's fine detail (--strength and its need).
+            o.detail = self.detail.add(o.restored, [r.image for r in o.references], fidelity=self.options.fidelity,
+                                       labels=labels, amount=o.detail_amount)
+            o.restored = o.detail.image
+        except Exception as exc:  # noqa: BLE001 - the restored face is still good without it
+            photo.warnings.append(f"face {o.index}: reference detail not added ({exc})".splitlines()[0])
 
     def finish(self, photo: "PreparedPhoto") -> PhotoResult:
         """Paste the restored faces back (or, for aligned input, return the restored crop)."""

@@ -79,7 +79,17 @@ def test_fix_with_a_gallery_picks_the_same_person_or_no_match(tmp_path, shared_d
         return temper(inp, raw, face["strength"], face["kept_detail"], sigma, detail_amount=face["detail_strength"]).astype(int)
 
     with_refs, without = tempered([chosen_ref]), tempered([])
-    assert np.abs(with_refs - saved).mean() < 0.1 and np.abs(with_refs - saved).max() <= 3
+    # ... then given the reference's own detail where it agrees (refrestore.detail), as much
+    # as the face takes of a restorer's detail.
+    from refrestore.detail import DetailStage
+
+    detailed = DetailStage().add(with_refs.astype(np.uint8), [chosen], amount=face["detail_strength"])
+    with_refs = detailed.image.astype(int)
+    # (The network's output is reproduced within a level or two; the stage's landmarks and
+    # flow on it can turn that into a few levels at a few pixels: measured mean 0.02, max 6.)
+    assert np.abs(with_refs - saved).mean() < 0.1 and np.abs(with_refs - saved).max() <= 10
+    assert face["detail"]["added"] and face["detail"]["references"][0]["path"] == ref["path"]
+    assert (faces_dir / "face00_confidence.png").is_file()
     assert np.abs(without - saved).mean() > 0.5, "the reference changed the restored face"
     truth_img = np.asarray(Image.open(ids / "angelina_jolie" / "deepface_img1.jpg").convert("RGB"))
     truth = align_face(truth_img, init_detector("dlib").detect(truth_img)[0]).image

@@ -145,7 +145,9 @@ def test_eval_returns_model_no_ref_and_bicubic_rows(shared_dir: Path, tmp_path: 
     restorer = REFNET_SPEC.factory(tmp_path, torch.device("cpu"), False)
     data = shared_dir / "data" / "refbench"
     report = evaluate(restorer, data, "severe", top_k=2, limit=2, people=["00089"])
-    assert set(report.rows) == {"model", "no_ref", "bicubic"}
+    # With the reference detail stage (on by default, as in fix): "model" is restorer + stage,
+    # "no_detail" the restorer alone with the same references.
+    assert set(report.rows) == {"model", "no_detail", "no_ref", "bicubic"}
     assert set(report.per_person) == {"00089"}
     for row in report.rows.values():
         assert row.n == 2
@@ -162,8 +164,9 @@ def test_eval_returns_model_no_ref_and_bicubic_rows(shared_dir: Path, tmp_path: 
     assert rows["model"].id_dist < rows["no_ref"].id_dist - 0.02
     assert rows["model"].id_dist < rows["bicubic"].id_dist
     assert rows["model"].hf_ratio > rows["bicubic"].hf_ratio and rows["model"].hf_corr > rows["bicubic"].hf_corr
+    assert rows["model"].hf_ratio > rows["no_detail"].hf_ratio, "the stage adds the references' detail"
     js = report.to_json()
-    assert all(set(js[k]) == {"psnr", "ssim", "id_dist", "hf_ratio", "hf_corr"} for k in ("model", "no_ref", "bicubic"))
+    assert all(set(js[k]) == {"psnr", "ssim", "id_dist", "hf_ratio", "hf_corr"} for k in ("model", "no_detail", "no_ref", "bicubic"))
     assert js["size"] == 512 and js["split"] == "all"
 
     # The CLI writes the same keys to --json.

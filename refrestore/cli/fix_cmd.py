@@ -34,7 +34,7 @@ MODEL_HELP = (
     "Restorer: auto (the best one present), refnet-small (uses references), gfpgan-v1.4, "
     "restoreformer, codeformer (non-commercial, only when named) or resample (no network)."
 )
-FIDELITY_HELP = "0 = most detail, 1 = closest to the input (default: the model's own)."
+FIDELITY_HELP = "0 = most detail, 1 = closest to the input (default: the model's own; the reference detail stage's 0.5)."
 
 
 def register(app: typer.Typer) -> None:
@@ -67,6 +67,7 @@ class FixRequest:
     upscale: int = 1
     strength: float = 1.0
     fidelity: float | None = None
+    reference_detail: bool = True
     only_center_face: bool = False
     save_faces: bool = False
     compare: bool = False
@@ -112,6 +113,7 @@ def fix(
     upscale: int = typer.Option(1, "--upscale", min=1, max=8, metavar="N", help="Upscale the whole photo by this factor."),
     strength: float = typer.Option(1.0, "--strength", min=0.0, max=1.0, metavar="F", help="Scales how much of the restored face each face gets (the tool picks that per face from its damage): 1 = as picked, 0.5 = half of it, 0 = faces left as they were."),
     fidelity: Optional[float] = typer.Option(None, "--fidelity", min=0.0, max=1.0, metavar="F", help=FIDELITY_HELP),
+    reference_detail: bool = typer.Option(True, "--detail/--no-detail", help="Add the references' own fine detail where they agree (default), or not."),
     only_center_face: bool = typer.Option(False, "--only-center-face", help="Restore only the face nearest the centre."),
     save_faces: bool = typer.Option(False, "--save-faces", help="Also write each face's input, restored and reference crops."),
     compare: bool = typer.Option(False, "--compare", help="Also write input | restored | reference per face."),
@@ -144,7 +146,7 @@ def fix(
         output_uri=output_uri, refs=list(refs), ref=ref, person=person, output=Path(output) if output and not output_uri else None,
         output_is_folder=bool(output) and output.endswith(("/", os.sep)), aligned=aligned, model=model,
         detector=detector, device=device, upscale=upscale, strength=strength, fidelity=fidelity,
-        only_center_face=only_center_face, save_faces=save_faces, compare=compare,
+        reference_detail=reference_detail, only_center_face=only_center_face, save_faces=save_faces, compare=compare,
         json_report=json_report, html_report=html_report, recursive=recursive,
         skip_existing=skip_existing, offline=offline, download=download, top_k=top_k, jobs=jobs,
         prefetch=prefetch, max_pixels=max_pixels, weights_dir=weights_dir, manifest=manifest,
@@ -171,7 +173,8 @@ def fix(
 def _fix_options(req: FixRequest) -> Any:
     from ..pipeline import FixOptions
 
-    options = FixOptions(upscale=req.upscale, strength=req.strength, only_center_face=req.only_center_face, aligned=req.aligned)
+    options = FixOptions(upscale=req.upscale, strength=req.strength, only_center_face=req.only_center_face, aligned=req.aligned,
+                         reference_detail=req.reference_detail)
     if req.fidelity is not None:
         import dataclasses
 

@@ -236,7 +236,8 @@ def eval_command(
     size: int = typer.Option(512, "--size", min=16, help="Evaluation size S: 512 for refbench, 256 for faces."),
     split: str = typer.Option("all", "--split", help="People: all, held-out or train (refrestore.net.split)."),
     fidelity: Optional[float] = typer.Option(None, "--fidelity", min=0.0, max=1.0,
-                                             help="Fidelity for networks that take it (0 = most detail, 1 = closest to the input)."),
+                                             help="Fidelity for networks that take it and for the reference detail stage (0 = most detail, 1 = closest to the input)."),
+    detail: bool = typer.Option(True, "--detail/--no-detail", help="Run the reference detail stage after the restorer, as fix does (default), or score the restorer alone."),
 ) -> None:
     """Hold out each photo, degrade it, restore it with and without references; PSNR, SSIM, identity distance."""
     import json
@@ -265,7 +266,7 @@ def eval_command(
             report = evaluate(restorer, data, preset, top_k=top_k, limit=limit, people=person or None,
                               model_name=str(weights) if weights else model,
                               on_photo=lambda i, n: status.update(f"evaluating {i}/{n}"),
-                              size=size, split=split, fidelity=fidelity)
+                              size=size, split=split, fidelity=fidelity, detail=detail)
     except (DataError, ValueError) as e:
         _fail(str(e), 2)
     table = Table(title=f"{report.model_name} on {data} ({preset}, {split} people at {size}, top-k {top_k or 'all'}, "

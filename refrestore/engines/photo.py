@@ -77,7 +77,10 @@ def write(job: PhotoJob, options: BatchOptions) -> None:
         # The face-crop writers live with the batch module's other public helpers.
         from ..batch import _save_face_files
 
-        _save_face_files(job.result, task.output, job.loaded, options.save_faces, options.compare)
+        maps = _save_face_files(job.result, task.output, job.loaded, options.save_faces, options.compare)
+        for face in job.report.faces:  # the HTML report shows the confidence maps written
+            if face.get("index") in maps and face.get("detail"):
+                face["detail"]["confidence_map"] = maps[face["index"]]
     # A photo none of whose faces needed anything is the input itself: its own bytes are
     # written (no re-encoding loss); otherwise a JPEG keeps the input's tables.
     job.report.copied = save_output(task.output, job.result.image, job.loaded)

@@ -12,7 +12,7 @@ import hashlib
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -27,6 +27,8 @@ from .split import is_held_out
 log = logging.getLogger(__name__)
 
 ROWS = ("model", "no_ref", "bicubic")
+# With the reference detail stage: the restorer alone (with references) is kept as no_detail.
+ROWS_DETAIL = ("model", "no_detail", "no_ref", "bicubic")
 
 
 @dataclass
@@ -99,6 +101,50 @@ def select_people(data: Path, split: str, people: Sequence[str] | None = None) -
     return names
 
 
+@dataclass
+class Sample:
+    """One held-out photo: its truth, its degraded copy and the person's other photos."""
+
+    person: str
+    index: int
+    gt: np.ndarray
+    lq: np.ndarray
+    refs: list[Reference]
+
+
+def samples(data: Path, preset_name: str = "severe", top_k: int | None = None, limit: int | None = None,
+            people: Sequence[str] | None = None, seed: int = 0, size: int = 512,
+            split: str = "all") -> tuple[int, Iterator[Sample]]:
+    """(count, the samples in order) of :func:`evaluate`; also what ``benchmarks/fit_detail.py``
+    fits the detail stage on (with ``split="train"``)."""
+    params = scaled_for(preset(preset_name), size)
+    if top_k is not None and top_k < 1:
+        raise ValueError("top_k must be >= 1")
+    chosen = select_people(data, split, people)
+    if not chosen:
+        raise ValueError(f"no person under {data} in split {split!r}")
+    bank = FaceBank(data, size=size, include=chosen)
+    jobs = []
+    for person in bank.trainable_people():
+        n = len(bank.images[person])
+        for i in range(n if limit is None else min(n, limit)):
+            jobs.append((person, i))
+    if not jobs:
+        raise ValueError(f"no person under {data} has two or more photos")
+
+    def each() -> Iterator[Sample]:
+        for person, i in jobs:
+            imgs = bank.images[person]
+            gt = imgs[i]
+            lq = degrade(gt, params, seed=photo_seed(person, i, seed))
+            cand_idx = bank.reference_indices(person, i)
+            order = rank_references(lq, [imgs[j] for j in cand_idx], top_k)
+            refs = [Reference(image=imgs[cand_idx[j]], path=str(bank.people[person][cand_idx[j]])) for j in order]
+            yield Sample(person, i, gt, lq, refs)
+
+    return len(jobs), each()
+
+
 def evaluate(
     restorer: Restorer,
     data: Path,
@@ -113,6 +159,7 @@ def evaluate(
     size: int = 512,
     split: str = "all",
     fidelity: float | None = None,
+    detail: Any = True,
 ) -> EvalReport:
     """Evaluate ``restorer`` (any object with the Restorer interface) on ``data``.
 
@@ -123,51 +170,49 @@ def evaluate(
     ``split`` to the held-out (or training) people of ``refrestore.net.split``.
     ``embedder`` is anything with ``embed(list_of_aligned_rgb) -> (N, D) unit rows``;
     the default is dlib's descriptor (``refrestore.identity.DlibIdentity``). ``fidelity`` is
-    passed to restorers that support it.
+    passed to restorers that support it, and to the detail stage.
+
+    ``detail``: the reference detail stage (``refrestore.detail``) that ``fix`` runs after the
+    restorer, applied the same way to the output with references: True for the default
+    stage, a ``DetailStage``, or False/None to score the restorer alone. With it, the
+    ``model`` row is restorer + stage and ``no_detail`` the restorer alone with references.
     """
-    params = scaled_for(preset(preset_name), size)
-    if top_k is not None and top_k < 1:
-        raise ValueError("top_k must be >= 1")
-    chosen = select_people(data, split, people)
-    if not chosen:
-        raise ValueError(f"no person under {data} in split {split!r}")
+    count, todo = samples(data, preset_name, top_k, limit, people, seed, size, split)
     if embedder is None:
         from ..identity import DlibIdentity
 
         embedder = DlibIdentity()
-    bank = FaceBank(data, size=size, include=chosen)
-    jobs = []
-    for person in bank.trainable_people():
-        n = len(bank.images[person])
-        for i in range(n if limit is None else min(n, limit)):
-            jobs.append((person, i))
-    if not jobs:
-        raise ValueError(f"no person under {data} has two or more photos")
+    if detail is True:
+        from ..detail import DetailStage
+
+        detail = DetailStage()
+    rows_of = ROWS_DETAIL if detail else ROWS
     kwargs = {"fidelity": fidelity} if fidelity is not None and getattr(restorer.info, "supports_fidelity", False) else {}
     per: dict[str, dict[str, list[tuple[float, ...]]]] = {}
-    for done, (person, i) in enumerate(jobs):
-        imgs = bank.images[person]
-        gt = imgs[i]
-        lq = degrade(gt, params, seed=photo_seed(person, i, seed))
-        cand_idx = bank.reference_indices(person, i)
-        order = rank_references(lq, [imgs[j] for j in cand_idx], top_k)
-        refs = [Reference(image=imgs[cand_idx[j]], path=str(bank.people[person][cand_idx[j]])) for j in order]
-        with_ref = restorer.restore([lq], [refs], **kwargs)[0]
+    for done, sample in enumerate(todo):
+        gt, lq, refs = sample.gt, sample.lq, sample.refs
+        restored = restorer.restore([lq], [refs], **kwargs)[0]
         without = restorer.restore([lq], [[]], **kwargs)[0]
-        emb = embedder.embed([gt, with_ref, without, lq])
-        rows = per.setdefault(person, {r: [] for r in ROWS})
-        for name, img, e in (("model", with_ref, emb[1]), ("no_ref", without, emb[2]), ("bicubic", lq, emb[3])):
+        outputs = {"model": restored, "no_ref": without, "bicubic": lq}
+        if detail:
+            outputs["no_detail"] = restored
+            outputs["model"] = detail.add(restored, [r.image for r in refs], fidelity=fidelity).image
+        names = list(rows_of)
+        emb = embedder.embed([gt] + [outputs[n] for n in names])
+        rows = per.setdefault(sample.person, {r: [] for r in rows_of})
+        for name, e in zip(names, emb[1:]):
+            img = outputs[name]
             rows[name].append((psnr(img, gt), ssim(img, gt), float(np.linalg.norm(e - emb[0])), *hf_scores(img, gt)))
         if on_photo is not None:
-            on_photo(done + 1, len(jobs))
+            on_photo(done + 1, count)
 
     def agg(vals: list[tuple[float, ...]]) -> Scores:
         a = np.asarray(vals, dtype=np.float64)
         return Scores(float(a[:, 0].mean()), float(a[:, 1].mean()), float(a[:, 2].mean()), len(vals),
                       float(a[:, 3].mean()), float(a[:, 4].mean()))
 
-    per_person = {p: {r: agg(v[r]) for r in ROWS} for p, v in per.items()}
-    overall = {r: agg([x for v in per.values() for x in v[r]]) for r in ROWS}
+    per_person = {p: {r: agg(v[r]) for r in rows_of} for p, v in per.items()}
+    overall = {r: agg([x for v in per.values() for x in v[r]]) for r in rows_of}
     return EvalReport(preset_name, model_name or getattr(restorer.info, "name", "?"), top_k, overall, per_person,
                       size=size, split=split, fidelity=fidelity)
 
@@ -189,6 +234,7 @@ def ablate(weights: Path, data: Path, modules: Sequence[str] = ABLATION_MODULES,
     from .arch import RefNet
     from .train import read_weights
 
+    kwargs.setdefault("detail", False)  # the network's own modules, without the detail stage
     cfg, sd = read_weights(weights)
     reports: dict[str, EvalReport] = {}
     for name in ("full", *modules):

@@ -43,8 +43,44 @@ def _lq_band(lq: np.ndarray) -> np.ndarray:
     return cv2.normalize(_band(lq).astype(np.float32), None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
 
 
-def _dis() -> cv2.DISOpticalFlow:
-    return cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+def _dis(patch: int | None = None) -> cv2.DISOpticalFlow:
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    if patch is not None:
+        dis.setPatchSize(patch)
+        dis.setPatchStride(max(1, patch // 2))
+    return dis
+
+
+def _local_contrast(grey: np.ndarray, sigma: float, window: float, side: int) -> np.ndarray:
+    """``grey`` (S x S) at ``side``, blurred by ``sigma``, less its local mean, over its local
+    deviation (both in a Gaussian ``window``; sigma and window in S pixels), as uint8: two
+    photos under different light agree."""
+    scale = side / grey.shape[0]
+    x = grey if scale == 1 else cv2.resize(grey, (side, side), interpolation=cv2.INTER_AREA)
+    # An area reduction already blurs by about half a pixel of the small side.
+    blur = float(np.sqrt(max((sigma * scale) ** 2 - (0.5 if scale < 1 else 0.0) ** 2, 0.0)))
+    if blur > 0.05:
+        x = cv2.GaussianBlur(x, (0, 0), blur)
+    mean = cv2.GaussianBlur(x, (0, 0), window * scale)
+    dev = np.sqrt(np.maximum(cv2.GaussianBlur(x * x, (0, 0), window * scale) - mean * mean, 1.0))
+    return np.clip(128.0 + 40.0 * (x - mean) / dev, 0, 255).astype(np.uint8)
+
+
+def local_flow(target: np.ndarray, moving: np.ndarray, sigma: float, window: float,
+               flow_size: int = FLOW_SIZE, patch: int = 12) -> np.ndarray:
+    """(S, S, 2) float32 flow between two grey float32 S x S faces: ``target`` pixel (x, y)
+    matches ``moving`` at (x, y) + flow, in S pixels. Both are blurred by ``sigma`` and
+    contrast-normalised over ``window`` (S pixels) before DIS runs at ``flow_size``: a finer
+    match than :func:`align_references`' band-limited copies, for faces already roughly in
+    place (the reference detail stage, ``refrestore.detail``)."""
+    size = target.shape[0]
+    side = min(size, flow_size)
+    a = _local_contrast(target, sigma, window, side)
+    b = _local_contrast(moving, sigma, window, side)
+    flow = _dis(patch).calc(a, b, None)
+    if side != size:
+        flow = cv2.resize(flow, (size, size), interpolation=cv2.INTER_LINEAR) * (size / side)
+    return flow
 
 
 def align_references(lq: np.ndarray, refs: Sequence[np.ndarray], size: int) -> list[np.ndarray]:

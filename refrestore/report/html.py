@@ -196,18 +196,31 @@ class _Writer:
                            f'<figcaption>{caption}</figcaption></figure>')
         ref = face.get("reference")
         refs = [ref, *(ref.get("alternatives") or [])] if ref else []
+        detail = face.get("detail") if isinstance(face.get("detail"), dict) else None
+        shares = {(str(d.get("path")), d.get("face_index")): d.get("share")
+                  for d in (detail.get("references") or [])} if detail and detail.get("added") else {}
         if not refs:
             figures.append('<figure><div class="noref">no reference</div><figcaption>no match</figcaption></figure>')
         for r in refs:
+            share = shares.get((str(r.get("path")), r.get("face_index")))
+            gave = f"; gave {share:.0%} of the detail" if isinstance(share, (int, float)) else ""
             figures.append(f'<figure>{_img(self.assets, self.reference_thumb(r), "reference")}'
                            f'<figcaption>{_e(_person(r))}: {_e(Path(str(r.get("path"))).name)}#{_e(r.get("face_index"))}'
-                           f' score {_fmt(r.get("score"))}</figcaption></figure>')
+                           f' score {_fmt(r.get("score"))}{_e(gave)}</figcaption></figure>')
+        if detail and detail.get("confidence_map"):
+            name = f"{tag}_f{k:02d}_conf.jpg"
+            ok = _save_jpeg(_open_rgb(detail["confidence_map"]), self.assets.folder / name, FACE_SIDE)
+            figures.append(f'<figure>{_img(self.assets, name if ok else None, "confidence map")}'
+                           '<figcaption>where the references were trusted</figcaption></figure>')
         facts = [("face", f"{k}" + (f" at {', '.join(f'{v:.0f}' for v in box)}" if box else "")),
                  ("detector", f"{face.get('detector') or '-'} ({_fmt(face.get('detector_score'))})"),
                  ("restorer", face.get("restorer") or ("none: it needed nothing" if face.get("left_as_is") else "-")),
                  ("restored", "yes" if face.get("restored") else "no")]
         if isinstance(face.get("strength"), (int, float)) and face.get("restored"):
             facts.append(("strength", _fmt(face["strength"])))
+        if detail:
+            facts.append(("reference detail", f"added (RMS {detail.get('change', 0):.1f} grey levels)"
+                          if detail.get("added") else "none needed"))
         degradation = face.get("degradation")
         if isinstance(degradation, dict) and "severity" in degradation:
             facts.append(("degradation", f"{_fmt(degradation['severity'])} ({degradation.get('cause') or '-'})"))
