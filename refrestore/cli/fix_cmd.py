@@ -9,18 +9,18 @@ import dataclasses
 import logging
 import os
 import signal
-from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich.console import Console
 
-from .common import (PlainConsole, PlainHelpCommand, Verbosity, consoles, fail, is_terminal, print_error, setup_logging,
+from .common import (PlainConsole, PlainHelpCommand, Verbosity, consoles, fail, is_terminal, setup_logging,
                      shown, verbosity_from)
 from .progress import GalleryProgress
-from .outcome import print_image_line, print_photo_faces, print_summary, used_models, where_lines
+from .fix_finish import _gallery_line, finish_run
+from .fix_request import FixRequest
+from .outcome import print_image_line, print_photo_faces
 
 if TYPE_CHECKING:
     from ..batch import BatchOptions, BatchSummary, ImageReport, Task
@@ -47,56 +47,6 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
-
-@dataclass(frozen=True)
-class FixRequest:
-    """Everything ``refrestore fix`` was asked to do, typed; built once from the command line."""
-
-    inputs: list[Path]
-    uris: tuple[str, ...] = ()  # inputs on other filesystems (s3://, gs://, file://): --engine ray
-    output_uri: str | None = None  # -o on another filesystem
-    refs: list[Path] = field(default_factory=list)
-    ref: Path | None = None
-    person: Path | None = None  # --person DIR: the one person these photos show
-    output: Path | None = None
-    output_is_folder: bool = False  # -o ended in a slash: a folder even when named like a file
-    aligned: bool = False
-    model: str = "auto"
-    detector: str = "auto"
-    device: str = "auto"
-    upscale: int = 1
-    strength: float = 1.0
-    fidelity: float | None = None
-    reference_detail: bool = True
-    only_center_face: bool = False
-    save_faces: bool = False
-    compare: bool = False
-    json_report: Path | None = None
-    html_report: Path | None = None
-    recursive: bool = False
-    skip_existing: bool = True
-    offline: bool = False
-    download: bool = False
-    top_k: int = 3
-    jobs: int = 2
-    prefetch: int = 2
-    max_pixels: int | None = None
-    weights_dir: Path | None = None
-    manifest: Path | None = None
-    verbosity: Verbosity = Verbosity.NORMAL
-    engine: str = "local"  # local | ray
-    ray_address: str | None = None
-    workers: int | None = None
-    gpus_per_worker: float = 0.0
-    report_mode: int | None = None  # the reports' permission bits follow the most private input
-
-    @property
-    def debug(self) -> bool:
-        return self.verbosity >= Verbosity.DEBUG
-
-    @property
-    def quiet(self) -> bool:
-        return self.verbosity <= Verbosity.QUIET
 
 
 def fix(
@@ -401,29 +351,6 @@ def _gate(req: FixRequest, tasks: "list[Task]") -> "tuple[FixRequest, list[Any]]
                                html_report=plan.destination(req.html_report), report_mode=private), locks
 
 
-def finish_run(req: FixRequest, summary: Any, meta: dict, out_console: Console, err_console: Console) -> int:
-    """Reports, summary and exit status of a finished run, for either engine."""
-    # The album is done: a SIGTERM now must not cut the reports short, nor kill the process
-    # while it tears down (a default handler again: exit 143 and no word); it finishes cleanly.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    from ..licences import licence_line
-
-    licences = used_models(summary, meta, req.manifest)
-    meta = {**meta, "licences": [lic.as_dict() for lic in licences]}
-    _write_reports(req, summary, meta, err_console)
-    after: list[str] = []
-    if not req.quiet:
-        after = [line for line in (licence_line(licences),) if line]
-        after += where_lines(summary, req.output, [req.html_report, req.json_report])
-    print_summary(summary, out_console, after)
-    if summary.fatal:
-        print_error(f"{summary.fatal}; stopped", err_console)
-        return 1
-    if summary.interrupted:
-        err_console.print("interrupted: finished outputs are complete; rerun to continue")
-        return 130
-    return 1 if summary.failed else 0
-
 
 def _refuse_oversized_output(path: Path, upscale: int, max_pixels: int | None) -> None:
     """One photo whose upscaled output would pass the pixel limit: a usage error before any
@@ -466,36 +393,6 @@ def _build(req: FixRequest, choice: Any, store: Any, err_console: Console) -> An
     return built
 
 
-def _gallery_line(gallery: Any) -> str | None:
-    """faces, people (folders), photos, from the cache, identity model: what the gallery held."""
-    if gallery is None:
-        return None
-    stats = gallery.stats
-    # People are folders, plus clusters where RefSel names them (a second face in a photo,
-    # top-level photos): both counts are shown so neither surprises.
-    people = {getattr(f, "person", None) or Path(f.path).parent.name for f in gallery.faces}
-    folders = {Path(f.path).parent for f in gallery.faces}
-    return (f"gallery: {len(gallery.faces)} faces of {_count(len(people), 'person', 'people')} "
-            f"({_count(len(folders), 'folder', 'folders')}) in {_count(stats.files, 'photo', 'photos')}, "
-            f"{stats.from_cache} from the cache, {stats.indexed} indexed; identity model {gallery.identity_name}")
-
-
-def _count(n: int, one: str, many: str) -> str:
-    return f"{n} {one if n == 1 else many}"
-
-
-def _write_reports(req: FixRequest, summary: "BatchSummary", meta: dict[str, Any], err_console: Console) -> None:
-    from ..report import build_document, write_json_report
-
-    if req.json_report is None and req.html_report is None:
-        return
-    document = build_document(summary, meta)
-    if req.json_report is not None:
-        write_json_report(req.json_report, document, req.report_mode)
-    if req.html_report is not None:
-        from ..report import write_html_report
-
-        write_html_report(req.html_report, document, title="refrestore fix", source_mode=req.report_mode)
 
 
 def _run_with_progress(tasks: "list[Task]", pipeline: "FacePipeline", options: "BatchOptions", out_console: Console,

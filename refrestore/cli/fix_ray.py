@@ -55,7 +55,7 @@ def run_ray_fix(req: Any, tasks: list[Any], problems: list[tuple[Any, str]], sto
     summary = run.summary
     summary.images[:0] = [ImageReport(str(p), None, "error", reason) for p, reason in problems]
     meta = {"restorer": run.restorer or choice.spec.info.name, "detector": run.detector, "device": run.device}
-    from .fix_cmd import _gallery_line, finish_run
+    from .fix_finish import _gallery_line, finish_run
 
     gallery_line = _gallery_line(run.gallery)
     if gallery_line:

@@ -74,8 +74,7 @@ def write(job: PhotoJob, options: BatchOptions) -> None:
     assert job.loaded is not None and job.result is not None
     task = job.task
     if options.save_faces or options.compare:
-        # The face-crop writers live with the batch module's other public helpers.
-        from ..batch import _save_face_files
+        from .facefiles import _save_face_files
 
         maps = _save_face_files(job.result, task.output, job.loaded, options.save_faces, options.compare)
         for face in job.report.faces:  # the HTML report shows the confidence maps written

@@ -10,12 +10,10 @@ finds the finished file. Progress is reported through a callback, never printed.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import logging
 import os
 import shutil
-import socket
 import stat
 import time
 from dataclasses import dataclass
@@ -32,6 +30,7 @@ from .. import __version__ as _version
 from .. import paths
 from .errors import WeightsError
 from .manifest import ManifestEntry, check_url
+from .neterrors import _host, _short, unreachable_cause
 from .store import WeightStore, file_lock
 
 log = logging.getLogger(__name__)
@@ -536,61 +535,6 @@ def _content_range(value: str) -> tuple[int | None, int | None]:
 def _retry_after(response: requests.Response) -> float | None:
     value = response.headers.get("Retry-After", "")
     return float(value) if value.strip().isdigit() else None
-
-
-def _host(url: str) -> str:
-    return urlparse(url).netloc or url
-
-
-_UNREACHABLE_ERRNOS = {errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH}
-
-
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    """``exc`` and everything it wraps: requests -> urllib3 MaxRetryError -> reason -> OSError."""
-    seen: set[int] = set()
-    todo: list[BaseException] = [exc]
-    while todo:
-        e = todo.pop(0)
-        if id(e) in seen:
-            continue
-        seen.add(id(e))
-        yield e
-        todo += [a for a in getattr(e, "args", ()) if isinstance(a, BaseException)]
-        for attr in ("reason", "__cause__", "__context__"):
-            inner = getattr(e, attr, None)
-            if isinstance(inner, BaseException):
-                todo.append(inner)
-
-
-def unreachable_cause(exc: BaseException, url: str) -> str | None:
-    """One line saying why ``url``'s host cannot be reached at all, or None when the
-    failure may pass (a timeout, a reset connection, a server error)."""
-    parsed = urlparse(url)
-    host = parsed.hostname or parsed.netloc or url
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    causes = list(_causes(exc))
-    for e in causes:
-        if isinstance(e, socket.gaierror):
-            return f"cannot resolve host {host}: {e.strerror or e} (no network or no DNS?)"
-    for e in causes:
-        if type(e).__name__ == "NameResolutionError":
-            return f"cannot resolve host {host} (no network or no DNS?)"
-        if isinstance(e, OSError) and e.errno in _UNREACHABLE_ERRNOS:
-            what = "connection refused by" if e.errno == errno.ECONNREFUSED else "no route to"
-            return f"{what} {host}:{port} ({os.strerror(e.errno)})"
-    text = str(exc)
-    if "Name or service not known" in text or "Temporary failure in name resolution" in text or "nodename nor servname" in text:
-        return f"cannot resolve host {host} (no network or no DNS?)"
-    if "Connection refused" in text:
-        return f"connection refused by {host}:{port}"
-    return None
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    if "timed out" in text.lower() or isinstance(exc, requests.Timeout):
-        return f"timed out ({type(exc).__name__})"
-    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def _sync(handle: IO[bytes]) -> None:
