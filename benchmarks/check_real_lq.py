@@ -1,5 +1,6 @@
 """No false match on real old photos: the faces of data/real_lq/whole against a gallery of
-data/identities plus every held-out person of data/faces (nobody in real_lq is in either).
+data/identities plus every held-out person of data/faces (one of them, young Leonardo DiCaprio,
+is in two of the photos: see KNOWN).
 
 Usage: python benchmarks/check_real_lq.py [--identity auto|mobilefacenet-lr|mobilefacenet|dlib|fused]
                                           [--detector dlib]

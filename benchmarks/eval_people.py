@@ -249,7 +249,13 @@ def main(argv: list[str] | None = None) -> int:
 
     model = MobileFaceNetIdentity(args.weights, name=args.model, levels=None if args.levels == "on" else ())
     faces = read_faceset(args.faces)
-    data = embed_all(faces, model, args.cache)
+    if model.gallery_levels:
+        data = embed_all(faces, model, args.cache)
+    else:
+        # the clean columns of the levels-on rows are the levels-off rows: reuse that cache
+        full = MobileFaceNetIdentity(args.weights, name=args.model)
+        data = dict(embed_all(faces, full, args.cache))
+        data["gallery"] = data["gallery"][:, :model.dim]
     rule = RULES.get(args.model) or RULES["mobilefacenet"]
     if not model.gallery_levels:
         rule = replace(rule, levels=None)

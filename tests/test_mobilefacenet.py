@@ -88,22 +88,27 @@ def test_from_file_installs_the_published_file_by_its_sha256(tmp_path: Path, mfn
     assert len(run.stderr.strip().splitlines()) == 1
 
 
-def test_auto_picks_mobilefacenet_when_present(tmp_path: Path, mfn_file: Path) -> None:
+def test_auto_picks_the_embedded_fine_tune_and_the_published_file_once_added(tmp_path: Path, mfn_file: Path) -> None:
     from refrestore.identity import init_identity_model
     from refrestore.weights import WeightStore
     from refrestore.weights.user_added import add_user_file
 
     store = WeightStore(tmp_path / "weights")
-    assert init_identity_model("auto", store=store).name == "dlib"
+    # the fine-tune ships inside the package: auto needs no download
+    assert init_identity_model("auto", store=store).name == "mobilefacenet-lr"
+    with pytest.raises(Exception, match="mobilefacenet"):
+        init_identity_model("mobilefacenet", store=store)
     added = add_user_file(store, None, mfn_file)
     assert added.published and added.name == "mobilefacenet.pt"
     assert store.find("mobilefacenet.pt") is not None
-    assert init_identity_model("auto", store=store).name == "mobilefacenet"
+    assert init_identity_model("mobilefacenet", store=store).name == "mobilefacenet"
+    assert init_identity_model("auto", store=store).name == "mobilefacenet-lr"
 
 
-@pytest.mark.parametrize("quality", ["clean", "48px"])
+@pytest.mark.parametrize("name,quality", [("mobilefacenet", "clean"), ("mobilefacenet", "48px"),
+                                          ("mobilefacenet-lr", "clean"), ("mobilefacenet-lr", "48px")])
 def test_a_real_pair_of_one_person_scores_above_and_of_two_people_below_the_threshold(
-        quality: str, tmp_path: Path, mfn_file: Path, shared_dir: Path) -> None:
+        name: str, quality: str, tmp_path: Path, mfn_file: Path, shared_dir: Path) -> None:
     """The shipped rule on real faces: a held-out photo of a person against that person's other
     photos reaches the identification threshold; against another person's photos it stays below."""
     from refrestore.detection import init_detector
@@ -121,10 +126,11 @@ def test_a_real_pair_of_one_person_scores_above_and_of_two_people_below_the_thre
         (root / person).mkdir(parents=True)
         for f in sorted((hq / person).glob("*.png"))[1:7]:
             (root / person / f.name).symlink_to(f)
-    model = MobileFaceNetIdentity(mfn_file)
+    weights = mfn_file if name == "mobilefacenet" else Path(__file__).parents[1] / "models" / "mobilefacenet_lr.pt"
+    model = MobileFaceNetIdentity(weights, name=name)
     gallery = Gallery.build([root], init_detector("dlib"), model, cache_dir=tmp_path / "cache")
     assert set(gallery.persons) == {"00022", "00086"}
-    rule = RULES["mobilefacenet"]
+    rule = RULES[name]
     for own, other in (("00022", "00086"), ("00086", "00022")):
         query = query_image(sorted((hq / own).glob("*.png"))[0], quality, seed=3)
         detail = assess(query, None, 512.0).sharpness

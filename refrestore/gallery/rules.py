@@ -80,6 +80,18 @@ RULES: dict[str, MatchRule] = {
                                levels=(16, 16, 24, 32, 48, None), aggregate="centroid",
                                strangers=(0.272, 0.225, 0.142, 0.132, 0.185, 0.298),
                                verifiable_detail=0.1, min_face_px=16.0),
+    # refrestore's fine-tune (models/mobilefacenet-lr.md), what --identity auto uses: calibrated the
+    # same way (`python benchmarks/eval_people.py --model mobilefacenet-lr --calibrate
+    # --genuine-floor 0.05`), the stranger threshold at the 5th percentile of the training people's
+    # genuine scores: held out, another person's 32-48 px faces used a one-person folder 10% of the
+    # time at the 5th (17% at the 3rd), the own person's 95% (98% at the 3rd); a false match is
+    # the worse of the two.
+    "mobilefacenet-lr": MatchRule(details=(0.15, 0.29, 0.42, 0.54, 0.74, 1.0),
+                                  thresholds=(0.545, 0.54, 0.535, 0.51, 0.495, 0.51),
+                                  gaps=(0.1, 0.0, 0.0, 0.08, 0.1, 0.0), gallery=0.45,
+                                  levels=(16, 16, 24, 32, 48, None), aggregate="centroid",
+                                  strangers=(0.124, 0.159, 0.191, 0.243, 0.313, 0.396),
+                                  verifiable_detail=0.1, min_face_px=16.0),
     # dlib weight 0.98 (refrestore.identity.fused.DLIB_WEIGHT); see README for why this is not
     # the default: faceid-small has memorised the training people, so this rule is fitted on
     # scores that are better than a stranger's photos will give.
