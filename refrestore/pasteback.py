@@ -110,9 +110,6 @@ def keep_colour(restored: np.ndarray, original: np.ndarray, mask: np.ndarray, si
     return cv2.cvtColor(np.clip(np.rint(lab_r), 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
 
 
-GRAIN_SHIFT_PX = 5  # photo pixels
-
-
 def grain_level(grey: np.ndarray, where: np.ndarray) -> float:
     """The photo's grain where ``where`` is true: the spread of what a 1-pixel blur removes,
     robustly (median absolute deviation), so that edges (hair, a collar) do not count as grain."""
@@ -143,9 +140,6 @@ def matching_grain(roi: np.ndarray, face: np.ndarray, alpha: np.ndarray) -> np.n
     # print's dots as they look in this photo (synthetic noise of the same spread looks
     # coarser than a halftone's regular dots), luminance only: its colour noise stays out.
     fine = grey_roi - cv2.GaussianBlur(grey_roi, (0, 0), 1.0)
-    # Shifted by a few pixels: the same kind of grain, not the very noise the restorer removed
-    # put back where it was (that undid the restoration: real faces moved under 2 grey levels).
-    fine = np.roll(fine, (GRAIN_SHIFT_PX, GRAIN_SHIFT_PX), axis=(0, 1))
     return (fine * (missing / max(around, 1e-6)))[..., None]
 
 

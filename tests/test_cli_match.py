@@ -45,7 +45,7 @@ def test_match_report_table_and_contact_sheets(setup: dict[str, Path]) -> None:
     assert "c_broken.jpg" in res.stderr and "Traceback" not in res.stderr
     assert "no match" in res.stdout and "face_recognition_obama" in res.stdout
     data = json.loads(report.read_text())
-    assert data["identity_model"].startswith("dlib") and data["detector"] == "dlib"
+    assert data["identity_model"].startswith("mobilefacenet-lr") and data["detector"] == "dlib"  # auto: the embedded one
     images = {Path(i["input"]).name: i for i in data["images"]}
     assert set(images) == {"a_obama.jpg", "b_stranger.jpg", "c_broken.jpg", "d_crop.png"}
     # a tight aligned crop is found too (detected on a padded copy)

@@ -463,7 +463,11 @@ def test_a_damaged_gallery_cache_never_breaks_a_run(clean_cache: tuple[Path, str
     from refrestore.gallery.cache import IndexCache
     from refrestore.gallery.index import _faces_from_record
 
-    store = IndexCache(home / "cache", meta["detector"], meta["identity"], meta["identity_version"], 128)
+    from refrestore.identity.levels import LEVELS
+
+    # a MobileFaceNet row holds the clean embedding and one per gallery level
+    dim = 128 * (1 + len(LEVELS)) if meta["identity"].startswith("mobilefacenet") else 128
+    store = IndexCache(home / "cache", meta["detector"], meta["identity"], meta["identity_version"], dim)
     assert store.dir == cache
     files, entries = store.load_snapshot()
     assert len(files) == 4 and len(entries) == 4

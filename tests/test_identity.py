@@ -125,9 +125,9 @@ def test_version_names_what_changes_embeddings() -> None:
     assert DlibIdentity().version != DlibIdentity(num_jitters=2).version
 
 
-def test_init_identity_model_falls_back_to_dlib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_init_identity_model_auto_and_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REFRESTORE_HOME", str(tmp_path))
-    assert init_identity_model("auto").name == "dlib"
+    assert init_identity_model("auto").name == "mobilefacenet-lr"  # embedded: nothing to download
     assert init_identity_model("dlib").name == "dlib"
     with pytest.raises(FileNotFoundError, match=ARCFACE_WEIGHTS):
         init_identity_model("arcface")

@@ -317,7 +317,7 @@ def test_nothing_is_written_to_the_working_directory(tmp_path, whole_photos, sha
     assert any((tmp_path / "home").rglob("*")), "the gallery cache went to REFRESTORE_HOME"
     assert sorted(os.listdir(cwd)) == []
     # What the gallery held, in one line after indexing it.
-    assert "gallery: 1 faces of 1 person (1 folder) in 1 photo, 0 from the cache, 1 indexed; identity model dlib" \
+    assert "gallery: 1 faces of 1 person (1 folder) in 1 photo, 0 from the cache, 1 indexed; identity model mobilefacenet-lr" \
         in proc.stderr, proc.stderr
 
 

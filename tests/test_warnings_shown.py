@@ -26,7 +26,7 @@ def test_warning_follows_the_image_line_in_a_log(tmp_path: Path, shared_dir: Pat
     proc = subprocess.run(_args(shared_dir, tmp_path / "o.png"), capture_output=True, text=True, env=env,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert re.search(r"^ok +\S+codeformer_00\.jpg -> \S+o\.png \(4 face\(s\)\)$", proc.stdout, re.M), proc.stdout
+    assert re.search(r"^ok +\S+codeformer_00\.jpg -> \S+o\.png; faces: 4 restored with --ref ", proc.stdout, re.M), proc.stdout
     assert f"warning: {shared_dir / 'data' / 'real_lq' / 'whole' / 'codeformer_00.jpg'}: {WARNING}" in proc.stderr
 
 
