@@ -6,7 +6,7 @@ older photo-level thresholds (:class:`Thresholds`, :data:`THRESHOLDS`) for model
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -56,6 +56,20 @@ THRESHOLDS: dict[str, Thresholds] = {
                           gallery=0.40, hub_weight=0.5, hub_prior=0.10, calibrated=False),
 }
 
+# The pretrained MobileFaceNet, calibrated on the TRAINING people of shared/data/faces by
+# `python benchmarks/eval_people.py --calibrate` (per detail anchor: the best identification
+# with at most 1% of strangers matched, over two kinds of damage; the stranger threshold at the
+# 3rd percentile of genuine scores) and measured on the held-out people (README, "References").
+# Anchors: median detail of 16 (and alt-24), 16, 24, 32, 48 px and clean queries; each compares
+# the query with the gallery at that level (mixed with the clean embedding), a person scored by
+# the centroid of its faces.
+_MOBILEFACENET = MatchRule(details=(0.15, 0.29, 0.42, 0.54, 0.74, 1.0),
+                           thresholds=(0.53, 0.585, 0.53, 0.47, 0.435, 0.465),
+                           gaps=(0.1, 0.1, 0.1, 0.1, 0.1, 0.0), gallery=0.45,
+                           levels=(16, 16, 24, 32, 48, None), aggregate="centroid",
+                           strangers=(0.272, 0.225, 0.142, 0.132, 0.185, 0.298),
+                           verifiable_detail=0.1, min_face_px=16.0)
+
 # Person-level rules (threshold and margin over the second person, rising as the query loses
 # detail), calibrated on the TRAINING people of shared/data/faces by benchmarks/eval_identity.py
 # and checked on the held-out people; the figures are in README.md ("References (RefSel)").
@@ -67,31 +81,17 @@ THRESHOLDS: dict[str, Thresholds] = {
 RULES: dict[str, MatchRule] = {
     "dlib": MatchRule(details=(0.441, 0.762, 1.0), thresholds=(0.9525, 0.9525, 0.9600),
                       gaps=(0.02, 0.02, 0.01), gallery=0.935),
-    # The pretrained MobileFaceNet, calibrated on the TRAINING people of shared/data/faces by
-    # `python benchmarks/eval_people.py --calibrate` (per detail anchor: the best identification
-    # with at most 1% of strangers matched, over two kinds of damage; the stranger threshold at the
-    # 3rd percentile of genuine scores) and measured on the held-out people (README, "References").
-    # Anchors: median detail of 16 (and alt-24), 16, 24, 32, 48 px and clean queries; each compares
-    # the query with the gallery at that level (mixed with the clean embedding), a person scored by
-    # the centroid of its faces.
-    "mobilefacenet": MatchRule(details=(0.15, 0.29, 0.42, 0.54, 0.74, 1.0),
-                               thresholds=(0.53, 0.585, 0.53, 0.47, 0.435, 0.465),
-                               gaps=(0.1, 0.1, 0.1, 0.1, 0.1, 0.0), gallery=0.45,
-                               levels=(16, 16, 24, 32, 48, None), aggregate="centroid",
-                               strangers=(0.272, 0.225, 0.142, 0.132, 0.185, 0.298),
-                               verifiable_detail=0.1, min_face_px=16.0),
-    # refrestore's fine-tune (models/mobilefacenet-lr.md), what --identity auto uses: calibrated the
-    # same way (`python benchmarks/eval_people.py --model mobilefacenet-lr --calibrate
-    # --genuine-floor 0.05`), the stranger threshold at the 5th percentile of the training people's
+    "mobilefacenet": _MOBILEFACENET,
+    # refrestore's fine-tune (models/mobilefacenet-lr.md), what --identity auto uses: the published
+    # network's anchors and levels (eval_people.py calibrates on them), its own thresholds, gaps and
+    # stranger thresholds, calibrated the same way (`python benchmarks/eval_people.py --model
+    # mobilefacenet-lr --calibrate --genuine-floor 0.05`), the stranger threshold at the 5th percentile of the training people's
     # genuine scores: held out, another person's 32-48 px faces used a one-person folder 10% of the
     # time at the 5th (17% at the 3rd), the own person's 95% (98% at the 3rd); a false match is
     # the worse of the two.
-    "mobilefacenet-lr": MatchRule(details=(0.15, 0.29, 0.42, 0.54, 0.74, 1.0),
-                                  thresholds=(0.545, 0.54, 0.535, 0.51, 0.495, 0.51),
-                                  gaps=(0.1, 0.0, 0.0, 0.08, 0.1, 0.0), gallery=0.45,
-                                  levels=(16, 16, 24, 32, 48, None), aggregate="centroid",
-                                  strangers=(0.124, 0.159, 0.191, 0.243, 0.313, 0.396),
-                                  verifiable_detail=0.1, min_face_px=16.0),
+    "mobilefacenet-lr": replace(_MOBILEFACENET, thresholds=(0.545, 0.54, 0.535, 0.51, 0.495, 0.51),
+                                gaps=(0.1, 0.0, 0.0, 0.08, 0.1, 0.0),
+                                strangers=(0.124, 0.159, 0.191, 0.243, 0.313, 0.396)),
     # dlib weight 0.98 (refrestore.identity.fused.DLIB_WEIGHT); see README for why this is not
     # the default: faceid-small has memorised the training people, so this rule is fitted on
     # scores that are better than a stranger's photos will give.

@@ -31,7 +31,7 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
 
-from .crops import ALIGNED_SIZE, _check_aligned, _normalise  # noqa: F401 (ALIGNED_SIZE: part of the package's names)
+from .crops import ALIGNED_SIZE, _check_aligned, embed_in_batches  # noqa: F401 (ALIGNED_SIZE: part of the package's names)
 from .dlib_resnet import DLIB_ALIGNED_RECT, DlibIdentity  # noqa: F401 (DLIB_ALIGNED_RECT: part of the package's names)
 
 logger = logging.getLogger(__name__)
@@ -87,19 +87,8 @@ class ArcFaceIdentity:
         return ((crop.astype(np.float32) / 255.0 - 0.5) / 0.5).transpose(2, 0, 1)
 
     def embed(self, aligned: Sequence[np.ndarray]) -> np.ndarray:
-        import torch
-
-        if not len(aligned):
-            return np.zeros((0, self.dim), dtype=np.float32)
-        chunks = []
-        with torch.no_grad():
-            for start in range(0, len(aligned), self.batch_size):
-                batch = np.stack([self._prepare(a) for a in aligned[start:start + self.batch_size]])
-                # contiguous NCHW: a transposed view would make convs pick channels_last,
-                # which facexlib's Flatten (a .view) cannot take
-                tensor = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
-                chunks.append(self._model(tensor).float().cpu().numpy())
-        return _normalise(np.concatenate(chunks, axis=0))
+        return embed_in_batches(aligned, self.dim, self.batch_size,
+                                lambda chunk: np.stack([self._prepare(a) for a in chunk]), self._model, self.device)
 
 
 def _find_weights(store: Any | None, file_name: str, strict: bool) -> Path | None:

@@ -2,6 +2,9 @@
 (resized when they are not 512), and what it returns: unit float32 rows."""
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import numpy as np
 
 ALIGNED_SIZE = 512
@@ -22,3 +25,21 @@ def _normalise(vectors: np.ndarray) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors / np.maximum(norms, 1e-12)
+
+
+def embed_in_batches(aligned: Sequence[np.ndarray], dim: int, batch_size: int,
+                     prepare: Callable[[Sequence[np.ndarray]], np.ndarray], model: Any, device: Any) -> np.ndarray:
+    """(N, dim) unit rows: ``prepare`` turns each batch of crops into the network's NCHW float
+    input, ``model`` embeds it on ``device``."""
+    import torch
+
+    if not len(aligned):
+        return np.zeros((0, dim), dtype=np.float32)
+    chunks = []
+    with torch.no_grad():
+        for start in range(0, len(aligned), batch_size):
+            # contiguous NCHW: a transposed view would make convs pick channels_last,
+            # which facexlib's Flatten (a .view) cannot take
+            x = torch.from_numpy(np.ascontiguousarray(prepare(aligned[start:start + batch_size]))).to(device)
+            chunks.append(model(x).float().cpu().numpy())
+    return _normalise(np.concatenate(chunks, axis=0))

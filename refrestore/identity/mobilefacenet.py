@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .crops import _normalise, embed_in_batches
+
 WEIGHTS_FILE = "mobilefacenet.pt"
 INPUT_SIZE = 112
 
@@ -218,18 +220,9 @@ class MobileFaceNetIdentity:
         views = [v for img in aligned for v in (img, np.ascontiguousarray(img[:, ::-1]))]
         views += [degrade_to_width(img, w) for w in self.gallery_levels for img in aligned]
         emb = self.embed(views)
-        clean = emb[:2 * n].reshape(n, 2, self.dim).sum(1)
-        clean /= np.maximum(np.linalg.norm(clean, axis=1, keepdims=True), 1e-12)
+        clean = _normalise(emb[:2 * n].reshape(n, 2, self.dim).sum(1))
         levels = emb[2 * n:].reshape(len(self.gallery_levels), n, self.dim).transpose(1, 0, 2)
         return np.concatenate([clean[:, None], levels], axis=1).reshape(n, self.gallery_dim).astype(np.float32)
 
     def embed(self, aligned: Sequence[np.ndarray]) -> np.ndarray:
-        if not len(aligned):
-            return np.zeros((0, self.dim), dtype=np.float32)
-        chunks = []
-        with torch.no_grad():
-            for start in range(0, len(aligned), self.batch_size):
-                x = torch.from_numpy(to_input(aligned[start:start + self.batch_size])).to(self.device)
-                chunks.append(self._model(x).float().cpu().numpy())
-        emb = np.concatenate(chunks, axis=0)
-        return (emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+        return embed_in_batches(aligned, self.dim, self.batch_size, to_input, self._model, self.device)

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .crops import _normalise
+
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
 
@@ -55,5 +57,4 @@ class OwnIdentity:
                 for g in groups:
                     x = torch.from_numpy(np.ascontiguousarray(g)).permute(0, 3, 1, 2).float().div_(255.0)
                     out.append(self._model(x.to(self.device)).float().cpu().numpy())
-        emb = np.concatenate(out, axis=0).astype(np.float32)
-        return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        return _normalise(np.concatenate(out, axis=0))
