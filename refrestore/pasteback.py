@@ -44,7 +44,7 @@ def detail_sigma(native_px: float, size: int = FFHQ_SIZE) -> float:
 
 
 def temper(original: np.ndarray, restored: np.ndarray, amount: float, keep_detail: float, sigma: float,
-           detail_amount: float | None = None) -> np.ndarray:
+           detail_amount: float | None = None, sharpen: float = 0.0) -> np.ndarray:
     """The restored crop, applied only as much as needed (all arrays S x S x 3 uint8).
 
     Low frequencies (below ``sigma``: the face's structure, where identity lives) move from
@@ -52,20 +52,22 @@ def temper(original: np.ndarray, restored: np.ndarray, amount: float, keep_detai
     neighbourhood takes the richer of the original's (weighted by ``keep_detail``: 0 when it
     is noise or blocks) and the restorer's (weighted by ``detail_amount``, default
     ``amount``), by local energy, so a sharp face is never smoothed and a blurred one gets
-    the restorer's detail.
+    the restorer's detail. ``sharpen`` (0..1) raises the original's kept detail by that share
+    (a soft but clean face: an unsharp mask of its finest band).
     """
     amount = float(np.clip(amount, 0.0, 1.0))
+    sharpen = float(np.clip(sharpen, 0.0, 1.0))
     detail_amount = amount if detail_amount is None else float(np.clip(detail_amount, 0.0, 1.0))
     keep_detail = float(np.clip(keep_detail, 0.0, 1.0))
     if amount >= 1.0 and detail_amount >= 1.0 and keep_detail <= 0.0:
         return restored
-    if amount <= 0.0 and detail_amount <= 0.0:
+    if amount <= 0.0 and detail_amount <= 0.0 and sharpen <= 0.0:
         return original  # nothing of the restorer's: the face as it was (--strength 0)
     a = original.astype(np.float32)
     r = restored.astype(np.float32)
     low_a = cv2.GaussianBlur(a, (0, 0), sigma)
     low_r = cv2.GaussianBlur(r, (0, 0), sigma)
-    hi_a = (a - low_a) * keep_detail
+    hi_a = (a - low_a) * keep_detail * (1.0 + sharpen)
     hi_r = (r - low_r) * detail_amount
     # Local detail energy over a few detail widths, on luminance-like sums of the channels.
     ea = cv2.GaussianBlur((hi_a ** 2).sum(axis=2), (0, 0), 2.0 * sigma)
@@ -110,37 +112,66 @@ def keep_colour(restored: np.ndarray, original: np.ndarray, mask: np.ndarray, si
     return cv2.cvtColor(np.clip(np.rint(lab_r), 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
 
 
-def grain_level(grey: np.ndarray, where: np.ndarray) -> float:
+def grain_level(grey: np.ndarray, where: np.ndarray, already_fine: bool = False) -> float:
     """The photo's grain where ``where`` is true: the spread of what a 1-pixel blur removes,
-    robustly (median absolute deviation), so that edges (hair, a collar) do not count as grain."""
+    robustly (median absolute deviation), so that edges (hair, a collar) do not count as grain.
+    ``already_fine``: ``grey`` is that fine band already."""
     if where.sum() < 64:
         return 0.0
-    fine = grey - cv2.GaussianBlur(grey, (0, 0), 1.0)
+    fine = grey if already_fine else grey - cv2.GaussianBlur(grey, (0, 0), 1.0)
     values = fine[where]
     return float(1.4826 * np.median(np.abs(values - np.median(values))))
 
 
+# The share of the surroundings' grain a restored face gets (0.75 left the halftone child of
+# gfpgan_Blake_Lively.jpg visibly smoother than the print around her).
+GRAIN_MATCH = 1.0
+
+
+def grain_like(fine: np.ndarray, where: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Grain with the isotropic spectrum of the photo's own, at spread 1 as :func:`grain_level`
+    measures it.
+
+    ``fine`` is the photo's fine band (what a 1-pixel blur removes), grain where ``where`` is
+    true. Its power spectrum, averaged over directions, shapes white noise: film grain, noise or
+    a print's dots at their own size, but not the photo's noise in place (putting it back where
+    it was would undo the denoising) and not its scan lines (a direction's peak is spread over
+    every direction). Edges are clipped first so they do not count as grain."""
+    h, w = fine.shape
+    spread = grain_level(fine, where, already_fine=True)
+    if spread <= 1e-6:
+        return np.zeros((h, w), np.float32)
+    power = np.abs(np.fft.fft2(np.clip(fine, -3.0 * spread, 3.0 * spread))) ** 2
+    fy, fx = np.meshgrid(np.fft.fftfreq(h), np.fft.fftfreq(w), indexing="ij")
+    radius = np.sqrt(fx * fx + fy * fy)
+    bins = np.minimum((radius / radius.max() * 64).astype(int), 63)
+    profile = np.bincount(bins.ravel(), power.ravel(), 64) / np.maximum(np.bincount(bins.ravel(), None, 64), 1)
+    noise = np.random.default_rng(seed).standard_normal((h, w))
+    out = np.real(np.fft.ifft2(np.fft.fft2(noise) * np.sqrt(profile[bins]))).astype(np.float32)
+    return out / max(grain_level(out, np.ones((h, w), bool)), 1e-6)
+
+
 def matching_grain(roi: np.ndarray, face: np.ndarray, alpha: np.ndarray) -> np.ndarray | None:
     """Grain to add to ``face`` (the restored face in the photo's ``roi``, float32 RGB) so that
-    it is as grainy as the photo around it: the ring outside the face's mask is measured, the
-    face is measured, and the photo's own fine grain is added back at the difference.
-    None when the face is already as grainy as its surroundings. A restored face is smooth;
-    pasted into a grainy, noisy or halftone print it looks airbrushed and its seam shows."""
+    it is as grainy as the photo around it (:data:`GRAIN_MATCH`): the ring outside the
+    face's mask is measured, the face is measured, and grain of the photo's own kind
+    (:func:`grain_like`) is added at the difference. None when the face is already grainy
+    enough. A restored face is smooth; pasted into a grainy, noisy or halftone print it looks
+    airbrushed and its seam shows."""
     grey_roi = roi.mean(axis=2)
     # The grain of the skin the face replaces, or of the ring around it where that is less:
     # hair and fabric in the ring are texture, not grain, and would make the face look dirty.
     inner = alpha[..., 0] > 0.9
-    around = min(grain_level(grey_roi, inner) or np.inf, grain_level(grey_roi, alpha[..., 0] < 0.02) or np.inf)
-    around = 0.0 if not np.isfinite(around) else around
+    ring = alpha[..., 0] < 0.02
+    around = min(grain_level(grey_roi, inner) or np.inf, grain_level(grey_roi, ring) or np.inf)
+    around = 0.0 if not np.isfinite(around) else GRAIN_MATCH * around
     inside = grain_level(face.mean(axis=2), inner)
     missing = float(np.sqrt(max(0.0, around * around - inside * inside)))
     if missing < 0.5:  # under half a grey level: nothing a viewer could see
         return None
-    # The photo's own grain under the face, at the missing level: film grain, noise or a
-    # print's dots as they look in this photo (synthetic noise of the same spread looks
-    # coarser than a halftone's regular dots), luminance only: its colour noise stays out.
+    # Luminance only: the photo's colour noise stays out.
     fine = grey_roi - cv2.GaussianBlur(grey_roi, (0, 0), 1.0)
-    return (fine * (missing / max(around, 1e-6)))[..., None]
+    return (grain_like(fine, inner | ring) * missing)[..., None]
 
 
 def upscale_photo(photo: np.ndarray, factor: int) -> np.ndarray:

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 # all of what it needs from 32 px (the smallest face identified against a gallery).
 SMALLEST_FACE_PX = 12.0
 FULL_FACE_PX = 32.0
+# How much a fully blurred, clean face's own finest detail is raised (1: doubled at most).
+SHARPEN_GAIN = 1.0
 
 
 class ReferenceSource(Protocol):
@@ -71,6 +73,7 @@ class FaceOutcome:
     detail_amount: float = 1.0  # how much of the restorer's fine detail could replace the face's own
     keep_detail: float = 0.0  # how much of the face's own fine detail was kept
     finer_detail: float = 0.0  # how much of the photo's detail finer than the 512 crop was kept
+    sharpen: float = 0.0  # how much the face's own kept detail was raised (a blurred, clean face)
     left_as_is: bool = False  # it needed nothing: not restored, pasted as it was
     detail: DetailResult | None = None  # what the reference detail stage added (faces with references)
 
@@ -98,6 +101,7 @@ class FaceOutcome:
             "strength": round(float(self.amount), 4),
             "detail_strength": round(float(self.detail_amount), 4),
             "kept_detail": round(float(self.keep_detail), 4),
+            "sharpened": round(float(self.sharpen), 4),
             "degradation": self.degradation.report() if self.degradation is not None else None,
             "detail": self.detail.report(self.references) if self.detail is not None else None,
             "error": self.error,
@@ -277,6 +281,14 @@ class FacePipeline:
         # was never seen by the restorer: it is kept by the same discount, without the size.
         o.finer_detail = 1.0 - max(d.scores["noise"], d.scores["blockiness"], d.scores["pattern"])
         o.keep_detail = o.finer_detail * (1.0 - ramp(d.face_px, t.tiny_ok, t.tiny_bad))
+        # A blurred face whose own detail is clean (no noise, blocks or pattern) gets that
+        # detail raised by how blurred it is: the restorer works on a coarser grid than a large
+        # face's crop, so the finest band of a soft portrait is the photo's own, and left as it
+        # was the face comes back as soft as it came. Squared: a slightly soft face (a sharp
+        # portrait scores up to about 0.45) is hardly touched, a clearly blurred one much more.
+        # Not with references: their detail (the restorer's and the detail stage's) is the
+        # person's own, and a raised copy of the blurred face's would win over it.
+        o.sharpen = 0.0 if o.references else SHARPEN_GAIN * opts.strength * d.scores["sharpness"] ** 2 * o.keep_detail
         # A face too small to identify (a 22-px blob the detector found in a background) is
         # restored only partly: at that size the restorer invents a face rather than restore one.
         px = d.face_px / (1 if opts.aligned else max(opts.upscale, 1))
@@ -340,7 +352,7 @@ class FacePipeline:
                 elif self.options.adaptive:
                     native = o.degradation.native_px if o.degradation is not None else float(FFHQ_SIZE)
                     o.restored = temper(o.aligned, res, o.amount, o.keep_detail, detail_sigma(native, o.aligned.shape[0]),
-                                        detail_amount=o.detail_amount)
+                                        detail_amount=o.detail_amount, sharpen=o.sharpen)
                 else:
                     o.restored = res
         for p, o, _ in owners:

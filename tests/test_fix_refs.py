@@ -76,7 +76,8 @@ def test_fix_with_a_gallery_picks_the_same_person_or_no_match(tmp_path, shared_d
 
     def tempered(refs: list[Reference]) -> np.ndarray:
         raw = net.restore([inp], [refs])[0]
-        return temper(inp, raw, face["strength"], face["kept_detail"], sigma, detail_amount=face["detail_strength"]).astype(int)
+        return temper(inp, raw, face["strength"], face["kept_detail"], sigma, detail_amount=face["detail_strength"],
+                      sharpen=face["sharpened"]).astype(int)
 
     with_refs, without = tempered([chosen_ref]), tempered([])
     # ... then given the reference's own detail where it agrees (refrestore.detail), as much
