@@ -75,7 +75,7 @@ def issue_baseline(restored: np.ndarray, refs: list[np.ndarray]) -> np.ndarray:
 
 
 def held_out(restorer, preset: str):
-    from refrestore.net.evaluate import samples
+    from refrestore.training.evaluate import samples
 
     sets = {"faces held-out 256": (SHARED / "faces", 256, "held-out", 1),
             "refbench held-out 512": (SHARED / "refbench", 512, "held-out", None)}
@@ -94,7 +94,7 @@ class Scorer:
         self.truth: dict[int, np.ndarray] = {}
 
     def __call__(self, outs: list[np.ndarray], cases: list) -> tuple[float, ...]:
-        from refrestore.net.metrics import hf_scores, psnr
+        from refrestore.training.metrics import hf_scores, psnr
 
         vals = []
         for i, (out, case) in enumerate(zip(outs, cases)):

@@ -1,6 +1,6 @@
 """Issue 10's ablation table: each seed module of the trained network switched off in turn.
 
-``refrestore.net.evaluate.ablate`` rebuilds the network with one config flag off (that module's
+``refrestore.training.evaluate.ablate`` rebuilds the network with one config flag off (that module's
 weights dropped, everything else as trained) and evaluates it: severe, held-out people of
 ``shared/data/faces`` at 256, three references. Modules that act only during training (the
 reconstruction branch's cycle loss, the hard-example identity loss) cannot be switched off
@@ -33,7 +33,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from refrestore.identity import DlibIdentity
-    from refrestore.net.evaluate import ablate, select_people
+    from refrestore.training.evaluate import ablate, select_people
 
     people = select_people(args.data, "held-out")[: args.people]
     reports = ablate(args.weights, args.data, preset_name=args.preset, top_k=3, limit=1, people=people,

@@ -32,7 +32,7 @@ REFBENCH = REPO.parent / "shared" / "data" / "refbench"
 
 
 def _case(k: int):
-    from refrestore.net.evaluate import samples
+    from refrestore.training.evaluate import samples
 
     _, todo = samples(REFBENCH, "severe", top_k=k, limit=1, people=["00089"])
     return next(todo)

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as weights, tempfile.TemporaryDirectory() as tmp:
         store = WeightStore(Path(weights))
         if mfn.is_file() and args.identity != "dlib":
-            from refrestore.weights.user_added import add_user_file
+            from refrestore.userweights import add_user_file
 
             add_user_file(store, None, mfn)
         detector = init_detector(args.detector, store)

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def _faces(k: int) -> tuple[np.ndarray, list]:
     from refrestore.faces import Reference
-    from refrestore.net.data import read_rgb
+    from refrestore.training.data import read_rgb
 
     root = REPO.parent / "shared" / "data" / "refbench" / "hq" / "00005"
     imgs = [read_rgb(p) for p in sorted(root.glob("*.png"))[: k + 1]] if root.is_dir() else []

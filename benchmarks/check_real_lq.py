@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     from refrestore.gallery.select import describe_query
     from refrestore.identity import gallery_levels, init_identity_model
     from refrestore.weights import WeightStore
-    from refrestore.weights.user_added import add_user_file
+    from refrestore.userweights import add_user_file
 
     whole, ids, faces = SHARED / "data" / "real_lq" / "whole", SHARED / "data" / "identities", SHARED / "data" / "faces"
     if not all(d.is_dir() for d in (whole, ids, faces)):

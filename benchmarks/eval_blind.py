@@ -2,7 +2,7 @@
 
 For each photo (one per held-out person of ``shared/data/faces`` at 256, ``refrestore.net.split``)
 three damages: the ``severe`` and ``moderate`` presets (as ``refrestore eval``) and ``real``, one
-chain of ``refrestore.net.damage`` per photo (JPEG at the small size, shake and defocus, noise
+chain of ``refrestore.training.damage`` per photo (JPEG at the small size, shake and defocus, noise
 before and after compression, halftone, scan lines, faded prints; a fixed seed per photo, the
 same for every weights file). Rows: each weights file without references, and bicubic (the
 damaged input). PSNR/SSIM on RGB 0-255; identity distance with dlib (the metric only).
@@ -33,11 +33,11 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from refrestore.net.damage import apply_damage, random_damage
-    from refrestore.net.data import FaceBank
+    from refrestore.training.damage import apply_damage, random_damage
+    from refrestore.training.data import FaceBank
     from refrestore.net.degrade import degrade, preset, scaled_for
-    from refrestore.net.evaluate import photo_seed, select_people
-    from refrestore.net.metrics import psnr, ssim
+    from refrestore.training.evaluate import photo_seed, select_people
+    from refrestore.training.metrics import psnr, ssim
     from refrestore.restorers.refnet import RefNetRestorer
 
     emb = None

@@ -1,6 +1,6 @@
 """The README table: refnet (or any restorer) on refbench for the three presets.
 
-Runs ``refrestore.net.evaluate.evaluate`` for moderate, severe and extreme, prints a markdown
+Runs ``refrestore.training.evaluate.evaluate`` for moderate, severe and extreme, prints a markdown
 table (all people, the held-out person, and the people seen in training), and writes every
 report as JSON.
 
@@ -46,7 +46,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from refrestore.identity import DlibIdentity
-    from refrestore.net.evaluate import evaluate
+    from refrestore.training.evaluate import evaluate
     from refrestore.restorers.refnet import RefNetRestorer
 
     meta = torch.load(args.weights, map_location="cpu", weights_only=True).get("meta", {})

@@ -38,7 +38,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from refrestore.identity import DlibIdentity
-    from refrestore.net.evaluate import evaluate
+    from refrestore.training.evaluate import evaluate
     from refrestore.restorers.refnet import RefNetRestorer
 
     meta = torch.load(args.weights, map_location="cpu", weights_only=True).get("meta", {})

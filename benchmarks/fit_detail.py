@@ -24,7 +24,7 @@ SHARED = REPO.parent / "shared" / "data"
 
 def training_samples(restorer, presets, step: int = 1, split: str = "train"):
     """[(restored, reference images, truth)] of the training people (every step-th sample)."""
-    from refrestore.net.evaluate import samples
+    from refrestore.training.evaluate import samples
 
     sets = {"faces": (SHARED / "faces", 256, 1), "refbench": (SHARED / "refbench", 512, None)}
     out = []

@@ -1,4 +1,4 @@
-"""The damage of real photos used in training (refrestore.net.damage): each kind does what it
+"""The damage of real photos used in training (refrestore.training.damage): each kind does what it
 claims on a real face, and a drawn chain is reproducible."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from refrestore.degradation import blockiness
-from refrestore.net.damage import Damage, apply_damage, blur, halftone, jpeg, random_damage, scan_lines, tone
+from refrestore.training.damage import Damage, apply_damage, blur, halftone, jpeg, random_damage, scan_lines, tone
 
 
 @pytest.fixture(scope="module")

@@ -58,7 +58,7 @@ def test_noise_and_jpeg_measures_grow_with_the_damage(clean_faces):
 def test_scan_lines_and_a_printed_screen_are_seen_as_a_pattern(clean_faces):
     """Streaks along the columns and a halftone screen, at the photo's pixels, count as damage
     (the noise mask cancels lines along a row or column and read the streaks as clean)."""
-    from refrestore.net.damage import halftone, scan_lines
+    from refrestore.training.damage import halftone, scan_lines
 
     for i, hq in enumerate(clean_faces[:3]):
         photo = cv2.resize(hq, (256, 256), interpolation=cv2.INTER_AREA)  # a 128-pixel face

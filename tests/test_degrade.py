@@ -16,7 +16,7 @@ from refrestore.net.degrade import (
     preset,
     random_params,
 )
-from refrestore.net.metrics import psnr, ssim
+from refrestore.training.metrics import psnr, ssim
 
 
 @pytest.fixture(scope="module")

@@ -9,15 +9,15 @@ import pytest
 import torch
 
 from refrestore.detail import DetailOptions, DetailStage
-from refrestore.net.metrics import hf_scores, psnr
+from refrestore.training.metrics import hf_scores, psnr
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
 def case(shared_dir):
-    from refrestore.net.data import FaceBank
-    from refrestore.net.evaluate import samples
+    from refrestore.training.data import FaceBank
+    from refrestore.training.evaluate import samples
     from refrestore.restorers.refnet import RefNetRestorer, embedded_weights_path
 
     net = RefNetRestorer.from_file(embedded_weights_path(), torch.device("cpu"))

@@ -130,8 +130,8 @@ def test_save_read_round_trip_and_bad_file(tmp_path: Path) -> None:
 
 
 def test_embedder_module_imports_only_torch_numpy_cv2() -> None:
-    for name in ("embedder.py", "train_embedder.py"):
-        tree = ast.parse((Path(__file__).parents[1] / "refrestore" / "net" / name).read_text())
+    for name in ("net/embedder.py", "training/train_embedder.py"):
+        tree = ast.parse((Path(__file__).parents[1] / "refrestore" / name).read_text())
         roots = set()
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
@@ -147,7 +147,7 @@ def test_embedder_module_imports_only_torch_numpy_cv2() -> None:
 
 def test_train_embedder_runs_and_resumes(shared_dir: Path, tmp_path: Path) -> None:
     """A few real steps on real training people (tiny time budget), then a resume."""
-    from refrestore.net.train_embedder import EmbedderTrainConfig, load_training_set, train
+    from refrestore.training.train_embedder import EmbedderTrainConfig, load_training_set, train
 
     images, labels, names = load_training_set(shared_dir / "data" / "faces")
     assert not any(is_held_out(n) for n in names)

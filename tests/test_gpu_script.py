@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from refrestore.net.data import FaceBank, read_rgb
-from refrestore.net.pack import pack_faces, read_pack
+from refrestore.training.data import FaceBank, read_rgb
+from refrestore.training.pack import pack_faces, read_pack
 from refrestore.net.split import is_held_out
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +47,7 @@ def test_pack_holds_training_people_only_and_decodes_close_to_the_photos(shared_
 
 
 def test_training_entry_point_imports_only_torch_numpy_opencv() -> None:
-    code = ("import sys, refrestore.net.train, refrestore.net.pack; "
+    code = ("import sys, refrestore.training.train, refrestore.training.pack; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'dlib', 'facexlib', 'spandrel', 'typer', "
             "'rich', 'requests', 'face_recognition_models', 'platformdirs'}))")
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -70,7 +70,7 @@ def test_gpu_script_trains_from_packs_and_brings_the_run_back(shared_dir: Path, 
     assert summary["step"] >= 1
     run = out / "refnet-gpu"
     assert (run / "last.pth").is_file() and (run / "export.pth").is_file() and (run / "train.log").is_file()
-    from refrestore.net.train import load_weights
+    from refrestore.training.train import load_weights
 
     model = load_weights(run / "export.pth")
     assert model.cfg.fidelity and model.cfg.hr_head and model.cfg.hr_dim == 32

@@ -1,6 +1,6 @@
-"""How refrestore's modules import each other (issue 24): no circle anywhere, the runtime of
-``fix`` apart from the training code, every package of the tree installed, and no module
-over 600 lines.
+"""How refrestore's modules import each other (issue 24): no circle anywhere, no import from a
+higher room into a lower one, the runtime of ``fix`` apart from the training code, every package
+of the tree installed, and no module over 600 lines.
 
 The import graph is read from the source with ``ast``: module-level, function-level and
 ``TYPE_CHECKING`` imports all count (a lazy import is still a dependency a reader must follow),
@@ -18,9 +18,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 # What ``fix`` may load of refrestore.net: the architecture, reference warping, the weight files,
-# crop/tensor conversions, and the embedder behind the ``faceid`` identity model. Everything else
-# there (train loop, losses, discriminator, samplers, packs, data folders, degradations for
-# training, evaluation) is training-only.
+# crop/tensor conversions, and the embedder behind the ``faceid`` identity model. net/ also holds
+# the synthetic degradations and the fixed held-out split, which training and the gallery's
+# labelled face sets share: fix loads neither. Nothing of refrestore.training (train loop, losses,
+# discriminator, samplers, packs, data folders, real-photo damage, evaluation) may load.
 RUNTIME_NET = {"refrestore.net", "refrestore.net.arch", "refrestore.net.warp", "refrestore.net.weights",
                "refrestore.net.tensors", "refrestore.net.embedder"}
 
@@ -151,6 +152,67 @@ def test_no_import_cycle_in_refrestore() -> None:
         describe(c, graph) for c in cycles)
 
 
+# The rooms of the house from the ground up: a room is a top-level module or a subpackage of
+# refrestore (``refrestore`` itself is the package's __init__, which only names the version and
+# imports the public names lazily, on first use). A module imports its own room and the rooms
+# of the floors below; rooms on one floor are siblings and import none of each other.
+ROOMS: list[tuple[str, ...]] = [
+    # the face types, paths, the one atomic writer, what a scan's paper is, metadata, cut JPEGs, --device
+    ("refrestore", "faces", "paths", "fileio", "paper", "imagemeta", "jpegscan", "devices"),
+    ("discover", "weights", "net"),  # the input files; the weight store; the embedded network and warping
+    ("imageio", "align"),  # 1 read (and 8 write); 3 align
+    # 2 detect; the identity models; face parsing; 5 restore; 7 paste back; how damaged a face is
+    ("detection", "identity", "parsing", "restorers", "pasteback", "degradation"),
+    ("gallery", "licences", "userweights"),  # 4 the gallery; the models' licences; the user's own weight files
+    ("detail", "references"),  # 6 reference detail; the references handed to the pipeline
+    ("pipeline",),  # one photo through the steps
+    ("api", "report"),  # the steps built by name; the HTML and JSON reports (the engines write them)
+    ("engines",),  # albums: the local runner and Ray
+    ("batch", "distributed", "training"),  # the album names; fix on a cluster; beside the runtime: training
+    ("cli",),
+    ("__main__",),
+]
+
+
+def room_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def arrows_against_the_floors(graph: dict[str, dict[str, int]], rooms: list[tuple[str, ...]]) -> list[str]:
+    """Every import from a room into a room on its own floor or above, with its line, and every
+    room that has no floor."""
+    floor = {room: i for i, names in enumerate(rooms) for room in names}
+    unplaced = sorted({room_of(m) for m in graph} - set(floor))
+    found = [f"{room} has no floor in ROOMS: place it" for room in unplaced]
+    for module, targets in sorted(graph.items()):
+        a = room_of(module)
+        for target, line in sorted(targets.items()):
+            b = room_of(target)
+            if a == b or a in unplaced or b in unplaced or floor[b] < floor[a]:
+                continue
+            where = "above" if floor[b] > floor[a] else "beside"
+            found.append(f"{module} (line {line}) imports {target}: {b} is {where} {a}")
+    return found
+
+
+def test_the_floor_check_sees_arrows_up_and_sideways() -> None:
+    graph = {"p": {}, "p.low": {}, "p.mid": {"p.low": 3, "p.top.x": 7}, "p.side": {"p.mid": 2},
+             "p.top.x": {"p.mid": 1, "p.top": 2}, "p.top": {}, "p.new": {}}
+    rooms = [("p", "low"), ("mid", "side"), ("top",)]
+    assert arrows_against_the_floors(graph, rooms) == [
+        "new has no floor in ROOMS: place it",
+        "p.mid (line 7) imports p.top.x: top is above mid",
+        "p.side (line 2) imports p.mid: mid is beside side",
+    ]
+
+
+def test_no_import_from_a_higher_room_into_a_lower_one() -> None:
+    graph = import_graph(REPO, "refrestore")
+    found = arrows_against_the_floors(graph, ROOMS)
+    assert not found, "imports against the floors (move the shared piece down, or the importer up):\n" + "\n".join(found)
+
+
 def test_fix_runtime_loads_no_training_code() -> None:
     """A fresh interpreter builds what ``fix`` builds for a matched face: the pipeline and the
     embedded reference-guided restorer (refnet-small, shipped in models/), and restores one face."""
@@ -169,7 +231,8 @@ print(json.dumps(sorted(m for m in sys.modules if m.startswith("refrestore"))))
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     loaded = set(json.loads(res.stdout.strip().splitlines()[-1]))
-    training = sorted(m for m in loaded if m.startswith("refrestore.net.") and m not in RUNTIME_NET)
+    training = sorted(m for m in loaded if (m.startswith("refrestore.net.") and m not in RUNTIME_NET)
+                      or m == "refrestore.training" or m.startswith("refrestore.training."))
     assert not training, f"fix loads training code: {training}"
     assert "refrestore.restorers.refnet" in loaded
     assert "refrestore.cli.train_cmd" not in loaded
@@ -194,7 +257,8 @@ def test_no_module_over_600_lines() -> None:
     assert not over, f"modules over {MAX_MODULE_LINES} lines (split them by job): {over}"
 
 
-if __name__ == "__main__":  # list the cycles: python tests/test_import_graph.py
+if __name__ == "__main__":  # list the cycles and the arrows against the floors: python tests/test_import_graph.py
     g = import_graph(REPO, "refrestore")
     for c in import_cycles(g):
         print(describe(c, g))
+    print("\n".join(arrows_against_the_floors(g, ROOMS)))

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from refrestore.net.discriminator import PatchDiscriminator, d_hinge_loss, g_hinge_loss
-from refrestore.net.losses import band_l1, gaussian_blur, high_bands, reference_agreement, texture_energy_loss
-from refrestore.net.metrics import hf_scores
+from refrestore.training.discriminator import PatchDiscriminator, d_hinge_loss, g_hinge_loss
+from refrestore.training.losses import band_l1, gaussian_blur, high_bands, reference_agreement, texture_energy_loss
+from refrestore.training.metrics import hf_scores
 
 
 @pytest.fixture(autouse=True)
@@ -19,7 +19,7 @@ def _threads() -> None:
 
 
 def _faces(shared_dir: Path, n: int = 4, size: int = 256) -> torch.Tensor:
-    from refrestore.net.data import read_rgb
+    from refrestore.training.data import read_rgb
 
     files = sorted((shared_dir / "data" / "refbench" / "hq" / "00022").glob("*.png"))[:n]
     imgs = [cv2.resize(read_rgb(f), (size, size), interpolation=cv2.INTER_AREA) for f in files]
@@ -98,7 +98,7 @@ def test_discriminator_learns_to_tell_real_faces_from_blurred_ones(shared_dir: P
 
 
 def test_hf_scores_follow_their_definition(shared_dir: Path) -> None:
-    from refrestore.net.data import read_rgb
+    from refrestore.training.data import read_rgb
     from refrestore.net.degrade import PRESETS, degrade
 
     gt = read_rgb(sorted((shared_dir / "data" / "refbench" / "hq" / "00089").glob("*.png"))[0])
@@ -118,8 +118,8 @@ def test_mobilefacenet_losses_see_what_the_published_input_path_sees(shared_dir:
     if not weights.is_file():
         pytest.skip(f"MobileFaceNet weights not found at {weights}")
     from refrestore.identity.mobilefacenet import load_mobilefacenet, to_input
-    from refrestore.net.losses import feature_loss
-    from refrestore.net.train import mobilefacenet_losses
+    from refrestore.training.losses import feature_loss
+    from refrestore.training.train import mobilefacenet_losses
 
     gt = _faces(shared_dir, n=2, size=512)
     embed, features = mobilefacenet_losses(weights, torch.device("cpu"))

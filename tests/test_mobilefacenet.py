@@ -91,7 +91,7 @@ def test_from_file_installs_the_published_file_by_its_sha256(tmp_path: Path, mfn
 def test_auto_picks_the_embedded_fine_tune_and_the_published_file_once_added(tmp_path: Path, mfn_file: Path) -> None:
     from refrestore.identity import init_identity_model
     from refrestore.weights import WeightStore
-    from refrestore.weights.user_added import add_user_file
+    from refrestore.userweights import add_user_file
 
     store = WeightStore(tmp_path / "weights")
     # the fine-tune ships inside the package: auto needs no download

@@ -21,7 +21,7 @@ from refrestore.net.arch import (
     get_config,
     region_prior,
 )
-from refrestore.net.losses import hard_example_identity_loss, recon_loss, total_loss
+from refrestore.training.losses import hard_example_identity_loss, recon_loss, total_loss
 
 # A miniature config so that every test runs in well under a second.
 MINI = RefNetConfig(core=32, out_size=64, c1=8, c2=12, c3=16, attn_dim=8, id_dim=8, codebook_size=16, code_dim=4)
@@ -202,9 +202,9 @@ def _readme_rows(preset: str, people: str) -> dict[str, tuple[float, float, floa
 
 def test_shipped_weights_load_strictly_and_restore(shared_dir: Path) -> None:
     from refrestore.faces import Reference
-    from refrestore.net.data import read_rgb
+    from refrestore.training.data import read_rgb
     from refrestore.net.degrade import PRESETS, degrade
-    from refrestore.net.evaluate import evaluate
+    from refrestore.training.evaluate import evaluate
     from refrestore.net.split import is_held_out
     from refrestore.paths import models_dir
     from refrestore.restorers.refnet import REFNET_SPEC, embedded_weights_path
@@ -295,7 +295,7 @@ def test_aligned_transfer_shapes_gradients_and_multi_reference() -> None:
 def test_align_reference_undoes_a_known_motion(shared_dir: Path) -> None:
     import cv2
 
-    from refrestore.net.data import read_rgb
+    from refrestore.training.data import read_rgb
     from refrestore.net.degrade import PRESETS, degrade
     from refrestore.net.warp import align_reference
 

@@ -21,7 +21,7 @@ def mfn_home(shared_dir: Path) -> Path:
     if not src.is_file():
         pytest.skip(f"shared MobileFaceNet weights not found at {src}")
     from refrestore.weights import WeightStore
-    from refrestore.weights.user_added import add_user_file
+    from refrestore.userweights import add_user_file
 
     add_user_file(WeightStore(), None, src)
     return Path(os.environ["REFRESTORE_HOME"])

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from refrestore.net.arch import RefNet, RefNetConfig
-from refrestore.net.data import FaceBank, TrainSampler
-from refrestore.net.losses import total_loss
-from refrestore.net.train import TrainOptions, load_weights, train
+from refrestore.training.data import FaceBank, TrainSampler
+from refrestore.training.losses import total_loss
+from refrestore.training.train import TrainOptions, load_weights, train
 
 MINI = dict(core=64, c1=8, c2=16, c3=24, attn_dim=8, id_dim=8, codebook_size=16, code_dim=4)
 
@@ -137,7 +137,7 @@ def test_train_cli_stops_cleanly_on_sigterm_and_resumes(small_data: Path, tmp_pa
 
 
 def test_eval_returns_model_no_ref_and_bicubic_rows(shared_dir: Path, tmp_path: Path, monkeypatch) -> None:
-    from refrestore.net.evaluate import evaluate
+    from refrestore.training.evaluate import evaluate
     from refrestore.restorers.refnet import REFNET_SPEC
 
     monkeypatch.setenv("REFRESTORE_HOME", str(tmp_path / "home"))
@@ -185,7 +185,7 @@ def test_eval_returns_model_no_ref_and_bicubic_rows(shared_dir: Path, tmp_path: 
 
 
 def test_mild_share_of_the_sampler_gives_milder_inputs(small_data: Path) -> None:
-    from refrestore.net.metrics import psnr
+    from refrestore.training.metrics import psnr
 
     bank = FaceBank(small_data)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from refrestore.net.train import export_weights, read_weights
+from refrestore.training.train import export_weights, read_weights
 
 
 def main() -> None:

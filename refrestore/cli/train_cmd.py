@@ -39,7 +39,7 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def _parse_source(item: str) -> Any:
-    from ..net.train import DataSource
+    from ..training.train import DataSource
 
     path, _, rest = item.rpartition(":")
     path2, _, size = path.rpartition(":")
@@ -55,7 +55,7 @@ def _parse_source(item: str) -> Any:
 def _parse_loss_weights(items: list[str]) -> dict[str, float]:
     from dataclasses import fields
 
-    from ..net.losses import LossWeights
+    from ..training.losses import LossWeights
 
     names = [f.name for f in fields(LossWeights)]
     out: dict[str, float] = {}
@@ -113,8 +113,8 @@ def train_command(
     """Train the reference-guided network (resumable; Ctrl-C saves a checkpoint)."""
     from ..devices import DeviceError, pick_device
     from ..net.arch import CONFIGS
-    from ..net.data import DataError
-    from ..net.train import StepInfo, TrainOptions, train
+    from ..training.data import DataError
+    from ..training.train import StepInfo, TrainOptions, train
 
     if config not in CONFIGS:
         _fail(f"--config {config!r}: expected one of {', '.join(CONFIGS)}", 2)
@@ -245,9 +245,9 @@ def eval_command(
     from rich.console import Console
     from rich.table import Table
 
-    from ..net.data import DataError
+    from ..training.data import DataError
     from ..net.degrade import PRESETS
-    from ..net.evaluate import evaluate
+    from ..training.evaluate import evaluate
 
     if preset not in PRESETS:
         _fail(f"--preset {preset!r}: expected one of {', '.join(PRESETS)}", 2)

@@ -167,7 +167,7 @@ def download_weights(
 
 
 def _add_from_file(store: WeightStore, names: list[str], source: Path, force: bool) -> None:
-    from ..weights.user_added import add_user_file
+    from ..userweights import add_user_file
 
     if len(names) > 1:
         raise _fail("--from-file adds one file: name the model or file it is (see `refrestore models`)", 2)

@@ -2,7 +2,7 @@
 
 A residual CNN on a 64x64 crop of the FFHQ-aligned face, trained with a CosFace margin softmax
 on the training people of ``shared/data/faces`` with degraded copies as positives (see
-:mod:`refrestore.net.train_embedder`). It is used by the restoration network's identity loss and
+:mod:`refrestore.training.train_embedder`). It is used by the restoration network's identity loss and
 by reference selection, so it imports only torch, numpy and OpenCV: it must run inside a
 training loop on a bare GPU machine.
 

@@ -27,8 +27,6 @@ _EXPORTS = {
     "FileStatus": "store",
     "WeightStore": "store",
     "sha256_file": "store",
-    "add_user_file": "user_added",
-    "check_architecture": "architectures",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -16,13 +16,13 @@ import cv2
 import numpy as np
 import torch
 
-from .arch import region_prior
+from ..net.arch import region_prior
+from ..net.degrade import MILD, degrade, random_params, scaled_for
+from ..net.tensors import resize_square
+from ..net.warp import align_references
 from .damage import apply_damage, random_damage
-from .degrade import MILD, degrade, random_params, scaled_for
 from .folders import DataError, read_rgb, scan_people
 from .pack import read_pack
-from .tensors import resize_square
-from .warp import align_references
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class Photo:
 
 
 class FaceBank:
-    """All photos of a data folder (or of a ``refrestore.net.pack`` ``.npz``), decoded once and
+    """All photos of a data folder (or of a ``refrestore.training.pack`` ``.npz``), decoded once and
     kept in memory (uint8). ``keep(person)`` False leaves a person out."""
 
     def __init__(self, data: Path, size: int = 512, exclude: Sequence[str] = (),
@@ -126,7 +126,7 @@ class TrainSampler:
         self.self_ref_prob = self_ref_prob
         self.aligned = aligned
         self.mild_prob = mild_prob
-        self.real_prob = real_prob  # share of samples with the damage of real photos (net.damage)
+        self.real_prob = real_prob  # share of samples with the damage of real photos (training.damage)
 
     def sample(self, rng: np.random.Generator, batch: int) -> Batch:
         # One K per batch (tensors stay rectangular); K = 0 trains the no-reference path.

@@ -15,10 +15,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..weights.errors import WeightsError
+from ..weights.manifest import ManifestEntry
+from ..weights.store import WeightStore, file_lock, sha256_file
 from .architectures import check_architecture
-from .errors import WeightsError
-from .manifest import ManifestEntry
-from .store import WeightStore, file_lock, sha256_file
 
 USER_ADDED = "user_added.json"
 

@@ -18,11 +18,11 @@ import cv2
 import numpy as np
 
 from ..faces import Reference
+from ..net.degrade import degrade, preset, scaled_for
+from ..net.split import is_held_out
 from ..restorers.base import Restorer
 from .data import FaceBank, scan_people
-from .degrade import degrade, preset, scaled_for
 from .metrics import hf_scores, psnr, ssim
-from .split import is_held_out
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +231,7 @@ def ablate(weights: Path, data: Path, modules: Sequence[str] = ABLATION_MODULES,
     from dataclasses import replace
 
     from ..restorers.refnet import RefNetRestorer
-    from .arch import RefNet
+    from ..net.arch import RefNet
     from .train import read_weights
 
     kwargs.setdefault("detail", False)  # the network's own modules, without the detail stage

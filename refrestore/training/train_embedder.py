@@ -1,6 +1,6 @@
 """Train the small face-identity embedder (``models/faceid_small.pth``) on ``shared/data/faces``.
 
-``python -m refrestore.net.train_embedder --data ../shared/data/faces --out models/faceid_small.pth``
+``python -m refrestore.training.train_embedder --data ../shared/data/faces --out models/faceid_small.pth``
 
 CosFace margin softmax over the *training* people of :mod:`refrestore.net.split` only (held-out
 people are never read here). Every sample is jittered (rotation, scale, shift), flipped half the

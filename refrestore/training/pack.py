@@ -17,9 +17,9 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from ..net.split import is_held_out
+from ..net.tensors import resize_square
 from .folders import read_rgb, scan_people
-from .split import is_held_out
-from .tensors import resize_square
 
 PACK_FORMAT = "refrestore-facepack-1"
 

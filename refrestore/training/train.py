@@ -19,12 +19,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .arch import RefNet, RefNetConfig, count_parameters, get_config
+from ..net.arch import RefNet, RefNetConfig, count_parameters, get_config
+from ..net.split import is_held_out
+from ..net.weights import CKPT_FORMAT, WEIGHTS_FORMAT, load_weights, read_weights  # noqa: F401 (load_weights: the trainer's callers)
 from .data import FaceBank, MixedSampler, TrainSampler
 from .discriminator import PatchDiscriminator, d_hinge_loss
 from .losses import LossWeights, at_size, total_loss
-from .split import is_held_out
-from .weights import CKPT_FORMAT, WEIGHTS_FORMAT, load_weights, read_weights  # noqa: F401 (load_weights: the trainer's callers)
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class TrainOptions:
     max_refs: int = 3
     extreme_prob: float = 0.25  # share of samples whose degradation range reaches `extreme`
     mild_prob: float = 0.0  # share of samples degraded between MILD and `moderate` instead
-    real_prob: float = 0.0  # share of samples with the damage of real photos (refrestore.net.damage)
+    real_prob: float = 0.0  # share of samples with the damage of real photos (refrestore.training.damage)
     no_ref_prob: float = 0.15  # share of batches without references (trains the no-reference path)
     self_ref_prob: float = 0.0  # share of reference slots filled with a jittered copy of the target
     ckpt_every_s: float = 120.0
@@ -129,7 +129,7 @@ def own_identity_embedder(path: Path | None, device: torch.device) -> Callable[[
     """refrestore's own embedder (``refrestore.net.embedder``, trained on the training people of
     ``faces``), when its weights are there; torch only, so it runs on a bare GPU machine."""
     try:
-        from .embedder import load_embedder
+        from ..net.embedder import load_embedder
     except ImportError:
         return None
     try:
@@ -430,13 +430,13 @@ def train(opts: TrainOptions, on_step: Callable[[StepInfo], None] | None = None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m refrestore.net.train``: the training entry point for a bare machine (torch,
+    """``python -m refrestore.training.train``: the training entry point for a bare machine (torch,
     numpy and OpenCV only: no typer, dlib, facexlib or spandrel), e.g. a lent GPU."""
     import argparse
     import json
     import sys
 
-    ap = argparse.ArgumentParser(prog="python -m refrestore.net.train", description=main.__doc__)
+    ap = argparse.ArgumentParser(prog="python -m refrestore.training.train", description=main.__doc__)
     ap.add_argument("--data", type=Path, required=True, help="512 faces: a folder or a pack (.npz)")
     ap.add_argument("--extra-data", action="append", default=[], help="PATH:SIZE:WEIGHT (folder or pack)")
     ap.add_argument("--data-weight", type=float, default=1.0)

@@ -1,6 +1,6 @@
 """Fine-tune the pretrained MobileFaceNet for small and damaged faces (``models/mobilefacenet_lr.pt``).
 
-``python -m refrestore.net.distill_identity --data ../shared/data/faces --teacher mobilefacenet.pt
+``python -m refrestore.training.distill_identity --data ../shared/data/faces --teacher mobilefacenet.pt
 --run runs/mobilefacenet-lr --out models/mobilefacenet_lr.pt [--minutes 120]``
 
 The published network (the teacher, frozen) embeds every clean training photo; a copy of it (the

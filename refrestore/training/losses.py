@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .arch import RefNetOutput
+from ..net.arch import RefNetOutput
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import WeightsError
-from .manifest import ManifestEntry
+from ..weights.errors import WeightsError
+from ..weights.manifest import ManifestEntry
 
 
 def _retinaface(network: str) -> Callable[[], Any]:
@@ -81,7 +81,7 @@ def _mismatch(expected: dict[str, Any], found: dict[str, Any]) -> str:
 
 def check_architecture(entry: ManifestEntry, path: Path) -> str:
     """The architecture ``path`` loads into strictly, for ``entry``'s role; WeightsError if none."""
-    from .loading import load_state_dict
+    from ..weights.loading import load_state_dict
 
     if entry.embedded:
         raise WeightsError(f"{entry.name} ships inside refrestore; it cannot be replaced by a file")
