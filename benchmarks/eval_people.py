@@ -22,7 +22,8 @@ and mirrored, and its quality levels), queries with ``select.robust_embedding``,
   never in the gallery);
 - *strangers refused*: the same query with its whole person removed from the gallery gets "no match";
 - *one-person folder*: the query against its own person's folder alone (used?) and against each
-  other person's folder alone (refused?), with the one-person rule.
+  other person's folder alone (refused?), with the one-person rule and its second opinion (dlib's
+  descriptor of the query and of the folder's clean photos, ``--second dlib``, the default).
 
 ``--calibrate`` chooses the rule's thresholds on the TRAINING people (per detail bin: the best
 identification with at most 1% of strangers matched; the stranger threshold at the 3rd percentile of
@@ -110,6 +111,39 @@ def embed_all(faces, model, cache: Path) -> dict[str, np.ndarray]:  # type: igno
     return out
 
 
+def embed_second(faces, cache: Path) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
+    """dlib's rows, as refrestore's one-person rule asks for them (``select.mirrored_embeddings``):
+    every photo's clean 512 crop (``gallery``, by photo), and both sides' queries of every kind
+    (as ``embed_all`` orders them)."""
+    from refrestore.gallery.faceset import query_image, read_aligned
+    from refrestore.gallery.select import mirrored_embeddings
+    from refrestore.identity import DlibIdentity
+
+    key = hashlib.sha256(("|".join(str(f.path) for f in faces) + "dlib-mirrored-v1").encode()).hexdigest()[:16]
+    path = cache / f"people-dlib-{key}.npz"
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    model = DlibIdentity()
+    start = time.perf_counter()
+    out: dict[str, np.ndarray] = {}
+    gi = np.concatenate([split_side(faces, h)[0] for h in (False, True)])
+    rows = np.zeros((len(faces), model.dim), np.float32)
+    for i in gi:
+        rows[int(i)] = mirrored_embeddings([read_aligned(faces[int(i)].path, 512)], model)[0]
+    out["gallery"] = rows
+    print(f"  dlib gallery rows: {len(gi)} photos ({time.perf_counter() - start:.0f} s)", flush=True)
+    qidx = np.concatenate([split_side(faces, h)[1] for h in (False, True)])
+    for kind, q in [("bench", q) for q in BENCH] + [("alt", q) for q in ALT]:
+        imgs = (query_image(faces[int(i)].path, q, seed=int(i)) if kind == "bench"
+                else alt_query(faces[int(i)].path, int(q[:-2]), int(i)) for i in qidx)
+        out[f"q_{kind}_{q}"] = np.stack([mirrored_embeddings([img], model)[0] for img in imgs])
+        print(f"  dlib queries {kind} {q}: {len(qidx)} ({time.perf_counter() - start:.0f} s)", flush=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **out)
+    return out
+
+
 def make_gallery(rows: np.ndarray, persons: list[str], model, levels: tuple[int, ...]):  # type: ignore[no-untyped-def]
     """A Gallery of precomputed rows (what decide reads: embeddings, levels, persons)."""
     from refrestore.faces import LANDMARKS_RETINAFACE, DetectedFace
@@ -128,7 +162,8 @@ def make_gallery(rows: np.ndarray, persons: list[str], model, levels: tuple[int,
 class Side:
     """One side's gallery and queries, with per-query scores against every person."""
 
-    def __init__(self, data: dict[str, np.ndarray], faces, held_out: bool, model, rule) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, data: dict[str, np.ndarray], faces, held_out: bool, model, rule,  # type: ignore[no-untyped-def]
+                 second: dict[str, np.ndarray] | None = None) -> None:
         from refrestore.identity import gallery_levels
 
         gi, qi, self.names = split_side(faces, held_out)
@@ -139,6 +174,14 @@ class Side:
         self.queries = {k[2:]: data[k][rows] for k in data if k.startswith("q_")}
         self.details = {k[2:]: data[k][rows] for k in data if k.startswith("d_")}
         self.rule = rule
+        self.second_queries: dict[str, np.ndarray] = {}
+        self.second_centroids: np.ndarray | None = None  # (people, dim2) unit, in self.names' order
+        if second is not None:
+            self.second_queries = {k[2:]: second[k][rows] for k in second if k.startswith("q_")}
+            g2 = second["gallery"][gi]
+            persons = np.array(self.persons)
+            c = np.stack([g2[persons == n].sum(0) for n in self.names]).astype(np.float64)
+            self.second_centroids = (c / np.linalg.norm(c, axis=1, keepdims=True)).astype(np.float32)
 
     def scores(self, kind: str, rule) -> np.ndarray:  # type: ignore[no-untyped-def]
         """(queries, people) person scores under ``rule``'s anchors and levels."""
@@ -190,9 +233,36 @@ def calibrate(side: Side, rule, max_fa: float, genuine_floor: float):  # type: i
         strangers.append(round(float(np.quantile(gen, genuine_floor)), 3))
         print(f"  anchor {anchors[k]:.2f} ({int(m.sum())} queries): threshold {best[1]:.3f} gap {best[2]:.2f} "
               f"(identified {best[0]:.3f} of them), stranger threshold {strangers[-1]:.3f}", flush=True)
+    if side.second_centroids is not None:
+        rule = replace(rule, second=calibrate_second(side, rule, nearest_of=anchors, genuine_floor=genuine_floor))
     # a blurrier query never gets a lower threshold than a sharper one needs... is not required here:
     # the scores of blurrier queries are compared with blurrier gallery levels, so each anchor stands alone.
-    return replace(rule, thresholds=tuple(thresholds), gaps=tuple(gaps), strangers=tuple(strangers))
+    return replace(rule, thresholds=tuple(thresholds), gaps=tuple(gaps), strangers=tuple(strangers),
+                   second=rule.second)
+
+
+def calibrate_second(side: Side, rule, nearest_of: np.ndarray, genuine_floor: float):  # type: ignore[no-untyped-def]
+    """dlib as the one-person rule's second opinion: its weight makes the two models' scores
+    spread alike (the ratio of their spreads over every query and person), its centre is dlib's
+    median score, and the stranger threshold of the fused score is at ``genuine_floor`` of the
+    own-person fused scores, per anchor (queries of both damages nearest it)."""
+    from refrestore.gallery.people import SecondOpinion
+
+    S1, S2, D, own = [], [], [], []
+    for kind in side.queries:
+        S1.append(side.scores(kind, rule))
+        S2.append(side.second_queries[kind] @ side.second_centroids.T)
+        D.append(side.details[kind])
+        own.append(side.q_person)
+    S1, S2, D, own = np.concatenate(S1), np.concatenate(S2), np.concatenate(D), np.concatenate(own)
+    weight, centre = float(S1.std() / S2.std()), float(np.median(S2))
+    F = S1 + weight * (S2 - centre)
+    gen = F[np.arange(len(F)), own]
+    nearest = np.abs(D[:, None] - nearest_of[None, :]).argmin(1)
+    strangers = tuple(round(float(np.quantile(gen[nearest == k], genuine_floor)), 3) for k in range(len(nearest_of)))
+    print(f"  second opinion dlib: weight {weight:.3f}, centre {centre:.4f}, fused stranger thresholds {strangers}",
+          flush=True)
+    return SecondOpinion("dlib", round(weight, 3), round(centre, 4), strangers)
 
 
 def one_person(side: Side, kind: str, rule) -> tuple[float, float, float]:  # type: ignore[no-untyped-def]
@@ -208,11 +278,14 @@ def one_person(side: Side, kind: str, rule) -> tuple[float, float, float]:  # ty
         galleries[p] = sub
     people = sorted(galleries)
     used_own, used_other, unver = [], [], []
+    q2 = side.second_queries.get(kind)
+    cents = side.second_centroids
     for i in range(len(q)):
-        fq = FaceQuery(q[i], float(d[i]), None)
+        fq = FaceQuery(q[i], float(d[i]), None, None if q2 is None else q2[i])
         p = int(side.q_person[i])
-        own = decide_photo(galleries[p], [fq], rule)[0]
-        other = decide_photo(galleries[people[(people.index(p) + 1) % len(people)]], [fq], rule)[0]
+        o = people[(people.index(p) + 1) % len(people)]
+        own = decide_photo(galleries[p], [fq], rule, second_centroid=None if cents is None else cents[p])[0]
+        other = decide_photo(galleries[o], [fq], rule, second_centroid=None if cents is None else cents[o])[0]
         used_own.append(own.matched)
         used_other.append(other.matched)
         unver.append(not own.verifiable)
@@ -230,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", type=Path, default=None,
                    help="default: the shared published file (mobilefacenet) or models/mobilefacenet_lr.pt")
     p.add_argument("--levels", choices=("on", "off"), default="on", help="gallery quality levels")
+    p.add_argument("--second", choices=("dlib", "none"), default="dlib",
+                   help="the one-person rule's second opinion (none: the first model's score alone)")
     p.add_argument("--cache", type=Path, default=ROOT / "runs" / "identity-eval")
     p.add_argument("--calibrate", action="store_true", help="choose the rule on the training people")
     p.add_argument("--max-fa", type=float, default=0.01)
@@ -257,14 +332,17 @@ def main(argv: list[str] | None = None) -> int:
         data = dict(embed_all(faces, full, args.cache))
         data["gallery"] = data["gallery"][:, :model.dim]
     rule = RULES.get(args.model) or RULES["mobilefacenet"]
+    second = embed_second(faces, args.cache) if args.second == "dlib" else None
+    if second is None:
+        rule = replace(rule, second=None)
     if not model.gallery_levels:
         rule = replace(rule, levels=None)
     if args.calibrate:
-        train = Side(data, faces, False, model, rule)
+        train = Side(data, faces, False, model, rule, second)
         print(f"calibrating on {len(train.names)} training people ({len(train.q_person)} queries per quality)")
         rule = calibrate(train, rule, args.max_fa, args.genuine_floor)
         print(f"  rule: {rule}")
-    held = Side(data, faces, True, model, rule)
+    held = Side(data, faces, True, model, rule, second)
     print(f"\nheld-out: {len(held.names)} people, {len(held.persons)} gallery photos, {len(held.q_person)} queries "
           f"per quality ({len(held.q_person)} stranger queries per quality)")
     print("kind  quality  identified  strangers-refused (wrong person)  | one-person folder: own used, "

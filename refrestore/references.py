@@ -43,15 +43,26 @@ class GalleryReferences:
         self.identity = identity
         self.top_k = top_k
         self.threshold = threshold
+        self._second: dict[str, Any] = {}
+
+    def _second_model(self, name: str) -> Any:
+        """The identity rule's second model, made on first use and kept for the run."""
+        if name not in self._second:
+            from .identity import init_identity_model
+
+            self._second[name] = init_identity_model(name)
+        return self._second[name]
 
     def select_photo(self, faces: Sequence[FaceToMatch]) -> list[ReferenceChoice]:
-        from .gallery.select import describe_query, select_photo
+        from .gallery.select import describe_query, second_opinion, select_photo
 
         if self.gallery.identity_name and self.gallery.identity_name != self.identity.name:
             raise ValueError(f"gallery was indexed with {self.gallery.identity_name}, not {self.identity.name}")
         analyzer = self.gallery.analyzer()
         queries = [describe_query(f.aligned, f.face, self.identity, analyzer, f.affine) for f in faces]
-        selections = select_photo(self.gallery, queries, top_k=self.top_k, threshold=self.threshold)
+        queries, centroid = second_opinion(self.gallery, [f.aligned for f in faces], queries, self._second_model)
+        selections = select_photo(self.gallery, queries, top_k=self.top_k, threshold=self.threshold,
+                                  second_centroid=centroid)
         return [ReferenceChoice(list(s.references), s.report(), s.explain(), s.warning(i), s.reason(), s.reason_code)
                 for i, s in enumerate(selections)]
 

@@ -82,6 +82,18 @@ def test_a_one_person_folder_declares_who_it_is_unless_clearly_someone_else(tmp_
     assert stranger["selection"]["decision"]["reason"].startswith("clearly someone else"), stranger
     # the warnings say which rule decided and the face's size
     assert "declared" in run.stderr and "clearly someone else" in run.stderr
+    # dlib gave its second opinion on both verifiable faces: the stranger test is on the sum
+    # (score + weight * (dlib's cosine - centre)), and the reason shows both figures
+    import re
+
+    from refrestore.gallery.rules import RULES
+
+    second = RULES["mobilefacenet-lr"].second
+    for face in (declared, stranger):
+        reason = face["selection"]["decision"]["reason"]
+        fused, own, dlib = map(float, re.search(r"(-?[\d.]+) \((-?[\d.]+) with dlib (-?[\d.]+)\)", reason).groups())
+        assert abs(fused - second.fused(own, dlib)) < 2e-3, reason
+    assert fused < stranger["selection"]["decision"]["stranger_threshold"]  # the last one: the stranger
 
 
 def test_fix_person_gives_the_references_to_the_face_that_is_that_person(tmp_path: Path, shared_dir: Path,

@@ -93,6 +93,7 @@ def _match(inputs: list[Path], refs: list[Path], ref: Path | None, json_report: 
     from ..devices import DeviceError, pick_device
     from ..discover import find_inputs
     from ..gallery import Gallery, describe_query, forced_reference, select_photo
+    from ..gallery.select import second_opinion
     from ..gallery.index import aligned_crop_of, find_faces
     from ..identity import init_identity_model
     from ..imageio import ImageReadError, read_image
@@ -127,6 +128,13 @@ def _match(inputs: list[Path], refs: list[Path], ref: Path | None, json_report: 
         err.print(f"gallery: {st.faces} faces in {st.files} photos ({st.from_cache} from cache, "
                   f"{st.indexed} indexed) with {model.name}")
 
+    second_models: dict[str, Any] = {}  # a one-person rule's second opinion, made once for the run
+
+    def second_model(name: str) -> Any:
+        if name not in second_models:
+            second_models[name] = init_identity_model(name, store=store, device=device)
+        return second_models[name]
+
     found, problems = find_inputs(inputs, recursive=False)
     summary = BatchSummary()
     summary.images.extend(ImageReport(str(p), None, "error", reason) for p, reason in problems)
@@ -153,7 +161,8 @@ def _match(inputs: list[Path], refs: list[Path], ref: Path | None, json_report: 
             # the faces of a photo are decided together (a person goes to one face of it)
             queries = [describe_query(crop, face, model, gallery.analyzer(), affine)
                        for (crop, affine), face in zip(crops, faces)]
-            selections = select_photo(gallery, queries, top_k=top_k, threshold=threshold)
+            queries, centroid = second_opinion(gallery, [c for c, _ in crops], queries, second_model)
+            selections = select_photo(gallery, queries, top_k=top_k, threshold=threshold, second_centroid=centroid)
         for i, (face, already) in enumerate(found_faces):
             crop, affine = crops[i]
             if forced is not None:

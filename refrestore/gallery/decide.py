@@ -87,6 +87,7 @@ class FaceQuery:
     embedding: np.ndarray  # (dim,) unit
     detail: float
     face_width: float | None
+    second: np.ndarray | None = None  # (dim2,) unit: the rule's second model's embedding, when asked
 
 
 def identify(gallery: Gallery, q: FaceQuery, rule: MatchRule, threshold: float | None = None) -> PersonDecision:
@@ -96,15 +97,21 @@ def identify(gallery: Gallery, q: FaceQuery, rule: MatchRule, threshold: float |
 
 
 def _declared(gallery: Gallery, person: str, q: FaceQuery, rule: MatchRule,
-              threshold: float | None) -> tuple[PersonDecision, float]:
+              threshold: float | None, second_centroid: np.ndarray | None = None) -> tuple[PersonDecision, float]:
     """The one-person rule for a face that may be ``person``: (decision, how well it fits).
 
     The fit ranks the faces of a photo: the margin over the stranger threshold, verifiable faces
-    first."""
+    first. With the rule's second opinion (``second_centroid``: the person's centroid in the
+    second model, and the face's ``second`` embedding), the stranger test is on the fused score."""
     scores = person_scores(gallery, q.embedding, q.detail, rule)
     ident = decide_people(scores, q.detail, rule, threshold, q.face_width)
     own = scores.get(person, -1.0)
     stranger = rule.stranger_at(q.detail)
+    how = ""
+    if rule.second is not None and second_centroid is not None and q.second is not None:
+        other = float(np.dot(q.second, second_centroid))
+        how = f" ({own:.3f} with {rule.second.model} {other:.3f})"
+        own, stranger = rule.second.fused(own, other), rule.second_stranger_at(q.detail)
     base = replace(ident, person=None, matched=False, rule=None, stranger_threshold=stranger)
     if not ident.verifiable:
         return (replace(base, matched=True, person=person, best_person=person, best_score=own,
@@ -113,31 +120,33 @@ def _declared(gallery: Gallery, person: str, q: FaceQuery, rule: MatchRule,
     if ident.matched and ident.person != person:
         return replace(base, reason=f"clearly someone else: matches {ident.person} of the gallery "
                                     f"({ident.best_score:.3f})", code="someone-else"), -np.inf
+    fit = own - (stranger if stranger is not None else ident.threshold)
+    if ident.matched:  # identified as the person: the stranger test has nothing to add
+        return replace(ident, rule=RULE_MATCHED, stranger_threshold=stranger), fit
     if stranger is not None and own < stranger:
         return replace(base, best_person=person, best_score=own,
-                       reason=f"clearly someone else: {own:.3f} for {person} is below the stranger "
+                       reason=f"clearly someone else: {own:.3f}{how} for {person} is below the stranger "
                               f"threshold {stranger:.3f}", code="someone-else"), -np.inf
-    fit = own - (stranger if stranger is not None else ident.threshold)
-    if ident.matched:
-        return replace(ident, rule=RULE_MATCHED, stranger_threshold=stranger), fit
     return (replace(base, matched=True, person=person, best_person=person, best_score=own, rule=RULE_DECLARED,
-                    reason=f"declared {person}; {own:.3f} is not below the stranger threshold {stranger:.3f}"
+                    reason=f"declared {person}; {own:.3f}{how} is not below the stranger threshold {stranger:.3f}"
                     if stranger is not None else f"declared {person}", code="declared"), fit)
 
 
 def decide_photo(gallery: Gallery, faces: Sequence[FaceQuery], rule: MatchRule,
-                 threshold: float | None = None) -> list[PersonDecision]:
+                 threshold: float | None = None, second_centroid: np.ndarray | None = None) -> list[PersonDecision]:
     """The decision of every face of one photo.
 
     A person is given to one face of a photo at most (the best scoring; the others get "no
     match"). With a one-person gallery (``gallery.declared``) the person goes to the face that fits
     best unless it is clearly someone else; the photo's other faces get it only when matched.
+    ``second_centroid``: the declared person's centroid in the rule's second model (its
+    :class:`~.people.SecondOpinion`), with each face's ``second`` embedding.
     """
     person = gallery.declared
     if person is None:
         out = [identify(gallery, q, rule, threshold) for q in faces]
         return _one_face_per_person(out)
-    judged = [_declared(gallery, person, q, rule, threshold) for q in faces]
+    judged = [_declared(gallery, person, q, rule, threshold, second_centroid) for q in faces]
     verifiable = [i for i, (d, fit) in enumerate(judged) if d.matched and d.verifiable]
     if verifiable:
         chosen: int | None = max(verifiable, key=lambda i: judged[i][1])

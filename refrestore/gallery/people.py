@@ -38,6 +38,27 @@ MIN_MATCH_FACE_PX = 32.0
 
 
 @dataclass(frozen=True)
+class SecondOpinion:
+    """A second identity model asked where one model alone cannot tell: is a face of a one-person
+    folder clearly someone else?
+
+    Its cosine to the person's centroid (``model``'s embeddings of the clean gallery faces) is
+    added to the first model's score as ``weight * (cosine - centre)``: the two models' errors
+    differ, so the sum separates a person from a stranger better than either (on held-out
+    people, another person's 32-px face passed a one-person folder half as often at the same
+    share of the person's own faces kept). ``strangers`` are the thresholds of that sum at the
+    rule's detail anchors."""
+
+    model: str
+    weight: float
+    centre: float
+    strangers: tuple[float, ...]
+
+    def fused(self, score: float, second: float) -> float:
+        return float(score + self.weight * (second - self.centre))
+
+
+@dataclass(frozen=True)
 class MatchRule:
     """Threshold and margin over the second person, piecewise linear in the query's detail.
 
@@ -50,7 +71,9 @@ class MatchRule:
     person's faces make one score (``aggregate``: the best face, or the centroid of them all).
     ``strangers`` are the scores below which a face is positive evidence of someone else (the
     one-person-folder rule); a face narrower than ``min_face_px`` or with less detail than
-    ``verifiable_detail`` is unverifiable: no threshold means anything there.
+    ``verifiable_detail`` is unverifiable: no threshold means anything there. ``second``: a
+    second model's opinion for that test (:class:`SecondOpinion`), used where its embeddings
+    are at hand.
     """
 
     details: tuple[float, ...]
@@ -63,6 +86,7 @@ class MatchRule:
     strangers: tuple[float, ...] | None = None
     verifiable_detail: float = 0.0
     min_face_px: float = MIN_MATCH_FACE_PX
+    second: SecondOpinion | None = None
 
     def threshold_at(self, detail: float) -> float:
         return float(np.interp(detail, self.details, self.thresholds))
@@ -73,6 +97,10 @@ class MatchRule:
     def stranger_at(self, detail: float) -> float | None:
         """Below this score a verifiable face is clearly someone else (None: the rule cannot say)."""
         return None if self.strangers is None else float(np.interp(detail, self.details, self.strangers))
+
+    def second_stranger_at(self, detail: float) -> float | None:
+        """The stranger threshold of the fused score (None: no second opinion)."""
+        return None if self.second is None else float(np.interp(detail, self.details, self.second.strangers))
 
     def clean_threshold(self) -> float:
         return float(self.thresholds[-1])

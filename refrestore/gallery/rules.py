@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .people import MatchRule
+from .people import MatchRule, SecondOpinion
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,13 @@ RULES: dict[str, MatchRule] = {
     # the worse of the two.
     "mobilefacenet-lr": replace(_MOBILEFACENET, thresholds=(0.545, 0.54, 0.535, 0.51, 0.495, 0.51),
                                 gaps=(0.1, 0.0, 0.0, 0.08, 0.1, 0.0),
-                                strangers=(0.124, 0.159, 0.191, 0.243, 0.313, 0.396)),
+                                strangers=(0.124, 0.159, 0.191, 0.243, 0.313, 0.396),
+                                # One-person folders ask dlib too: its cosine to the person's clean
+                                # photos, weighted so both models spread alike, is added to the score,
+                                # and the sum's stranger threshold is at the 5th percentile of the
+                                # training people's own-person sums (same command, --second dlib).
+                                second=SecondOpinion("dlib", weight=3.337, centre=0.8646,
+                                                     strangers=(0.238, 0.297, 0.341, 0.442, 0.551, 0.663))),
     # dlib weight 0.98 (refrestore.identity.fused.DLIB_WEIGHT); see README for why this is not
     # the default: faceid-small has memorised the training people, so this rule is fitted on
     # scores that are better than a stranger's photos will give.

@@ -22,9 +22,10 @@ most compatible, highest-quality face, not just the nearest embedding:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -65,6 +66,7 @@ class QueryFace:
     mouth_open: float
     detail: float  # sharpness score of the aligned crop, 0..1
     face_width: float | None  # px in its photo, when known
+    second: np.ndarray | None = None  # the identity rule's second model's embedding (one-person galleries)
 
 
 def _views(aligned: np.ndarray, count: int = 4) -> list[np.ndarray]:
@@ -84,6 +86,49 @@ def robust_embedding(aligned: np.ndarray, identity: IdentityModel) -> np.ndarray
     # Models trained with degraded positives need no restoration view: as is + mirrored.
     emb = identity.embed(_views(aligned, getattr(identity, "query_views", 4))).astype(np.float64).sum(0)
     return (emb / max(np.linalg.norm(emb), 1e-12)).astype(np.float32)
+
+
+def mirrored_embeddings(aligned: Sequence[np.ndarray], identity: IdentityModel) -> np.ndarray:
+    """(N, dim) unit rows: each crop as is and mirrored, averaged."""
+    emb = identity.embed([v for a in aligned for v in _views(a, 2)]).astype(np.float64)
+    emb = emb.reshape(len(aligned), 2, -1).sum(1)
+    return (emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+# The declared person's faces a second opinion embeds at most (the best by quality): a centroid
+# of two dozen photos is as good as one of hundreds, and each face costs dlib about 0.15 s.
+SECOND_MAX_FACES = 24
+
+
+def second_centroid(gallery: Gallery, identity: IdentityModel, person: str) -> np.ndarray:
+    """(dim,) unit: the centroid of ``person``'s faces in a second identity model, kept with the
+    gallery (embedding them costs about 0.15 s a face)."""
+    def make() -> np.ndarray:
+        faces = sorted((f for f in gallery.faces if f.person == person),
+                       key=lambda f: f.quality.total, reverse=True)[:SECOND_MAX_FACES]
+        rows = mirrored_embeddings([gallery.aligned_image(f) for f in faces], identity)
+        c = rows.astype(np.float64).sum(0)
+        return (c / max(np.linalg.norm(c), 1e-12)).astype(np.float32)
+
+    return gallery.derived(("second-centroid", identity.name, getattr(identity, "version", ""), person), make)
+
+
+def second_opinion(gallery: Gallery, crops: Sequence[np.ndarray], queries: list[QueryFace],
+                   model_for: Callable[[str], IdentityModel]) -> tuple[list[QueryFace], np.ndarray | None]:
+    """A one-person gallery asks "is this clearly someone else?": where the identity rule has a
+    second opinion (:class:`~.people.SecondOpinion`), that model (``model_for(name)``, which the
+    caller keeps for the run) embeds the person's faces and these crops. Returns the queries with
+    their ``second`` embedding and the person's centroid (None and the queries unchanged when
+    there is nothing to ask)."""
+    from dataclasses import replace
+
+    rule = rule_for(gallery.identity_name)
+    if rule is None or rule.second is None or gallery.declared is None or not queries:
+        return queries, None
+    model = model_for(rule.second.model)
+    centroid = second_centroid(gallery, model, gallery.declared)
+    rows = mirrored_embeddings(list(crops), model)
+    return [replace(q, second=r) for q, r in zip(queries, rows)], centroid
 
 
 def describe_query(aligned: np.ndarray, face: DetectedFace | None, identity: IdentityModel,
@@ -331,16 +376,18 @@ def select_from_query(gallery: Gallery, query: QueryFace, top_k: int = 3,
 
 
 def select_photo(gallery: Gallery, queries: list[QueryFace], top_k: int = 3,
-                 threshold: float | None = None, with_images: bool = True) -> list[Selection]:
+                 threshold: float | None = None, with_images: bool = True,
+                 second_centroid: np.ndarray | None = None) -> list[Selection]:
     """Selections for every face of one photo, decided together (:func:`refrestore.gallery.decide.decide_photo`:
-    a person goes to one face of a photo; a one-person gallery's person to the face that fits it)."""
+    a person goes to one face of a photo; a one-person gallery's person to the face that fits it).
+    ``second_centroid``: see :func:`~.decide.decide_photo`."""
     rule = rule_for(gallery.identity_name)
     if rule is None:
         return [select_from_query(gallery, q, top_k, threshold, with_images) for q in queries]
     from .decide import FaceQuery, decide_photo
 
-    decisions = decide_photo(gallery, [FaceQuery(q.embedding, q.detail, q.face_width) for q in queries],
-                             rule, threshold)
+    decisions = decide_photo(gallery, [FaceQuery(q.embedding, q.detail, q.face_width, q.second) for q in queries],
+                             rule, threshold, second_centroid)
     return [select_from_query(gallery, q, top_k, threshold, with_images, decision=d)
             for q, d in zip(queries, decisions)]
 
