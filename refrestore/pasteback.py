@@ -33,6 +33,7 @@ class PasteJob:
     affine: np.ndarray  # 2x3: photo (before upscale) -> aligned crop
     mask: np.ndarray | None = None  # optional S x S float32 0..1 (face parsing), else the default
     detail: float = 0.0  # 0..1: how much of the photo's own detail finer than the crop to keep
+    amount: float = 1.0  # 0..1: how much of the restoration the face got (its grain moves by as much)
 
 
 def detail_sigma(native_px: float, size: int = FFHQ_SIZE) -> float:
@@ -151,13 +152,16 @@ def grain_like(fine: np.ndarray, where: np.ndarray, seed: int = 0) -> np.ndarray
     return out / max(grain_level(out, np.ones((h, w), bool)), 1e-6)
 
 
-def matching_grain(roi: np.ndarray, face: np.ndarray, alpha: np.ndarray) -> np.ndarray | None:
+def matching_grain(roi: np.ndarray, face: np.ndarray, alpha: np.ndarray, amount: float = 1.0) -> np.ndarray | None:
     """Grain to add to ``face`` (the restored face in the photo's ``roi``, float32 RGB) so that
     it is as grainy as the photo around it (:data:`GRAIN_MATCH`): the ring outside the
     face's mask is measured, the face is measured, and grain of the photo's own kind
     (:func:`grain_like`) is added at the difference. None when the face is already grainy
     enough. A restored face is smooth; pasted into a grainy, noisy or halftone print it looks
-    airbrushed and its seam shows."""
+    airbrushed and its seam shows. ``amount`` (how much of the restoration the face got) moves
+    the grain from the photo's own, where it was, to grain of its kind: a face given half of its
+    restoration (``--strength 0.5``) keeps half of its own grain pattern, so it changes half as
+    much."""
     grey_roi = roi.mean(axis=2)
     # The grain of the skin the face replaces, or of the ring around it where that is less:
     # hair and fabric in the ring are texture, not grain, and would make the face look dirty.
@@ -171,7 +175,11 @@ def matching_grain(roi: np.ndarray, face: np.ndarray, alpha: np.ndarray) -> np.n
         return None
     # Luminance only: the photo's colour noise stays out.
     fine = grey_roi - cv2.GaussianBlur(grey_roi, (0, 0), 1.0)
-    return (grain_like(fine, inner | ring) * missing)[..., None]
+    a = float(np.clip(amount, 0.0, 1.0))
+    own = fine / max(grain_level(fine, inner | ring, already_fine=True), 1e-6)
+    # two unrelated fields of spread 1: their mix is rescaled to spread 1
+    mixed = (a * grain_like(fine, inner | ring) + (1.0 - a) * own) / max(float(np.hypot(a, 1.0 - a)), 1e-6)
+    return (mixed * missing)[..., None]
 
 
 def upscale_photo(photo: np.ndarray, factor: int) -> np.ndarray:
@@ -234,7 +242,7 @@ def paste_faces(photo: np.ndarray, jobs: list[PasteJob], upscale: int = 1, grays
             face_back += job.detail * finer
         # Grain for a face the crop enlarged (most old photos): a face larger than the crop has
         # the photo's own finer detail added back above, by the discount the pipeline chose.
-        grain = matching_grain(roi, face_back, alpha) if scale_back <= upscale else None
+        grain = matching_grain(roi, face_back, alpha, job.amount) if scale_back <= upscale else None
         if grain is not None:
             face_back += grain
         blended = roi + (face_back - roi) * alpha

@@ -401,7 +401,8 @@ class FacePipeline:
                 masks = list(self.parser.masks([o.restored for o, _ in done]))  # type: ignore[attr-defined]
             except Exception as exc:  # noqa: BLE001 - the ellipse mask still works
                 warnings.append(f"face parsing failed ({exc}); using the default mask".splitlines()[0])
-        jobs = [PasteJob(restored=o.restored, original=o.aligned, affine=a.affine, mask=m, detail=o.finer_detail)
+        jobs = [PasteJob(restored=o.restored, original=o.aligned, affine=a.affine, mask=m, detail=o.finer_detail,
+                         amount=o.amount)
                 for (o, a), m in zip(done, masks)]
         image = paste_faces(photo.rgb, jobs, upscale=self.options.upscale, grayscale=photo.grayscale)
         return PhotoResult(image=image, faces=outcomes, warnings=warnings)

@@ -98,7 +98,8 @@ def test_fix_multi_face_photo_end_to_end(tmp_path, whole_photos, retinaface_stor
         low = [cv2.GaussianBlur(a.astype(np.float32), (0, 0), size / 16) for a in (inner, before)]
         assert np.abs(low[0] - low[1]).mean() < 4.0, np.abs(low[0] - low[1]).mean()
         m = similarity_transform(np.array(face["landmarks"]), template_for(face["landmark_kind"]))
-        jobs.append(PasteJob(restored=restored, original=original, affine=m, detail=face["kept_detail"]))
+        jobs.append(PasteJob(restored=restored, original=original, affine=m, detail=face["kept_detail"],
+                             amount=face["strength"]))
         regions.append(sl)
     # The output is those restored crops pasted back (report landmarks are rounded to 0.01 px: measured
     # 0.00-0.016).
