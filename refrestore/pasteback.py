@@ -162,19 +162,19 @@ def matching_grain(roi: np.ndarray, face: np.ndarray, alpha: np.ndarray, amount:
     the grain from the photo's own, where it was, to grain of its kind: a face given half of its
     restoration (``--strength 0.5``) keeps half of its own grain pattern, so it changes half as
     much."""
+    # Luminance only: the photo's colour noise stays out.
     grey_roi = roi.mean(axis=2)
+    fine = grey_roi - cv2.GaussianBlur(grey_roi, (0, 0), 1.0)
     # The grain of the skin the face replaces, or of the ring around it where that is less:
     # hair and fabric in the ring are texture, not grain, and would make the face look dirty.
     inner = alpha[..., 0] > 0.9
     ring = alpha[..., 0] < 0.02
-    around = min(grain_level(grey_roi, inner) or np.inf, grain_level(grey_roi, ring) or np.inf)
+    around = min(grain_level(fine, inner, already_fine=True) or np.inf, grain_level(fine, ring, already_fine=True) or np.inf)
     around = 0.0 if not np.isfinite(around) else GRAIN_MATCH * around
     inside = grain_level(face.mean(axis=2), inner)
     missing = float(np.sqrt(max(0.0, around * around - inside * inside)))
     if missing < 0.5:  # under half a grey level: nothing a viewer could see
         return None
-    # Luminance only: the photo's colour noise stays out.
-    fine = grey_roi - cv2.GaussianBlur(grey_roi, (0, 0), 1.0)
     a = float(np.clip(amount, 0.0, 1.0))
     own = fine / max(grain_level(fine, inner | ring, already_fine=True), 1e-6)
     # two unrelated fields of spread 1: their mix is rescaled to spread 1

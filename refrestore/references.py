@@ -1,6 +1,7 @@
 """Reference sources for the pipeline: the user's gallery, or one forced reference."""
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,12 @@ class FaceToMatch:
     affine: np.ndarray | None = None
 
 
+def _init_identity_model(name: str) -> Any:
+    from .identity import init_identity_model
+
+    return init_identity_model(name)
+
+
 class GalleryReferences:
     """Picks the top-K references of the same person from an indexed gallery (RefSel), deciding
     the faces of one photo together (a one-person gallery's person goes to the face that fits)."""
@@ -43,15 +50,8 @@ class GalleryReferences:
         self.identity = identity
         self.top_k = top_k
         self.threshold = threshold
-        self._second: dict[str, Any] = {}
-
-    def _second_model(self, name: str) -> Any:
-        """The identity rule's second model, made on first use and kept for the run."""
-        if name not in self._second:
-            from .identity import init_identity_model
-
-            self._second[name] = init_identity_model(name)
-        return self._second[name]
+        # the identity rule's second model (one-person galleries), made on first use and kept
+        self._second_model = functools.cache(_init_identity_model)
 
     def select_photo(self, faces: Sequence[FaceToMatch]) -> list[ReferenceChoice]:
         from .gallery.select import describe_query, second_opinion, select_photo

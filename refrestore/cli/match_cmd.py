@@ -1,6 +1,7 @@
 """``refrestore match``: show which gallery references would guide each face, without restoring."""
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -128,12 +129,8 @@ def _match(inputs: list[Path], refs: list[Path], ref: Path | None, json_report: 
         err.print(f"gallery: {st.faces} faces in {st.files} photos ({st.from_cache} from cache, "
                   f"{st.indexed} indexed) with {model.name}")
 
-    second_models: dict[str, Any] = {}  # a one-person rule's second opinion, made once for the run
-
-    def second_model(name: str) -> Any:
-        if name not in second_models:
-            second_models[name] = init_identity_model(name, store=store, device=device)
-        return second_models[name]
+    # a one-person rule's second opinion, made once for the run
+    second_model = functools.cache(lambda name: init_identity_model(name, store=store, device=device))
 
     found, problems = find_inputs(inputs, recursive=False)
     summary = BatchSummary()

@@ -32,6 +32,7 @@ import numpy as np
 
 from refrestore.faces import DetectedFace, Reference
 from refrestore.identity import IdentityModel
+from refrestore.identity.crops import _normalise
 from refrestore.imageio import ImageReadError
 
 from .index import Gallery, GalleryFace, aligned_crop_of, find_faces, load_rgb
@@ -91,8 +92,7 @@ def robust_embedding(aligned: np.ndarray, identity: IdentityModel) -> np.ndarray
 def mirrored_embeddings(aligned: Sequence[np.ndarray], identity: IdentityModel) -> np.ndarray:
     """(N, dim) unit rows: each crop as is and mirrored, averaged."""
     emb = identity.embed([v for a in aligned for v in _views(a, 2)]).astype(np.float64)
-    emb = emb.reshape(len(aligned), 2, -1).sum(1)
-    return (emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    return _normalise(emb.reshape(len(aligned), 2, -1).sum(1))
 
 
 # The declared person's faces a second opinion embeds at most (the best by quality): a centroid
@@ -107,8 +107,7 @@ def second_centroid(gallery: Gallery, identity: IdentityModel, person: str) -> n
         faces = sorted((f for f in gallery.faces if f.person == person),
                        key=lambda f: f.quality.total, reverse=True)[:SECOND_MAX_FACES]
         rows = mirrored_embeddings([gallery.aligned_image(f) for f in faces], identity)
-        c = rows.astype(np.float64).sum(0)
-        return (c / max(np.linalg.norm(c), 1e-12)).astype(np.float32)
+        return _normalise(rows.astype(np.float64).sum(0, keepdims=True))[0]
 
     return gallery.derived(("second-centroid", identity.name, getattr(identity, "version", ""), person), make)
 
