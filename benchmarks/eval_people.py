@@ -1,7 +1,12 @@
 """Finding people in a multi-person gallery, and the one-person-folder rule, with MobileFaceNet.
 
-Usage: python benchmarks/eval_people.py [--faces ../shared/data/faces] [--weights FILE] [--cache DIR]
-                                        [--calibrate] [--threads 1]
+Usage: python benchmarks/eval_people.py [--model mobilefacenet-dual|mobilefacenet-lr|mobilefacenet]
+                                        [--faces ../shared/data/faces] [--weights FILE] [--cache DIR]
+                                        [--calibrate --genuine-floor 0.05] [--threads 1]
+
+``--model mobilefacenet-dual`` (the default, what ``--identity auto`` uses once the published weights
+are in the store) scores each query with the published network or the fine-tune, as its detail
+says (``MatchRule.switch``); its rows are made from the two networks' own cached rows.
 
 Protocol (issue 21). Each side of the fixed split of people (refrestore.net.split) is a gallery of
 folders = persons: the first photos of every person (6 for people with 9 or more; fewer for people
@@ -26,8 +31,8 @@ and mirrored, and its quality levels), queries with ``select.robust_embedding``,
   descriptor of the query and of the folder's clean photos, ``--second dlib``, the default).
 
 ``--calibrate`` chooses the rule's thresholds on the TRAINING people (per detail bin: the best
-identification with at most 1% of strangers matched; the stranger threshold at the 3rd percentile of
-genuine scores) and prints them; every figure is then reported on the HELD-OUT people.
+identification with at most 1% of strangers matched; the stranger threshold at ``--genuine-floor``
+of the genuine scores, the shipped rules at 0.05) and prints them; every figure is then reported on the HELD-OUT people.
 """
 from __future__ import annotations
 
@@ -141,6 +146,26 @@ def embed_second(faces, cache: Path) -> dict[str, np.ndarray]:  # type: ignore[n
         print(f"  dlib queries {kind} {q}: {len(qidx)} ({time.perf_counter() - start:.0f} s)", flush=True)
     cache.mkdir(parents=True, exist_ok=True)
     np.savez(path, **out)
+    return out
+
+
+def dual_rows(pub: dict[str, np.ndarray], lr: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """mobilefacenet-dual's rows from the two networks' own (cached) rows, as
+    ``DualMobileFaceNet`` makes them: per part, the two unit embeddings side by side over sqrt 2
+    (the published network's levels outside ``PUBLISHED_LEVELS`` hold its clean embedding)."""
+    from refrestore.identity.levels import LEVELS
+    from refrestore.identity.mobilefacenet import PUBLISHED_LEVELS
+
+    out = dict(lr)
+    for k in lr:
+        if k == "gallery" or k.startswith("q_"):
+            n = len(lr[k])
+            a, b = pub[k].reshape(n, -1, 128).copy(), lr[k].reshape(n, -1, 128)
+            if k == "gallery":
+                for j, w in enumerate(LEVELS):
+                    if w not in PUBLISHED_LEVELS:
+                        a[:, 1 + j] = a[:, 0]
+            out[k] = (np.concatenate([a, b], axis=2) / np.sqrt(2.0)).reshape(n, -1).astype(np.float32)
     return out
 
 
@@ -299,9 +324,11 @@ def pc(a: np.ndarray) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--faces", type=Path, default=ROOT.parent / "shared" / "data" / "faces")
-    p.add_argument("--model", choices=("mobilefacenet", "mobilefacenet-lr"), default="mobilefacenet-lr")
+    p.add_argument("--model", choices=("mobilefacenet", "mobilefacenet-lr", "mobilefacenet-dual"),
+                   default="mobilefacenet-dual")
     p.add_argument("--weights", type=Path, default=None,
-                   help="default: the shared published file (mobilefacenet) or models/mobilefacenet_lr.pt")
+                   help="default: the shared published file (mobilefacenet) or models/mobilefacenet_lr.pt "
+                        "(mobilefacenet-lr, and the fine-tune half of mobilefacenet-dual)")
     p.add_argument("--levels", choices=("on", "off"), default="on", help="gallery quality levels")
     p.add_argument("--second", choices=("dlib", "none"), default="dlib",
                    help="the one-person rule's second opinion (none: the first model's score alone)")
@@ -311,25 +338,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--genuine-floor", type=float, default=0.03)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
+    published = ROOT.parent / "shared" / "weights" / "mobilefacenet" / "mobilefacenet.pt"
     if args.weights is None:
-        args.weights = (ROOT.parent / "shared" / "weights" / "mobilefacenet" / "mobilefacenet.pt"
-                        if args.model == "mobilefacenet" else ROOT / "models" / "mobilefacenet_lr.pt")
-    if not args.faces.is_dir() or not args.weights.is_file():
-        print(f"error: need {args.faces} and {args.weights}", file=sys.stderr)
+        args.weights = published if args.model == "mobilefacenet" else ROOT / "models" / "mobilefacenet_lr.pt"
+    if not args.faces.is_dir() or not args.weights.is_file() or (args.model.endswith("dual") and not published.is_file()):
+        print(f"error: need {args.faces}, {args.weights} and {published}", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
     from refrestore.gallery.faceset import read_faceset
     from refrestore.gallery.rules import RULES
-    from refrestore.identity.mobilefacenet import MobileFaceNetIdentity
+    from refrestore.identity.mobilefacenet import DualMobileFaceNet, MobileFaceNetIdentity
 
-    model = MobileFaceNetIdentity(args.weights, name=args.model, levels=None if args.levels == "on" else ())
     faces = read_faceset(args.faces)
-    if model.gallery_levels:
+    if args.model == "mobilefacenet-dual":
+        if args.levels != "on":
+            print("error: mobilefacenet-dual is measured with its gallery levels", file=sys.stderr)
+            return 2
+        model = DualMobileFaceNet(published, args.weights)
+        data = dual_rows(embed_all(faces, model.published, args.cache), embed_all(faces, model.fine_tune, args.cache))
+    elif args.levels == "on":
+        model = MobileFaceNetIdentity(args.weights, name=args.model)
         data = embed_all(faces, model, args.cache)
     else:
         # the clean columns of the levels-on rows are the levels-off rows: reuse that cache
-        full = MobileFaceNetIdentity(args.weights, name=args.model)
-        data = dict(embed_all(faces, full, args.cache))
+        model = MobileFaceNetIdentity(args.weights, name=args.model, levels=())
+        data = dict(embed_all(faces, MobileFaceNetIdentity(args.weights, name=args.model), args.cache))
         data["gallery"] = data["gallery"][:, :model.dim]
     rule = RULES.get(args.model) or RULES["mobilefacenet"]
     second = embed_second(faces, args.cache) if args.second == "dlib" else None

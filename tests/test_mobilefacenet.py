@@ -88,7 +88,7 @@ def test_from_file_installs_the_published_file_by_its_sha256(tmp_path: Path, mfn
     assert len(run.stderr.strip().splitlines()) == 1
 
 
-def test_auto_picks_the_embedded_fine_tune_and_the_published_file_once_added(tmp_path: Path, mfn_file: Path) -> None:
+def test_auto_picks_the_embedded_fine_tune_and_both_networks_once_the_published_file_is_added(tmp_path: Path, mfn_file: Path) -> None:
     from refrestore.identity import init_identity_model
     from refrestore.weights import WeightStore
     from refrestore.userweights import add_user_file
@@ -98,15 +98,19 @@ def test_auto_picks_the_embedded_fine_tune_and_the_published_file_once_added(tmp
     assert init_identity_model("auto", store=store).name == "mobilefacenet-lr"
     with pytest.raises(Exception, match="mobilefacenet"):
         init_identity_model("mobilefacenet", store=store)
+    with pytest.raises(FileNotFoundError, match="download-weights mobilefacenet.pt"):
+        init_identity_model("mobilefacenet-dual", store=store)
     added = add_user_file(store, None, mfn_file)
     assert added.published and added.name == "mobilefacenet.pt"
     assert store.find("mobilefacenet.pt") is not None
     assert init_identity_model("mobilefacenet", store=store).name == "mobilefacenet"
-    assert init_identity_model("auto", store=store).name == "mobilefacenet-lr"
+    assert init_identity_model("auto", store=store).name == "mobilefacenet-dual"
+    assert init_identity_model("mobilefacenet-lr", store=store).name == "mobilefacenet-lr"
 
 
 @pytest.mark.parametrize("name,quality", [("mobilefacenet", "clean"), ("mobilefacenet", "48px"),
-                                          ("mobilefacenet-lr", "clean"), ("mobilefacenet-lr", "48px")])
+                                          ("mobilefacenet-lr", "clean"), ("mobilefacenet-lr", "48px"),
+                                          ("mobilefacenet-dual", "clean"), ("mobilefacenet-dual", "48px")])
 def test_a_real_pair_of_one_person_scores_above_and_of_two_people_below_the_threshold(
         name: str, quality: str, tmp_path: Path, mfn_file: Path, shared_dir: Path) -> None:
     """The shipped rule on real faces: a held-out photo of a person against that person's other
@@ -118,7 +122,7 @@ def test_a_real_pair_of_one_person_scores_above_and_of_two_people_below_the_thre
     from refrestore.gallery.quality import assess
     from refrestore.gallery.rules import RULES
     from refrestore.gallery.select import robust_embedding
-    from refrestore.identity.mobilefacenet import MobileFaceNetIdentity
+    from refrestore.identity.mobilefacenet import DualMobileFaceNet, MobileFaceNetIdentity
 
     hq = shared_dir / "data" / "refbench" / "hq"
     root = tmp_path / "family"
@@ -126,8 +130,9 @@ def test_a_real_pair_of_one_person_scores_above_and_of_two_people_below_the_thre
         (root / person).mkdir(parents=True)
         for f in sorted((hq / person).glob("*.png"))[1:7]:
             (root / person / f.name).symlink_to(f)
-    weights = mfn_file if name == "mobilefacenet" else Path(__file__).parents[1] / "models" / "mobilefacenet_lr.pt"
-    model = MobileFaceNetIdentity(weights, name=name)
+    fine_tune = Path(__file__).parents[1] / "models" / "mobilefacenet_lr.pt"
+    model = (DualMobileFaceNet(mfn_file, fine_tune) if name == "mobilefacenet-dual"
+             else MobileFaceNetIdentity(mfn_file if name == "mobilefacenet" else fine_tune, name=name))
     gallery = Gallery.build([root], init_detector("dlib"), model, cache_dir=tmp_path / "cache")
     assert set(gallery.persons) == {"00022", "00086"}
     rule = RULES[name]
@@ -137,3 +142,72 @@ def test_a_real_pair_of_one_person_scores_above_and_of_two_people_below_the_thre
         scores = person_scores(gallery, robust_embedding(query, model), detail, rule)
         threshold = rule.threshold_at(detail)
         assert scores[own] >= threshold > scores[other], (own, quality, scores, threshold)
+
+
+def test_the_two_network_embedding_scores_a_face_with_the_network_its_detail_picks(
+        tmp_path: Path, mfn_file: Path, shared_dir: Path) -> None:
+    """mobilefacenet-dual: a clean query's person scores are the published network's, a degraded
+    one's the fine-tune's, each against the same gallery; a plain dot product of two rows is the
+    mean of the two networks' cosines."""
+    from refrestore.detection import init_detector
+    from refrestore.gallery import Gallery
+    from refrestore.gallery.decide import person_scores
+    from refrestore.gallery.faceset import query_image
+    from refrestore.gallery.quality import assess
+    from refrestore.gallery.rules import RULES
+    from refrestore.gallery.select import robust_embedding
+    import numpy as np
+
+    from refrestore.identity.mobilefacenet import DualMobileFaceNet, MobileFaceNetIdentity
+
+    hq = shared_dir / "data" / "refbench" / "hq"
+    root = tmp_path / "family"
+    for person in ("00022", "00086"):
+        (root / person).mkdir(parents=True)
+        for f in sorted((hq / person).glob("*.png"))[1:4]:
+            (root / person / f.name).symlink_to(f)
+    fine_tune = Path(__file__).parents[1] / "models" / "mobilefacenet_lr.pt"
+    dual = DualMobileFaceNet(mfn_file, fine_tune)
+    single = {"mobilefacenet": MobileFaceNetIdentity(mfn_file), "mobilefacenet-lr": MobileFaceNetIdentity(fine_tune, name="mobilefacenet-lr")}
+    detector = init_detector("dlib")
+    galleries = {n: Gallery.build([root], detector, m, cache_dir=tmp_path / n) for n, m in single.items()}
+    gallery = Gallery.build([root], detector, dual, cache_dir=tmp_path / "dual")
+    assert gallery.embeddings.shape[1] == 256
+    a, b = gallery.embeddings[0], gallery.embeddings[1]
+    pub, lr = galleries["mobilefacenet"].embeddings, galleries["mobilefacenet-lr"].embeddings
+    assert abs(float(a @ b) - 0.5 * float(pub[0] @ pub[1] + lr[0] @ lr[1])) < 1e-4
+    # the levels, prepared once for both networks, are each network's own
+    for level in (32, 24):
+        both = gallery.level_embeddings(level)
+        assert np.allclose(both[:, 128:] * np.sqrt(2.0), galleries["mobilefacenet-lr"].level_embeddings(level), atol=1e-4)
+    assert np.allclose(gallery.level_embeddings(32)[:, :128] * np.sqrt(2.0),
+                       galleries["mobilefacenet"].level_embeddings(32), atol=1e-4)
+    rule = RULES["mobilefacenet-dual"]
+    seen = set()
+    for quality in ("clean", "24px"):
+        query = query_image(sorted((hq / "00022").glob("*.png"))[0], quality, seed=3)
+        detail = assess(query, None, 512.0).sharpness
+        which = "mobilefacenet" if detail >= rule.switch.detail else "mobilefacenet-lr"
+        seen.add(which)
+        got = person_scores(gallery, robust_embedding(query, dual), detail, rule)
+        want = person_scores(galleries[which], robust_embedding(query, single[which]), detail, RULES[which])
+        assert got.keys() == want.keys()
+        for p in got:
+            assert abs(got[p] - want[p]) < 1e-4, (quality, which, got, want)
+    assert seen == {"mobilefacenet", "mobilefacenet-lr"}
+
+
+def test_the_published_half_is_embedded_at_every_gallery_level_the_rule_reads_with_it() -> None:
+    """A query scored with the published network (detail from the switch up) is compared with the
+    gallery levels of the two anchors around it: each must be one the published half embeds."""
+    import numpy as np
+
+    from refrestore.gallery.rules import RULES
+    from refrestore.identity.mobilefacenet import PUBLISHED_LEVELS
+
+    rule = RULES["mobilefacenet-dual"]
+    d = np.asarray(rule.details)
+    first = int(np.searchsorted(d, rule.switch.detail, side="right") - 1)  # the anchor below the switch
+    assert rule.levels is not None and first >= 0
+    for level in rule.levels[first:]:
+        assert level is None or level in PUBLISHED_LEVELS, (level, PUBLISHED_LEVELS)

@@ -88,7 +88,7 @@ def test_a_one_person_folder_declares_who_it_is_unless_clearly_someone_else(tmp_
 
     from refrestore.gallery.rules import RULES
 
-    second = RULES["mobilefacenet-lr"].second
+    second = RULES[json.loads(report.read_text())["identity_model"].split(" ")[0]].second
     for face in (declared, stranger):
         reason = face["selection"]["decision"]["reason"]
         fused, own, dlib = map(float, re.search(r"(-?[\d.]+) \((-?[\d.]+) with dlib (-?[\d.]+)\)", reason).groups())

@@ -23,7 +23,7 @@ def gallery(
     sources: list[Path] = typer.Argument(..., help="Gallery folders (one sub-folder per person) or photos."),
     json_report: Path | None = typer.Option(None, "--json", help="Write the people as JSON here ('-': standard output)."),
     detector: str = typer.Option("auto", "--detector", help="auto, retinaface, retinaface_resnet50, retinaface_mobile0.25 or dlib."),
-    identity: str = typer.Option("auto", "--identity", help="Identity model: auto, mobilefacenet, fused, faceid, dlib or arcface."),
+    identity: str = typer.Option("auto", "--identity", help="Identity model: auto, mobilefacenet-dual, mobilefacenet-lr, mobilefacenet, fused, faceid, dlib or arcface."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     weights_dir: Path | None = typer.Option(None, "--weights-dir", help="Weights folder for this run."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs."),

@@ -32,7 +32,7 @@ def match(
     top_k: int = typer.Option(3, "--top-k", min=1, max=16, help="References per face."),
     compare: Path | None = typer.Option(None, "--compare", help="Write a contact sheet per photo into this folder."),
     detector: str = typer.Option("auto", "--detector", help="auto, retinaface, retinaface_resnet50, retinaface_mobile0.25 or dlib."),
-    identity: str = typer.Option("auto", "--identity", help="Identity model: auto, mobilefacenet, fused, faceid, dlib or arcface."),
+    identity: str = typer.Option("auto", "--identity", help="Identity model: auto, mobilefacenet-dual, mobilefacenet-lr, mobilefacenet, fused, faceid, dlib or arcface."),
     threshold: float | None = typer.Option(None, "--threshold", min=-1.0, max=1.0, help="Override the calibrated same-person threshold."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     weights_dir: Path | None = typer.Option(None, "--weights-dir", help="Weights folder for this run."),

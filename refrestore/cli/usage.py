@@ -17,7 +17,7 @@ MODEL_NAMES = ("gfpgan-v1.4", "restoreformer", "refnet-small", "codeformer", "re
 # detection.DETECTOR_NAMES
 DETECTOR_NAMES = ("auto", "retinaface", "retinaface_resnet50", "retinaface_mobile0.25", "dlib")
 # identity.IDENTITY_MODELS
-IDENTITY_NAMES = ("auto", "mobilefacenet-lr", "mobilefacenet", "dlib", "faceid", "fused", "arcface")
+IDENTITY_NAMES = ("auto", "mobilefacenet-dual", "mobilefacenet-lr", "mobilefacenet", "dlib", "faceid", "fused", "arcface")
 
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 

@@ -37,46 +37,69 @@ def _unit_rows(m: np.ndarray) -> np.ndarray:
     return m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
 
 
-def _anchor_matrix(gallery: Gallery, level: int | None) -> np.ndarray:
-    """(faces, dim): the gallery as a query at ``level`` px sees it (None: clean)."""
+def _anchor_matrix(gallery: Gallery, level: int | None, part: slice | None = None) -> np.ndarray:
+    """(faces, dim): the gallery as a query at ``level`` px sees it (None: clean), in one part of
+    a two-model embedding (``part``, each row a unit vector of it) or whole."""
+    if part is not None:
+        return gallery.derived(("part", level, part.start, part.stop, len(gallery.faces)),
+                               lambda: _unit_rows(_anchor_matrix(gallery, level)[:, part]))
     if level is None or level not in gallery.levels:
         return gallery.embeddings
     return gallery.derived(("mix", level, len(gallery.faces)),
                            lambda: _unit_rows(gallery.embeddings + gallery.level_embeddings(level)))
 
 
-def _centroids(gallery: Gallery, level: int | None) -> tuple[list[str], np.ndarray]:
+def _centroids(gallery: Gallery, level: int | None, part: slice | None = None) -> tuple[list[str], np.ndarray]:
     """(person names, (people, dim) unit centroids of each person's faces at ``level``)."""
     def make() -> tuple[list[str], np.ndarray]:
-        matrix = _anchor_matrix(gallery, level)
+        matrix = _anchor_matrix(gallery, level, part)
         persons = np.array(gallery.persons, dtype=object)
         names = sorted(set(persons.tolist()))
         cents = np.stack([matrix[persons == n].sum(0) for n in names]) if names else np.zeros((0, matrix.shape[1]))
         return names, _unit_rows(cents.astype(np.float32))
 
-    return gallery.derived(("centroids", level, len(gallery.faces)), make)
+    key = None if part is None else (part.start, part.stop)
+    return gallery.derived(("centroids", level, key, len(gallery.faces)), make)
 
 
-def _scores_at(gallery: Gallery, query: np.ndarray, level: int | None, aggregate: str) -> dict[str, float]:
+def _scores_at(gallery: Gallery, query: np.ndarray, level: int | None, aggregate: str,
+               part: slice | None = None) -> dict[str, float]:
     if aggregate == "centroid":
-        names, cents = _centroids(gallery, level)
+        names, cents = _centroids(gallery, level, part)
         return dict(zip(names, (cents @ query).tolist()))
-    sims = _anchor_matrix(gallery, level) @ query
+    sims = _anchor_matrix(gallery, level, part) @ query
     return {p: s for p, (s, _) in best_per_person(sims, gallery.persons).items()}
+
+
+def query_part(query: np.ndarray, detail: float, rule: MatchRule) -> tuple[np.ndarray, slice | None]:
+    """The query as the rule scores it: the part of a two-model embedding its detail picks (unit),
+    or the whole embedding."""
+    if rule.switch is None:
+        return query, None
+    part = rule.switch.part(detail)
+    q = np.asarray(query, dtype=np.float32)[part]
+    return q / max(float(np.linalg.norm(q)), 1e-12), part
+
+
+def face_scores(gallery: Gallery, query: np.ndarray, detail: float, rule: MatchRule) -> np.ndarray:
+    """(faces,) cosines of the query to each clean gallery face, in the model the rule scores it with."""
+    q, part = query_part(query, detail, rule)
+    return _anchor_matrix(gallery, None, part) @ q
 
 
 def person_scores(gallery: Gallery, query: np.ndarray, detail: float, rule: MatchRule) -> dict[str, float]:
     """One score per gallery person for a query embedding (unit) with this detail."""
     if not gallery.faces:
         return {}
+    query, part = query_part(query, detail, rule)
     levels = rule.levels or (None,) * len(rule.details)
     d = np.asarray(rule.details, dtype=np.float64)
     k = int(np.clip(np.searchsorted(d, detail, side="right") - 1, 0, len(d) - 1))
     if k == len(d) - 1 or detail <= d[0]:
-        return _scores_at(gallery, query, levels[k], rule.aggregate)
+        return _scores_at(gallery, query, levels[k], rule.aggregate, part)
     t = float((detail - d[k]) / max(d[k + 1] - d[k], 1e-9))
-    lo = _scores_at(gallery, query, levels[k], rule.aggregate)
-    hi = _scores_at(gallery, query, levels[k + 1], rule.aggregate)
+    lo = _scores_at(gallery, query, levels[k], rule.aggregate, part)
+    hi = _scores_at(gallery, query, levels[k + 1], rule.aggregate, part)
     return {p: (1.0 - t) * lo[p] + t * hi[p] for p in lo}
 
 

@@ -59,6 +59,20 @@ class SecondOpinion:
 
 
 @dataclass(frozen=True)
+class Switch:
+    """Two models side by side in one embedding (:class:`~refrestore.identity.mobilefacenet.DualMobileFaceNet`):
+    the first ``dim`` values are the model for faces with detail, the rest the model for small and
+    damaged faces. A query with at least ``detail`` is scored with the first part, any other with
+    the second (each part compared on its own, as unit vectors)."""
+
+    dim: int
+    detail: float
+
+    def part(self, detail: float) -> slice:
+        return slice(0, self.dim) if detail >= self.detail else slice(self.dim, None)
+
+
+@dataclass(frozen=True)
 class MatchRule:
     """Threshold and margin over the second person, piecewise linear in the query's detail.
 
@@ -73,7 +87,8 @@ class MatchRule:
     one-person-folder rule); a face narrower than ``min_face_px`` or with less detail than
     ``verifiable_detail`` is unverifiable: no threshold means anything there. ``second``: a
     second model's opinion for that test (:class:`SecondOpinion`), used where its embeddings
-    are at hand.
+    are at hand. ``switch``: the embedding holds two models, and the query's detail picks the one
+    that scores it (:class:`Switch`).
     """
 
     details: tuple[float, ...]
@@ -87,6 +102,7 @@ class MatchRule:
     verifiable_detail: float = 0.0
     min_face_px: float = MIN_MATCH_FACE_PX
     second: SecondOpinion | None = None
+    switch: Switch | None = None
 
     def threshold_at(self, detail: float) -> float:
         return float(np.interp(detail, self.details, self.thresholds))

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .people import MatchRule, SecondOpinion
+from .people import MatchRule, SecondOpinion, Switch
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,17 @@ RULES: dict[str, MatchRule] = {
                                 # training people's own-person sums (same command, --second dlib).
                                 second=SecondOpinion("dlib", weight=3.337, centre=0.8646,
                                                      strangers=(0.238, 0.297, 0.341, 0.442, 0.551, 0.663))),
+    # Both MobileFaceNets (identity.mobilefacenet.DualMobileFaceNet, what --identity auto takes when
+    # the published weights are in the store): a query with detail 0.64 or more (between the 40-px
+    # and 48-px anchors) is scored with the published network, any other with the fine-tune. Same
+    # calibration (`python benchmarks/eval_people.py --model mobilefacenet-dual --calibrate
+    # --genuine-floor 0.05`).
+    "mobilefacenet-dual": replace(_MOBILEFACENET, thresholds=(0.545, 0.54, 0.535, 0.51, 0.435, 0.465),
+                                  gaps=(0.1, 0.0, 0.0, 0.08, 0.1, 0.0),
+                                  strangers=(0.124, 0.159, 0.191, 0.243, 0.239, 0.375),
+                                  second=SecondOpinion("dlib", weight=3.259, centre=0.8646,
+                                                       strangers=(0.235, 0.294, 0.336, 0.44, 0.475, 0.632)),
+                                  switch=Switch(dim=128, detail=0.64)),
     # dlib weight 0.98 (refrestore.identity.fused.DLIB_WEIGHT); see README for why this is not
     # the default: faceid-small has memorised the training people, so this rule is fitted on
     # scores that are better than a stranger's photos will give.

@@ -305,14 +305,13 @@ def rank_with_decision(gallery: Gallery, query: QueryFace, threshold: float | No
     name = identity_name or gallery.identity_name
     rule = rule_for(name)
     if rule is not None:
-        from .decide import RULE_MATCHED, FaceQuery, identify
+        from .decide import RULE_MATCHED, FaceQuery, face_scores, identify
 
         dec = decision if decision is not None else identify(
             gallery, FaceQuery(query.embedding, query.detail, query.face_width), rule, threshold)
         if not dec.matched:
             return [], dec.best_score, dec.threshold, dec
-        emb = gallery.embeddings
-        raw = emb @ query.embedding
+        raw = face_scores(gallery, query.embedding, query.detail, rule)
         persons = gallery.persons
         # The gallery's labels (folders, clusters) say which faces are this person; a matched face
         # leaves out the person's faces far below the threshold from it (a profile, a child photo).

@@ -113,7 +113,7 @@ def _find_weights(store: Any | None, file_name: str, strict: bool) -> Path | Non
 
 MOBILEFACENET_WEIGHTS = "mobilefacenet.pt"
 MOBILEFACENET_LR_WEIGHTS = "mobilefacenet_lr.pt"
-IDENTITY_MODELS = ("auto", "mobilefacenet-lr", "mobilefacenet", "dlib", "faceid", "fused", "arcface")
+IDENTITY_MODELS = ("auto", "mobilefacenet-dual", "mobilefacenet-lr", "mobilefacenet", "dlib", "faceid", "fused", "arcface")
 # What "auto" takes, best first (the first whose weights are present): refrestore's fine-tune of
 # MobileFaceNet for small and damaged faces (embedded), the published MobileFaceNet, ArcFace, dlib.
 _WEIGHTED = {"mobilefacenet-lr": MOBILEFACENET_LR_WEIGHTS, "mobilefacenet": MOBILEFACENET_WEIGHTS,
@@ -130,8 +130,9 @@ def _weighted_model(name: str, path: Path, device: torch.device | None) -> Ident
 
 def init_identity_model(name: str = "auto", store: Any | None = None,
                         device: torch.device | None = None) -> IdentityModel:
-    """Create an identity model by name; "auto" takes MobileFaceNet when its weights are present,
-    else ArcFace when present, else dlib (which needs no download)."""
+    """Create an identity model by name; "auto" takes both MobileFaceNets (mobilefacenet-dual) when
+    the published weights are present, else the fine-tune, else ArcFace when present, else dlib
+    (which needs no download)."""
     name = name.lower()
     if name not in IDENTITY_MODELS:
         raise ValueError(f"unknown identity model {name!r}; choose one of {', '.join(IDENTITY_MODELS)}")
@@ -145,6 +146,18 @@ def init_identity_model(name: str = "auto", store: Any | None = None,
         from .fused import FusedIdentity
 
         return FusedIdentity(device=device)
+    if name in ("auto", "mobilefacenet-dual"):
+        # Both MobileFaceNets when the published one is in the store (the fine-tune ships inside
+        # the package): the published network scores faces with detail, the fine-tune the rest.
+        published = _find_weights(store, MOBILEFACENET_WEIGHTS, strict=name != "auto")
+        fine_tune = _find_weights(store, MOBILEFACENET_LR_WEIGHTS, strict=name != "auto")
+        if published is not None and fine_tune is not None:
+            from .mobilefacenet import DualMobileFaceNet
+
+            return DualMobileFaceNet(published, fine_tune, device=device)
+        if name != "auto":
+            raise FileNotFoundError(f"mobilefacenet-dual needs {MOBILEFACENET_WEIGHTS}; run 'refrestore "
+                                    f"download-weights {MOBILEFACENET_WEIGHTS}' or use mobilefacenet-lr")
     for model, file_name in _WEIGHTED.items():
         if name not in ("auto", model):
             continue

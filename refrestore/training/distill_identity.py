@@ -52,6 +52,11 @@ class DistillConfig:
     max_face_px: float = 72.0
     checkpoint_minutes: float = 3.0
     seed: int = 0
+    # Share of the person's centroid (the teacher's mean of all their clean photos) in each
+    # sample's target, beside the photo's own clean embedding: the one-person rule scores a face
+    # against that centroid, so pulling damaged faces towards it raises the own-person scores
+    # that decide the stranger thresholds (0: the photo's own embedding only, as first trained).
+    centroid_mix: float = 0.0
 
 
 def degrade_sample(img: np.ndarray, rng: np.random.Generator, cfg: DistillConfig) -> np.ndarray:
@@ -120,14 +125,18 @@ def lr_at(cfg: DistillConfig, elapsed: float) -> float:
     return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
-def train(data: Path, teacher_path: Path, run_dir: Path, out: Path, cfg: DistillConfig) -> Path:
+def train(data: Path, teacher_path: Path, run_dir: Path, out: Path, cfg: DistillConfig,
+          init: Path | None = None) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     images, owners = load_training_photos(data)
     logger.info("%d training photos of %d people", len(images), len(set(owners.tolist())))
     teacher = load_mobilefacenet(teacher_path)
     targets = teacher_embeddings(teacher, images)
+    if cfg.centroid_mix > 0.0:
+        cents = torch.zeros(int(owners.max()) + 1, targets.shape[1]).index_add_(0, torch.from_numpy(owners), targets)
+        targets = _unit((1.0 - cfg.centroid_mix) * targets + cfg.centroid_mix * _unit(cents)[torch.from_numpy(owners)])
     student = MobileFaceNet()
-    student.load_state_dict(teacher.state_dict())
+    student.load_state_dict(teacher.state_dict() if init is None else load_mobilefacenet(init).state_dict())
     opt = torch.optim.Adam(student.parameters(), lr=cfg.lr)
     step, elapsed = 0, 0.0
     ckpt = run_dir / "last.pth"
@@ -195,6 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", type=Path, default=Path("runs/mobilefacenet-lr"))
     p.add_argument("--out", type=Path, default=Path("models/mobilefacenet_lr.pt"))
     p.add_argument("--minutes", type=float, default=DistillConfig.minutes)
+    p.add_argument("--init", type=Path, default=None,
+                   help="start the student from these weights (default: the teacher's)")
+    p.add_argument("--lr", type=float, default=DistillConfig.lr)
+    p.add_argument("--min-face-px", type=float, default=DistillConfig.min_face_px)
+    p.add_argument("--max-face-px", type=float, default=DistillConfig.max_face_px)
+    p.add_argument("--centroid-mix", type=float, default=DistillConfig.centroid_mix)
     p.add_argument("--export-only", action="store_true", help="write --out from the run's last checkpoint")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -208,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         student.load_state_dict(state["student"])
         export(student, args.out)
         return 0
-    train(args.data, args.teacher, run_dir, args.out, DistillConfig(minutes=args.minutes))
+    cfg = DistillConfig(minutes=args.minutes, lr=args.lr, min_face_px=args.min_face_px,
+                        max_face_px=args.max_face_px, centroid_mix=args.centroid_mix)
+    train(args.data, args.teacher, run_dir, args.out, cfg, init=args.init)
     return 0
 
 
