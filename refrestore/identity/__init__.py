@@ -113,8 +113,10 @@ def _find_weights(store: Any | None, file_name: str, strict: bool) -> Path | Non
 
 MOBILEFACENET_WEIGHTS = "mobilefacenet.pt"
 MOBILEFACENET_LR_WEIGHTS = "mobilefacenet_lr.pt"
-IDENTITY_MODELS = ("auto", "mobilefacenet-dual", "mobilefacenet-lr", "mobilefacenet", "dlib", "faceid", "fused", "arcface")
-# What "auto" takes, best first (the first whose weights are present): refrestore's fine-tune of
+IDENTITY_MODELS = ("auto", "mobilefacenet-dual", "mobilefacenet-lr", "mobilefacenet", "dlib", "faceid", "fused",
+                   "arcface")
+# What "auto" takes after both MobileFaceNets (mobilefacenet-dual, when the published file is
+# present), best first (the first whose weights are present): refrestore's fine-tune of
 # MobileFaceNet for small and damaged faces (embedded), the published MobileFaceNet, ArcFace, dlib.
 _WEIGHTED = {"mobilefacenet-lr": MOBILEFACENET_LR_WEIGHTS, "mobilefacenet": MOBILEFACENET_WEIGHTS,
              "arcface": ARCFACE_WEIGHTS}
