@@ -111,6 +111,40 @@ def test_build_indexes_every_face_and_reports_problems(gallery_dir: Path, tmp_pa
         assert 0.0 <= f.eye_open < 1.0 and 0.0 <= f.mouth_open < 1.5
 
 
+def test_finding_the_next_photos_faces_while_embedding_keeps_file_order(gallery_dir: Path, tmp_path: Path, detector, identity) -> None:  # type: ignore[no-untyped-def]
+    """Gallery.build finds one photo's faces in a second thread while it embeds the one before:
+    faces, problems (an unreadable file, a photo with no face, a duplicate) and progress come out
+    as the one-thread path gives them, in file order."""
+    from refrestore.gallery.index import IndexCache, _Builder, detector_key, walk_sources
+    from refrestore.identity import gallery_dim
+
+    Image.fromarray(np.full((300, 400, 3), 90, np.uint8)).save(gallery_dir / "family" / "wall.jpg")  # no face
+    shutil.copy(gallery_dir / "biden.jpg", gallery_dir / "family" / "biden-copy.jpg")  # same content
+    progress: list[tuple[int, int, str]] = []
+    g = Gallery.build([gallery_dir], detector, identity, cache_dir=tmp_path / "cache",
+                      progress=lambda i, n, p: progress.append((i, n, p)))
+    files, problems = walk_sources([gallery_dir])
+    one = _Builder(IndexCache(tmp_path / "cache1", detector_key(detector), identity.name, identity.version,
+                              gallery_dim(identity)), detector, identity)
+    one.problems.extend(problems)
+    for path in files:
+        one.add(path)
+    assert [p for _, _, p in progress] == [str(f) for f in files]
+    assert [i for i, _, _ in progress] == list(range(1, len(files) + 1))
+    assert [(f.path, f.face_index) for f in g.faces] == [(f.path, f.face_index) for f in one.faces]
+    for a, b in zip(g.faces, one.faces):
+        np.testing.assert_allclose(a.embedding, b.embedding, atol=1e-5)
+    assert [(p.path.name, p.reason) for p in g.problems] == [(p.path.name, p.reason) for p in one.problems]
+    assert {p.path.name for p in g.problems} == {"notes.jpg", "wall.jpg"}
+    assert g.stats.indexed == one.stats.indexed == 6 and len(files) == 8
+    # cached photos and a new one between them: still in file order
+    Image.open(gallery_dir / "family" / "obama2.jpg").rotate(3).save(gallery_dir / "family" / "a-new.jpg", quality=92)
+    again = Gallery.build([gallery_dir], detector, identity, cache_dir=tmp_path / "cache")
+    order = {str(f): i for i, f in enumerate(walk_sources([gallery_dir])[0])}
+    keys = [(order[str(f.path)], f.face_index) for f in again.faces]
+    assert keys == sorted(keys) and again.stats.indexed == 1 and again.stats.from_cache == 6
+
+
 def test_group_faces_match_their_own_photos(shared_dir: Path, gallery_dir: Path, tmp_path: Path, detector, identity) -> None:  # type: ignore[no-untyped-def]
     ids = shared_dir / "data" / "identities"
     g = Gallery.build([gallery_dir / "family" / "group.jpg", ids / "lennon" / "openface_lennon-1.jpg",

@@ -13,6 +13,7 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -162,9 +163,9 @@ def aligned_crop_of(image: np.ndarray, face: DetectedFace, already_aligned: bool
     return aligned.image, aligned.affine
 
 
-def index_photo(image: np.ndarray, detector: Any, identity: IdentityModel,
-                analyzer: FaceAnalyzer) -> tuple[dict[str, Any], np.ndarray]:
-    """Face records (JSON-safe) and (faces, dim) embeddings of one photo."""
+def describe_photo(image: np.ndarray, detector: Any, analyzer: FaceAnalyzer) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """The photo's record (JSON-safe: its size and a record per face) and its faces' aligned crops:
+    everything :func:`index_photo` does but the embedding."""
     records: list[dict[str, Any]] = []
     crops: list[np.ndarray] = []
     for face, already in find_faces(image, detector):
@@ -181,8 +182,19 @@ def index_photo(image: np.ndarray, detector: Any, identity: IdentityModel,
             "quality": quality.as_dict(),
         })
         crops.append(crop)
-    emb = embed_gallery(identity, crops) if crops else np.zeros((0, gallery_dim(identity)), dtype=np.float32)
-    return {"image_size": [int(image.shape[1]), int(image.shape[0])], "faces": records}, emb
+    return {"image_size": [int(image.shape[1]), int(image.shape[0])], "faces": records}, crops
+
+
+def embed_crops(identity: IdentityModel, crops: list[np.ndarray]) -> np.ndarray:
+    """(faces, gallery_dim) rows of a photo's aligned crops."""
+    return embed_gallery(identity, crops) if crops else np.zeros((0, gallery_dim(identity)), dtype=np.float32)
+
+
+def index_photo(image: np.ndarray, detector: Any, identity: IdentityModel,
+                analyzer: FaceAnalyzer) -> tuple[dict[str, Any], np.ndarray]:
+    """Face records (JSON-safe) and (faces, dim) embeddings of one photo."""
+    record, crops = describe_photo(image, detector, analyzer)
+    return record, embed_crops(identity, crops)
 
 
 def _faces_from_record(path: Path, sha: str, record: dict[str, Any], emb: np.ndarray,
@@ -382,10 +394,34 @@ class Gallery:
         files, problems = walk_sources(sources)
         builder.problems.extend(problems)
         builder.stats.files = len(files)
-        for done, path in enumerate(files, start=1):
-            builder.add(path)
+        def report(done: int, path: Path) -> None:
             if progress is not None:
                 progress(done, len(files), str(path))
+
+        # One photo ahead: while the identity model embeds a photo's faces, a second thread
+        # decodes the next photo and finds its faces (dlib and OpenCV release the GIL), so a
+        # cold gallery uses both cores. Faces, problems and progress stay in file order.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gallery-find") as pool:
+            pending: tuple[int, Path, str, Future[_Prepared]] | None = None
+            for done, path in enumerate(files, start=1):
+                step = builder.begin(path)
+                future = None
+                if isinstance(step, str):
+                    builder.ready()
+                    future = pool.submit(builder.prepare, path)
+                if pending is not None:
+                    builder.finish(pending[1], pending[2], pending[3].result())
+                    report(pending[0], pending[1])
+                    pending = None
+                if isinstance(step, str) and future is not None:
+                    pending = (done, path, step, future)
+                    continue
+                if step is not None:
+                    builder.keep(path, step)
+                report(done, path)
+            if pending is not None:
+                builder.finish(pending[1], pending[2], pending[3].result())
+                report(pending[0], pending[1])
         builder.forget_missing([Path(s).expanduser().resolve() for s in sources])
         builder.stats.faces = len(builder.faces)
         builder.stats.seconds = time.perf_counter() - start
@@ -407,6 +443,10 @@ def _flat_folder(root: Path, files: Sequence[Path]) -> bool:
     return bool(under) and all(os.sep not in u[len(prefix):] for u in under)
 
 
+# What :meth:`_Builder.prepare` hands over: the photo's record and aligned crops, or why it could not be read.
+_Prepared = tuple[dict[str, Any], list[np.ndarray]] | ImageReadError
+
+
 class _Builder:
     """One build: photos are taken from the cache when their content is known, else indexed."""
 
@@ -420,7 +460,7 @@ class _Builder:
         self.faces: list[GalleryFace] = []
         self.problems: list[GalleryProblem] = []
         self.stats = BuildStats()
-        self.analyzer: FaceAnalyzer | None = None
+        self.analyzer: FaceAnalyzer | None = None  # made before the first prepare(), which alone uses it
         # The last build in two files (see cache.py): unchanged photos skip hashing and entries.
         self.snap_files, self.snap_entries = cache.load_snapshot()
         self.new_files: dict[str, tuple[int, int, str]] = {}
@@ -432,6 +472,18 @@ class _Builder:
         self.stats.failed += 1
 
     def add(self, path: Path) -> None:
+        """Index one photo (or take it from the cache), all in this thread."""
+        step = self.begin(path)
+        if isinstance(step, str):
+            self.ready()
+            self.finish(path, step, self.prepare(path))
+        elif step is not None:
+            self.keep(path, step)
+
+    def begin(self, path: Path) -> str | list[GalleryFace] | None:
+        """In file order: the photo's faces when the cache has them, its content hash when it must
+        be indexed (:meth:`prepare`, then :meth:`finish`), None when there is nothing to add (it
+        cannot be read, or its content was already seen)."""
         key = str(path)
         try:
             st = os.stat(path)
@@ -442,35 +494,53 @@ class _Builder:
                 sha = file_sha256(path)
         except OSError as exc:
             self._fail(path, f"cannot read: {exc.strerror or exc}")
-            return
+            return None
         self.current[key] = sha
         self.new_files[key] = (int(st.st_size), int(st.st_mtime_ns), sha)
         if sha in self.seen:
             logger.info("%s has the same content as %s; indexed once", path, self.seen[sha])
-            return
+            return None
         self.seen[sha] = path
         if self.previous.get(key) not in (None, sha):
             self.stats.changed.append(key)
             logger.info("%s changed since the last index; re-indexing it", path)
         faces = self._cached(path, sha)
-        if faces is None:
-            try:
-                image = load_rgb(path)
-            except ImageReadError as exc:
-                self._fail(path, str(exc))
-                return
-            if self.analyzer is None:
-                self.analyzer = FaceAnalyzer()
-            record, emb = index_photo(image, self.detector, self.identity, self.analyzer)
-            emb = np.asarray(emb, dtype=np.float32)
-            try:
-                faces = _faces_from_record(path, sha, record, emb, self.identity.dim)
-            except CacheCorrupt as exc:  # the same checks as on reading back: never cache what fails them
-                self._fail(path, f"indexing gave an unusable face record ({exc})")
-                return
-            self.cache.store(sha, record, emb)
-            self.new_entries[sha] = (record, emb)
-            self.stats.indexed += 1
+        return sha if faces is None else faces
+
+    def ready(self) -> None:
+        """Make the landmark fitter before the first photo is prepared (not at all when every
+        photo comes from the cache: loading it takes a while)."""
+        if self.analyzer is None:
+            self.analyzer = FaceAnalyzer()
+
+    def prepare(self, path: Path) -> _Prepared:
+        """Decode the photo and describe its faces (no embedding): safe to run in another thread
+        while this one embeds, as it touches only the detector and the landmark fitter."""
+        try:
+            image = load_rgb(path)
+        except ImageReadError as exc:
+            return exc
+        assert self.analyzer is not None, "ready() first"
+        return describe_photo(image, self.detector, self.analyzer)
+
+    def finish(self, path: Path, sha: str, prepared: _Prepared) -> None:
+        """Embed a prepared photo's faces, check and cache its record, and add its faces."""
+        if isinstance(prepared, ImageReadError):
+            self._fail(path, str(prepared))
+            return
+        record, crops = prepared
+        emb = np.asarray(embed_crops(self.identity, crops), dtype=np.float32)
+        try:
+            faces = _faces_from_record(path, sha, record, emb, self.identity.dim)
+        except CacheCorrupt as exc:  # the same checks as on reading back: never cache what fails them
+            self._fail(path, f"indexing gave an unusable face record ({exc})")
+            return
+        self.cache.store(sha, record, emb)
+        self.new_entries[sha] = (record, emb)
+        self.stats.indexed += 1
+        self.keep(path, faces)
+
+    def keep(self, path: Path, faces: list[GalleryFace]) -> None:
         if not faces:
             self.problems.append(GalleryProblem(path, "no face found"))
         self.faces.extend(faces)
