@@ -394,13 +394,15 @@ class Gallery:
         files, problems = walk_sources(sources)
         builder.problems.extend(problems)
         builder.stats.files = len(files)
+
         def report(done: int, path: Path) -> None:
             if progress is not None:
                 progress(done, len(files), str(path))
 
         # One photo ahead: while the identity model embeds a photo's faces, a second thread
         # decodes the next photo and finds its faces (dlib and OpenCV release the GIL), so a
-        # cold gallery uses both cores. Faces, problems and progress stay in file order.
+        # cold gallery uses both cores. Faces, progress and the problems of photos that cannot be
+        # decoded or hold no face stay in file order.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gallery-find") as pool:
             pending: tuple[int, Path, str, Future[_Prepared]] | None = None
             for done, path in enumerate(files, start=1):
