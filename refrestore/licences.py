@@ -38,7 +38,8 @@ _MANIFEST_NAMES = {
     "retinaface-mobilenet": "retinaface-mobilenet",
 }
 # The fused identity model is dlib and faceid-small together.
-_PARTS = {"fused": ("dlib", "faceid")}
+# mobilefacenet-dual is the published MobileFaceNet and refrestore's fine-tune together.
+_PARTS = {"fused": ("dlib", "faceid"), "mobilefacenet-dual": ("mobilefacenet", "mobilefacenet-lr")}
 
 
 def restorer_licence(name: str) -> ModelLicence | None:

@@ -211,3 +211,13 @@ def test_the_published_half_is_embedded_at_every_gallery_level_the_rule_reads_wi
     assert rule.levels is not None and first >= 0
     for level in rule.levels[first:]:
         assert level is None or level in PUBLISHED_LEVELS, (level, PUBLISHED_LEVELS)
+
+
+def test_the_run_names_both_networks_licences_and_calls_the_pair_non_commercial() -> None:
+    """The fine-tune's weights are non-commercial: a run with both networks must say so."""
+    from refrestore.licences import licence_line, run_licences
+    from refrestore.weights.manifest import load_manifest
+
+    line = licence_line(run_licences(["refnet-small"], "mobilefacenet-dual", "dlib", load_manifest()))
+    assert line is not None
+    assert "identity mobilefacenet-dual: non-commercial weights (mobilefacenet: Apache-2.0; mobilefacenet-lr: " in line
