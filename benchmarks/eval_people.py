@@ -154,7 +154,7 @@ def dual_rows(pub: dict[str, np.ndarray], lr: dict[str, np.ndarray]) -> dict[str
     ``DualMobileFaceNet`` makes them: per part, the two unit embeddings side by side over sqrt 2
     (the published network's levels outside ``PUBLISHED_LEVELS`` hold its clean embedding)."""
     from refrestore.identity.levels import LEVELS
-    from refrestore.identity.mobilefacenet import PUBLISHED_LEVELS
+    from refrestore.identity.mobilefacenet import PUBLISHED_LEVELS, side_by_side
 
     out = dict(lr)
     for k in lr:
@@ -165,7 +165,7 @@ def dual_rows(pub: dict[str, np.ndarray], lr: dict[str, np.ndarray]) -> dict[str
                 for j, w in enumerate(LEVELS):
                     if w not in PUBLISHED_LEVELS:
                         a[:, 1 + j] = a[:, 0]
-            out[k] = (np.concatenate([a, b], axis=2) / np.sqrt(2.0)).reshape(n, -1).astype(np.float32)
+            out[k] = side_by_side(a, b)
     return out
 
 

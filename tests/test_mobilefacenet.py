@@ -108,6 +108,15 @@ def test_auto_picks_the_embedded_fine_tune_and_both_networks_once_the_published_
     assert init_identity_model("mobilefacenet-lr", store=store).name == "mobilefacenet-lr"
 
 
+def _two_people(hq: Path, root: Path, photos: slice) -> Path:
+    """A gallery of folders = persons: 00022 and 00086 of refbench, these photos of each (linked)."""
+    for person in ("00022", "00086"):
+        (root / person).mkdir(parents=True)
+        for f in sorted((hq / person).glob("*.png"))[photos]:
+            (root / person / f.name).symlink_to(f)
+    return root
+
+
 @pytest.mark.parametrize("name,quality", [("mobilefacenet", "clean"), ("mobilefacenet", "48px"),
                                           ("mobilefacenet-lr", "clean"), ("mobilefacenet-lr", "48px"),
                                           ("mobilefacenet-dual", "clean"), ("mobilefacenet-dual", "48px")])
@@ -125,11 +134,7 @@ def test_a_real_pair_of_one_person_scores_above_and_of_two_people_below_the_thre
     from refrestore.identity.mobilefacenet import DualMobileFaceNet, MobileFaceNetIdentity
 
     hq = shared_dir / "data" / "refbench" / "hq"
-    root = tmp_path / "family"
-    for person in ("00022", "00086"):
-        (root / person).mkdir(parents=True)
-        for f in sorted((hq / person).glob("*.png"))[1:7]:
-            (root / person / f.name).symlink_to(f)
+    root = _two_people(hq, tmp_path / "family", slice(1, 7))
     fine_tune = Path(__file__).parents[1] / "models" / "mobilefacenet_lr.pt"
     model = (DualMobileFaceNet(mfn_file, fine_tune) if name == "mobilefacenet-dual"
              else MobileFaceNetIdentity(mfn_file if name == "mobilefacenet" else fine_tune, name=name))
@@ -156,16 +161,10 @@ def test_the_two_network_embedding_scores_a_face_with_the_network_its_detail_pic
     from refrestore.gallery.quality import assess
     from refrestore.gallery.rules import RULES
     from refrestore.gallery.select import robust_embedding
-    import numpy as np
-
     from refrestore.identity.mobilefacenet import DualMobileFaceNet, MobileFaceNetIdentity
 
     hq = shared_dir / "data" / "refbench" / "hq"
-    root = tmp_path / "family"
-    for person in ("00022", "00086"):
-        (root / person).mkdir(parents=True)
-        for f in sorted((hq / person).glob("*.png"))[1:4]:
-            (root / person / f.name).symlink_to(f)
+    root = _two_people(hq, tmp_path / "family", slice(1, 4))
     fine_tune = Path(__file__).parents[1] / "models" / "mobilefacenet_lr.pt"
     dual = DualMobileFaceNet(mfn_file, fine_tune)
     single = {"mobilefacenet": MobileFaceNetIdentity(mfn_file), "mobilefacenet-lr": MobileFaceNetIdentity(fine_tune, name="mobilefacenet-lr")}
@@ -200,8 +199,6 @@ def test_the_two_network_embedding_scores_a_face_with_the_network_its_detail_pic
 def test_the_published_half_is_embedded_at_every_gallery_level_the_rule_reads_with_it() -> None:
     """A query scored with the published network (detail from the switch up) is compared with the
     gallery levels of the two anchors around it: each must be one the published half embeds."""
-    import numpy as np
-
     from refrestore.gallery.rules import RULES
     from refrestore.identity.mobilefacenet import PUBLISHED_LEVELS
 

@@ -407,20 +407,18 @@ class Gallery:
             pending: tuple[int, Path, str, Future[_Prepared]] | None = None
             for done, path in enumerate(files, start=1):
                 step = builder.begin(path)
-                future = None
+                ahead = None
                 if isinstance(step, str):
                     builder.ready()
-                    future = pool.submit(builder.prepare, path)
+                    ahead = (done, path, step, pool.submit(builder.prepare, path))
                 if pending is not None:
                     builder.finish(pending[1], pending[2], pending[3].result())
                     report(pending[0], pending[1])
-                    pending = None
-                if isinstance(step, str) and future is not None:
-                    pending = (done, path, step, future)
-                    continue
-                if step is not None:
-                    builder.keep(path, step)
-                report(done, path)
+                pending = ahead
+                if ahead is None:
+                    if step is not None:
+                        builder.keep(path, step)
+                    report(done, path)
             if pending is not None:
                 builder.finish(pending[1], pending[2], pending[3].result())
                 report(pending[0], pending[1])

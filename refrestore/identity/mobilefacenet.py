@@ -208,6 +208,31 @@ def to_input_tensor(x: torch.Tensor) -> torch.Tensor:
     return out * 2.0 - 1.0
 
 
+def _gallery_views(aligned: Sequence[np.ndarray], levels: Sequence[int]) -> list[np.ndarray]:
+    """What a gallery row is made of: every face as is and mirrored, then every face at each level."""
+    from .levels import degrade_to_width
+
+    views = [v for img in aligned for v in (img, np.ascontiguousarray(img[:, ::-1]))]
+    return views + [degrade_to_width(img, w) for w in levels for img in aligned]
+
+
+def _gallery_rows(emb: np.ndarray, n: int, levels: int, kept: Sequence[int]) -> np.ndarray:
+    """(n, 1 + levels, dim): the clean embedding (the two views, averaged) and one per level, from
+    the embeddings of :func:`_gallery_views` of which only the levels ``kept`` were embedded; the
+    others hold the clean embedding."""
+    clean = _normalise(emb[:2 * n].reshape(n, 2, -1).sum(1))
+    rows = np.repeat(clean[:, None], 1 + levels, axis=1)
+    for k, j in enumerate(kept):
+        rows[:, 1 + j] = emb[2 * n + k * n:2 * n + (k + 1) * n]
+    return rows
+
+
+def side_by_side(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """mobilefacenet-dual's rows: (N, parts, dim) unit embeddings of each network -> (N, parts * 2 dim),
+    per part the two side by side over sqrt 2 (so a dot product is the mean of the two cosines)."""
+    return (np.concatenate([a, b], axis=2) / np.sqrt(2.0)).reshape(len(a), -1).astype(np.float32)
+
+
 class MobileFaceNetIdentity:
     """The pretrained MobileFaceNet behind refrestore's IdentityModel interface (unit 128-d rows)."""
 
@@ -244,15 +269,9 @@ class MobileFaceNetIdentity:
     def embed_gallery(self, aligned: Sequence[np.ndarray]) -> np.ndarray:
         """(N, gallery_dim): per face the clean embedding (as is + mirrored, averaged), then one
         unit embedding per level of :data:`~.levels.LEVELS` (the face degraded to that width)."""
-        from .levels import degrade_to_width
-
-        n = len(aligned)
-        views = [v for img in aligned for v in (img, np.ascontiguousarray(img[:, ::-1]))]
-        views += [degrade_to_width(img, w) for w in self.gallery_levels for img in aligned]
-        emb = self.embed(views)
-        clean = _normalise(emb[:2 * n].reshape(n, 2, self.dim).sum(1))
-        levels = emb[2 * n:].reshape(len(self.gallery_levels), n, self.dim).transpose(1, 0, 2)
-        return np.concatenate([clean[:, None], levels], axis=1).reshape(n, self.gallery_dim).astype(np.float32)
+        n, levels = len(aligned), self.gallery_levels
+        rows = _gallery_rows(self.embed(_gallery_views(aligned, levels)), n, len(levels), range(len(levels)))
+        return rows.reshape(n, self.gallery_dim).astype(np.float32)
 
     def embed(self, aligned: Sequence[np.ndarray]) -> np.ndarray:
         return embed_in_batches(aligned, self.dim, self.batch_size, to_input, self._model, self.device)
@@ -298,36 +317,18 @@ class DualMobileFaceNet:
     def gallery_dim(self) -> int:
         return self.dim * (1 + len(self.gallery_levels))
 
-    def _join(self, a: np.ndarray, b: np.ndarray, parts: int) -> np.ndarray:
-        """Rows of ``parts`` embeddings each, side by side per part: (N, parts*dim)."""
-        n = len(a)
-        a = a.reshape(n, parts, -1)
-        b = b.reshape(n, parts, -1)
-        return (np.concatenate([a, b], axis=2) / np.sqrt(2.0)).reshape(n, -1).astype(np.float32)
-
     def embed_gallery(self, aligned: Sequence[np.ndarray]) -> np.ndarray:
         """As :meth:`MobileFaceNetIdentity.embed_gallery` for each network, the views prepared once.
         The published network embeds only :data:`PUBLISHED_LEVELS`; its other levels hold its clean
         embedding, which the rule never reads there (see the constant)."""
-        from .levels import degrade_to_width
-
         n, levels = len(aligned), self.gallery_levels
-        views = [v for img in aligned for v in (img, np.ascontiguousarray(img[:, ::-1]))]
-        views += [degrade_to_width(img, w) for w in levels for img in aligned]
-        x = to_input(views)
-        lr = self.fine_tune.embed_prepared(x)
+        x = to_input(_gallery_views(aligned, levels))
         kept = [j for j, w in enumerate(levels) if w in PUBLISHED_LEVELS]
-        rows = np.concatenate([np.arange(2 * n)] + [2 * n + j * n + np.arange(n) for j in kept])
-        pub = self.published.embed_prepared(x[rows])
-        out = []
-        for emb, which in ((pub, kept), (lr, range(len(levels)))):
-            clean = _normalise(emb[:2 * n].reshape(n, 2, -1).sum(1))
-            lv = np.repeat(clean[:, None], len(levels), axis=1)
-            for k, j in enumerate(which):
-                lv[:, j] = emb[2 * n + k * n:2 * n + (k + 1) * n]
-            out.append(np.concatenate([clean[:, None], lv], axis=1))
-        return self._join(out[0], out[1], 1 + len(levels))
+        inputs = np.concatenate([np.arange(2 * n)] + [2 * n + j * n + np.arange(n) for j in kept])
+        pub = _gallery_rows(self.published.embed_prepared(x[inputs]), n, len(levels), kept)
+        lr = _gallery_rows(self.fine_tune.embed_prepared(x), n, len(levels), range(len(levels)))
+        return side_by_side(pub, lr)
 
     def embed(self, aligned: Sequence[np.ndarray]) -> np.ndarray:
         x = to_input(aligned)
-        return self._join(self.published.embed_prepared(x), self.fine_tune.embed_prepared(x), 1)
+        return side_by_side(self.published.embed_prepared(x)[:, None], self.fine_tune.embed_prepared(x)[:, None])
