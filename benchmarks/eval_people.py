@@ -66,20 +66,31 @@ def alt_query(path: Path, width: int, seed: int) -> np.ndarray:
     return np.ascontiguousarray(cv2.resize(x, (512, 512), interpolation=cv2.INTER_CUBIC))
 
 
-def split_side(faces, held_out: bool):  # type: ignore[no-untyped-def]
-    """(gallery photo indices, query photo indices, person names) of one side."""
+def side_photos(faces, held_out: bool) -> dict[str, tuple[list[int], list[int]]]:  # type: ignore[no-untyped-def]
+    """Per person of one side: (the photos a gallery may hold, the query photos), as photo indices.
+    The last photos, up to 3, are queries; at least 2 are always left for the gallery."""
     from refrestore.net.split import is_held_out
 
     by: dict[str, list[int]] = {}
     for i, f in enumerate(faces):
         if is_held_out(f.person) == held_out:
             by.setdefault(f.person, []).append(i)
-    gallery, queries = [], []
-    for idx in by.values():
+    out = {}
+    for person, idx in by.items():
         nq = max(0, min(3, len(idx) - 2))
-        gallery += idx[:min(6, len(idx) - nq)]
-        queries += idx[len(idx) - nq:]
-    return np.array(gallery), np.array(queries), sorted(by)
+        out[person] = (idx[:len(idx) - nq], idx[len(idx) - nq:])
+    return out
+
+
+def split_side(faces, held_out: bool):  # type: ignore[no-untyped-def]
+    """(gallery photo indices, query photo indices, person names) of one side: each person's
+    first 6 gallery photos (fewer where it has fewer) and its queries."""
+    gallery, queries = [], []
+    photos = side_photos(faces, held_out)
+    for rest, q in photos.values():
+        gallery += rest[:6]
+        queries += q
+    return np.array(gallery), np.array(queries), sorted(photos)
 
 
 def embed_all(faces, model, cache: Path) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
