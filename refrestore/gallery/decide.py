@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ..identity.crops import _normalise
 from .index import Gallery
 from .people import MatchRule, PersonDecision, best_per_person, decide_people
 
@@ -33,20 +34,16 @@ RULE_DECLARED = "declared"
 RULE_UNVERIFIABLE = "unverifiable-declared"
 
 
-def _unit_rows(m: np.ndarray) -> np.ndarray:
-    return m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
-
-
 def _anchor_matrix(gallery: Gallery, level: int | None, part: slice | None = None) -> np.ndarray:
     """(faces, dim): the gallery as a query at ``level`` px sees it (None: clean), in one part of
     a two-model embedding (``part``, each row a unit vector of it) or whole."""
     if part is not None:
         return gallery.derived(("part", level, part.start, part.stop, len(gallery.faces)),
-                               lambda: _unit_rows(_anchor_matrix(gallery, level)[:, part]))
+                               lambda: _normalise(_anchor_matrix(gallery, level)[:, part]))
     if level is None or level not in gallery.levels:
         return gallery.embeddings
     return gallery.derived(("mix", level, len(gallery.faces)),
-                           lambda: _unit_rows(gallery.embeddings + gallery.level_embeddings(level)))
+                           lambda: _normalise(gallery.embeddings + gallery.level_embeddings(level)))
 
 
 def _centroids(gallery: Gallery, level: int | None, part: slice | None = None) -> tuple[list[str], np.ndarray]:
@@ -56,7 +53,7 @@ def _centroids(gallery: Gallery, level: int | None, part: slice | None = None) -
         persons = np.array(gallery.persons, dtype=object)
         names = sorted(set(persons.tolist()))
         cents = np.stack([matrix[persons == n].sum(0) for n in names]) if names else np.zeros((0, matrix.shape[1]))
-        return names, _unit_rows(cents.astype(np.float32))
+        return names, _normalise(cents.astype(np.float32))
 
     key = None if part is None else (part.start, part.stop)
     return gallery.derived(("centroids", level, key, len(gallery.faces)), make)
