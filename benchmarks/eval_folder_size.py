@@ -73,11 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     from refrestore.gallery.decide import FaceQuery, decide_photo
     from refrestore.gallery.faceset import read_faceset
     from refrestore.gallery.rules import RULES
-    from refrestore.identity import gallery_levels
+    from refrestore.identity import embedded_restorer_queries, gallery_levels
     from refrestore.identity.mobilefacenet import DualMobileFaceNet
 
     faces = read_faceset(args.faces)
     model = DualMobileFaceNet(published, fine_tune)
+    model.fine_tune.restored_queries = embedded_restorer_queries()  # as init_identity_model
     data = E.dual_rows(E.embed_all(faces, model.published, args.cache), E.embed_all(faces, model.fine_tune, args.cache))
     second = E.embed_second(faces, args.cache)
     d2 = dlib_rows(faces, args.cache)

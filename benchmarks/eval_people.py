@@ -100,14 +100,22 @@ def embed_all(faces, model, cache: Path) -> dict[str, np.ndarray]:  # type: igno
     from refrestore.gallery.select import robust_embedding
     from refrestore.identity import embed_gallery
 
-    key = hashlib.sha256(("|".join(str(f.path) for f in faces) + model.version + "v1").encode()).hexdigest()[:16]
-    path = cache / f"people-{model.name}-{key}.npz"
+    def key_of(tag: str) -> str:
+        return hashlib.sha256(("|".join(str(f.path) for f in faces) + model.version + tag + "v1").encode()).hexdigest()[:16]
+
+    view = getattr(model, "restored_queries", None)
+    plain = cache / f"people-{model.name}-{key_of('')}.npz"  # queries as they are
+    path = plain if view is None else cache / f"people-{model.name}-{key_of(view.tag)}.npz"
     if path.is_file():
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     start = time.perf_counter()
     out: dict[str, np.ndarray] = {}
-    out["gallery"] = np.concatenate([embed_gallery(model, [read_aligned(f.path, 256)]) for f in faces])
+    if plain.is_file():  # the gallery rows do not depend on how queries are prepared
+        with np.load(plain, allow_pickle=False) as z:
+            out["gallery"] = z["gallery"]
+    else:
+        out["gallery"] = np.concatenate([embed_gallery(model, [read_aligned(f.path, 256)]) for f in faces])
     print(f"  gallery rows: {len(faces)} photos ({time.perf_counter() - start:.0f} s)", flush=True)
     qidx = np.concatenate([split_side(faces, h)[1] for h in (False, True)])
     out["queries"] = qidx
@@ -117,8 +125,8 @@ def embed_all(faces, model, cache: Path) -> dict[str, np.ndarray]:  # type: igno
         for i in qidx:
             f = faces[int(i)]
             img = query_image(f.path, q, seed=int(i)) if kind == "bench" else alt_query(f.path, int(q[:-2]), int(i))
-            embs.append(robust_embedding(img, model))
             details.append(assess(img, None, 512.0).sharpness)
+            embs.append(robust_embedding(img, model, details[-1]))
         out[f"q_{kind}_{q}"] = np.stack(embs)
         out[f"d_{kind}_{q}"] = np.asarray(details)
         print(f"  queries {kind} {q}: {len(qidx)} ({time.perf_counter() - start:.0f} s)", flush=True)
@@ -348,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-fa", type=float, default=0.01)
     p.add_argument("--genuine-floor", type=float, default=0.03)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--queries", choices=("restored", "plain"), default="restored",
+                   help="the fine-tune's queries below detail 0.64 restored blind first (as refrestore "
+                        "does) or embedded as they are (the release before)")
     args = p.parse_args(argv)
     published = ROOT.parent / "shared" / "weights" / "mobilefacenet" / "mobilefacenet.pt"
     if args.weights is None:
@@ -358,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from refrestore.gallery.faceset import read_faceset
     from refrestore.gallery.rules import RULES
+    from refrestore.identity import embedded_restorer_queries
     from refrestore.identity.mobilefacenet import DualMobileFaceNet, MobileFaceNetIdentity
 
     faces = read_faceset(args.faces)
@@ -366,9 +378,15 @@ def main(argv: list[str] | None = None) -> int:
             print("error: mobilefacenet-dual is measured with its gallery levels", file=sys.stderr)
             return 2
         model = DualMobileFaceNet(published, args.weights)
+        if args.queries == "restored":
+            # as init_identity_model: the fine-tune's queries (detail below the switch) restored
+            # first; the published half only ever scores queries that are not
+            model.fine_tune.restored_queries = embedded_restorer_queries()
         data = dual_rows(embed_all(faces, model.published, args.cache), embed_all(faces, model.fine_tune, args.cache))
     elif args.levels == "on":
         model = MobileFaceNetIdentity(args.weights, name=args.model)
+        if args.queries == "restored" and args.model == "mobilefacenet-lr":
+            model.restored_queries = embedded_restorer_queries()
         data = embed_all(faces, model, args.cache)
     else:
         # the clean columns of the levels-on rows are the levels-off rows: reuse that cache

@@ -131,6 +131,7 @@ def test_a_real_pair_of_one_person_scores_above_and_of_two_people_below_the_thre
     from refrestore.gallery.quality import assess
     from refrestore.gallery.rules import RULES
     from refrestore.gallery.select import robust_embedding
+    from refrestore.identity import embedded_restorer_queries
     from refrestore.identity.mobilefacenet import DualMobileFaceNet, MobileFaceNetIdentity
 
     hq = shared_dir / "data" / "refbench" / "hq"
@@ -138,15 +139,51 @@ def test_a_real_pair_of_one_person_scores_above_and_of_two_people_below_the_thre
     fine_tune = Path(__file__).parents[1] / "models" / "mobilefacenet_lr.pt"
     model = (DualMobileFaceNet(mfn_file, fine_tune) if name == "mobilefacenet-dual"
              else MobileFaceNetIdentity(mfn_file if name == "mobilefacenet" else fine_tune, name=name))
+    if name != "mobilefacenet":  # as init_identity_model makes them: their rules were calibrated so
+        model.restored_queries = embedded_restorer_queries()
     gallery = Gallery.build([root], init_detector("dlib"), model, cache_dir=tmp_path / "cache")
     assert set(gallery.persons) == {"00022", "00086"}
     rule = RULES[name]
     for own, other in (("00022", "00086"), ("00086", "00022")):
         query = query_image(sorted((hq / own).glob("*.png"))[0], quality, seed=3)
         detail = assess(query, None, 512.0).sharpness
-        scores = person_scores(gallery, robust_embedding(query, model), detail, rule)
+        scores = person_scores(gallery, robust_embedding(query, model, detail), detail, rule)
         threshold = rule.threshold_at(detail)
         assert scores[own] >= threshold > scores[other], (own, quality, scores, threshold)
+
+
+def test_a_query_with_little_detail_is_embedded_after_a_blind_restoration_and_a_sharp_one_as_it_is(
+        shared_dir: Path) -> None:
+    """The fine-tune's rule was calibrated on queries restored blind first (no references) when
+    their detail is below the switch; the embedded restorer is loaded on the first such query."""
+    from refrestore.gallery.faceset import query_image
+    from refrestore.gallery.quality import assess
+    from refrestore.gallery.select import robust_embedding
+    from refrestore.identity import init_identity_model
+    from refrestore.identity.restored_queries import RESTORE_BELOW, prepare_query
+    from refrestore.restorers.refnet import RefNetRestorer, embedded_weights_path
+
+    photo = sorted((shared_dir / "data" / "refbench" / "hq" / "00022").glob("*.png"))[0]
+    model = init_identity_model("mobilefacenet-lr")
+    view = model.restored_queries
+    assert view is not None and view.below == RESTORE_BELOW
+    clean, small = query_image(photo, "clean", seed=3), query_image(photo, "24px", seed=3)
+    d_clean, d_small = assess(clean, None, 512.0).sharpness, assess(small, None, 512.0).sharpness
+    assert d_small < RESTORE_BELOW <= d_clean
+    assert prepare_query(model, clean, d_clean) is clean
+    assert view._restore is None  # nothing restored yet: not loaded
+    restored = prepare_query(model, small, d_small)
+    want = RefNetRestorer.from_file(embedded_weights_path(), torch.device("cpu")).restore([small])[0]
+    assert restored.shape == small.shape and np.array_equal(restored, want)
+    assert np.abs(restored.astype(int) - small.astype(int)).mean() > 1.0  # it did change the face
+    plain = init_identity_model("mobilefacenet-lr")
+    plain.restored_queries = None
+    assert np.allclose(robust_embedding(small, model, d_small), robust_embedding(restored, plain), atol=1e-6)
+    assert np.allclose(robust_embedding(clean, model, d_clean), robust_embedding(clean, plain), atol=1e-6)
+    # without a detail (gallery faces, or a caller that does not know it) nothing is restored
+    assert np.allclose(robust_embedding(small, model), robust_embedding(small, plain), atol=1e-6)
+    # dlib's second opinion reads the crop as it is
+    assert prepare_query(init_identity_model("dlib"), small, d_small) is small
 
 
 def test_the_two_network_embedding_scores_a_face_with_the_network_its_detail_picks(

@@ -83,8 +83,12 @@ def _views(aligned: np.ndarray, count: int = 4) -> list[np.ndarray]:
     return [aligned, np.ascontiguousarray(aligned[:, ::-1]), smooth, zoom]
 
 
-def robust_embedding(aligned: np.ndarray, identity: IdentityModel) -> np.ndarray:
-    # Models trained with degraded positives need no restoration view: as is + mirrored.
+def robust_embedding(aligned: np.ndarray, identity: IdentityModel, detail: float | None = None) -> np.ndarray:
+    # Models trained with degraded positives need no restoration view: as is + mirrored (of the
+    # crop the model asks for: MobileFaceNets restore a query with little ``detail`` first).
+    from refrestore.identity.restored_queries import prepare_query
+
+    aligned = prepare_query(identity, aligned, detail)
     emb = identity.embed(_views(aligned, getattr(identity, "query_views", 4))).astype(np.float64).sum(0)
     return (emb / max(np.linalg.norm(emb), 1e-12)).astype(np.float32)
 
@@ -134,7 +138,7 @@ def describe_query(aligned: np.ndarray, face: DetectedFace | None, identity: Ide
                    analyzer: FaceAnalyzer, affine: np.ndarray | None = None) -> QueryFace:
     geo = analyzer.analyze(aligned, affine)
     q = assess(aligned, face, face.width if face is not None else 512.0)
-    return QueryFace(embedding=robust_embedding(aligned, identity), yaw=geo.yaw, pitch=geo.pitch,
+    return QueryFace(embedding=robust_embedding(aligned, identity, q.sharpness), yaw=geo.yaw, pitch=geo.pitch,
                      roll=geo.roll, eye_open=geo.eye_open, mouth_open=geo.mouth_open,
                      detail=q.sharpness, face_width=face.width if face is not None else None)
 

@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 from .crops import ALIGNED_SIZE, _check_aligned, embed_in_batches  # noqa: F401 (ALIGNED_SIZE: part of the package's names)
 from .dlib_resnet import DLIB_ALIGNED_RECT, DlibIdentity  # noqa: F401 (DLIB_ALIGNED_RECT: part of the package's names)
+from .restored_queries import embedded_restorer_queries
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +127,10 @@ def _weighted_model(name: str, path: Path, device: torch.device | None) -> Ident
     if name.startswith("mobilefacenet"):
         from .mobilefacenet import MobileFaceNetIdentity
 
-        return MobileFaceNetIdentity(path, device=device, name=name)
+        model = MobileFaceNetIdentity(path, device=device, name=name)
+        if name == "mobilefacenet-lr":  # calibrated with restored queries (the published network's rule is not)
+            model.restored_queries = embedded_restorer_queries(device)
+        return model
     return ArcFaceIdentity(path, device=device)
 
 
@@ -156,7 +160,9 @@ def init_identity_model(name: str = "auto", store: Any | None = None,
         if published is not None and fine_tune is not None:
             from .mobilefacenet import DualMobileFaceNet
 
-            return DualMobileFaceNet(published, fine_tune, device=device)
+            dual = DualMobileFaceNet(published, fine_tune, device=device)
+            dual.restored_queries = embedded_restorer_queries(device)
+            return dual
         if name != "auto":
             raise FileNotFoundError(f"mobilefacenet-dual needs {MOBILEFACENET_WEIGHTS}; run 'refrestore "
                                     f"download-weights {MOBILEFACENET_WEIGHTS}' or use mobilefacenet-lr")

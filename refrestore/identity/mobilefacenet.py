@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .crops import _normalise, embed_in_batches
+from .restored_queries import RestoredQueries
 
 WEIGHTS_FILE = "mobilefacenet.pt"
 INPUT_SIZE = 112
@@ -241,6 +242,8 @@ class MobileFaceNetIdentity:
     # Queries are embedded as is and mirrored: trained with the ArcFace loss on 85 k people, it
     # needs no light-restoration view (that view helps only dlib).
     query_views = 2
+    # set by init_identity_model for the rules calibrated with restored queries
+    restored_queries: RestoredQueries | None = None
 
     def __init__(self, weights_path: Path, device: torch.device | None = None, batch_size: int = 32,
                  name: str = "mobilefacenet", levels: Sequence[int] | None = None) -> None:
@@ -302,6 +305,7 @@ class DualMobileFaceNet:
 
     name = "mobilefacenet-dual"
     query_views = 2
+    restored_queries: RestoredQueries | None = None
 
     def __init__(self, published: Path, fine_tune: Path, device: torch.device | None = None,
                  batch_size: int = 32) -> None:

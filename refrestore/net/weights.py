@@ -14,6 +14,15 @@ from .arch import RefNet, RefNetConfig
 
 CKPT_FORMAT = "refnet-ckpt-1"
 WEIGHTS_FORMAT = "refnet-weights-1"
+# The embedded weights (refnet-small), shipped inside the package: the restorer and the identity
+# models' query preparation (identity.restored_queries) both load them.
+EMBEDDED_WEIGHTS_FILE = "refnet_small.pth"
+
+
+def embedded_weights_path() -> Path:
+    from .. import paths
+
+    return paths.models_dir() / EMBEDDED_WEIGHTS_FILE
 
 
 def read_weights(path: Path) -> tuple[RefNetConfig, dict[str, torch.Tensor]]:

@@ -9,17 +9,16 @@ import cv2
 import numpy as np
 import torch
 
-from .. import paths
 from ..faces import Reference
 from ..net.arch import RefNet, region_prior
 from ..net.tensors import batch_to_tensor, resize_square, tensor_to_batch
 from ..net.warp import align_references
-from ..net.weights import load_weights
+from ..net.weights import EMBEDDED_WEIGHTS_FILE, embedded_weights_path, load_weights  # noqa: F401 (embedded_weights_path: part of the module's names)
 from .base import RestorerInfo, RestorerSpec
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_FILE = "refnet_small.pth"
+WEIGHTS_FILE = EMBEDDED_WEIGHTS_FILE
 
 REFNET_INFO = RestorerInfo(
     name="refnet-small",
@@ -33,10 +32,6 @@ REFNET_INFO = RestorerInfo(
     supports_fp16=True,
     supports_fidelity=True,
 )
-
-
-def embedded_weights_path() -> Path:
-    return paths.models_dir() / WEIGHTS_FILE
 
 
 class RefNetRestorer:
