@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -29,6 +30,18 @@ FAST = ["--model", "resample", "--detector", "dlib"]
 SPEC = PipelineSpec(model="resample", detector="dlib", device="cpu")
 PHOTOS = 6
 STORE_BYTES = 200 * 2**20  # object store per Ray: several must fit beside other work
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_token(tmp_path_factory: pytest.TempPathFactory):
+    """Ray's token authentication (its default) needs one token shared by every process of a
+    cluster. ``ray start --head`` makes none, and a fresh machine has no ~/.ray/auth_token, so the
+    module makes its own and hands it to the head, the clients and the in-process Ray alike."""
+    path = tmp_path_factory.mktemp("ray-auth") / "auth_token"
+    path.write_text(secrets.token_hex(32))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAY_AUTH_TOKEN_PATH", str(path))
+        yield path
 
 
 def _env(home: Path) -> dict:
