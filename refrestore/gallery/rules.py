@@ -87,9 +87,9 @@ RULES: dict[str, MatchRule] = {
     # stranger thresholds, calibrated the same way (`python benchmarks/eval_people.py --model
     # mobilefacenet-lr --calibrate --genuine-floor 0.05`, queries under detail 0.64 restored blind
     # first as identity.restored_queries does), the stranger threshold at the 5th percentile of the training people's
-    # genuine scores: held out, another person's 32-48 px faces used a one-person folder 10% of the
-    # time at the 5th (17% at the 3rd), the own person's 95% (98% at the 3rd); a false match is
-    # the worse of the two.
+    # genuine scores: held out (before queries were restored), another person's 32-48 px faces used
+    # a one-person folder 10% of the time at the 5th (17% at the 3rd), the own person's 95% (98% at
+    # the 3rd); a false match is the worse of the two. Current figures: README, "One-person folders".
     "mobilefacenet-lr": replace(_MOBILEFACENET, thresholds=(0.56, 0.54, 0.515, 0.505, 0.495, 0.51),
                                 gaps=(0.1, 0.0, 0.1, 0.06, 0.1, 0.0),
                                 strangers=(0.124, 0.157, 0.201, 0.249, 0.313, 0.396),

@@ -33,6 +33,7 @@ import numpy as np
 from refrestore.faces import DetectedFace, Reference
 from refrestore.identity import IdentityModel
 from refrestore.identity.crops import _normalise
+from refrestore.identity.restored_queries import prepare_query
 from refrestore.imageio import ImageReadError
 
 from .index import Gallery, GalleryFace, aligned_crop_of, find_faces, load_rgb
@@ -86,8 +87,6 @@ def _views(aligned: np.ndarray, count: int = 4) -> list[np.ndarray]:
 def robust_embedding(aligned: np.ndarray, identity: IdentityModel, detail: float | None = None) -> np.ndarray:
     # Models trained with degraded positives need no restoration view: as is + mirrored (of the
     # crop the model asks for: MobileFaceNets restore a query with little ``detail`` first).
-    from refrestore.identity.restored_queries import prepare_query
-
     aligned = prepare_query(identity, aligned, detail)
     emb = identity.embed(_views(aligned, getattr(identity, "query_views", 4))).astype(np.float64).sum(0)
     return (emb / max(np.linalg.norm(emb), 1e-12)).astype(np.float32)
