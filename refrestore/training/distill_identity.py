@@ -10,11 +10,13 @@ lands where the teacher put the clean photo: a cosine term, plus InfoNCE against
 embeddings of every training photo (other photos of the same person are not negatives). No
 identity classes are learnt, so nothing ties the network to the training people; the student keeps
 the teacher's space (clean faces land where they did), so one gallery serves clean and degraded
-queries. Only the *training* people of :mod:`refrestore.net.split` are read.
+queries. Only the *training* people of :mod:`refrestore.net.split` are read. With
+``--restored-prob`` a share of the damaged samples is first restored blind by the embedded
+restorer, as ``fix`` restores a query with little detail before embedding it
+(:mod:`refrestore.identity.restored_queries`).
 
 The budget is wall time (``--minutes``, counted across resumes), the learning rate a cosine over
-it; the run folder holds a resumable checkpoint written every few minutes. Imports only torch,
-numpy and OpenCV.
+it; the run folder holds a resumable checkpoint written every few minutes.
 """
 from __future__ import annotations
 
@@ -31,13 +33,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from refrestore.gallery.quality import assess
 from refrestore.identity.mobilefacenet import MobileFaceNet, load_mobilefacenet, to_input
+from refrestore.identity.restored_queries import RestoredQueries, embedded_restorer_queries
 from refrestore.net.split import split_people
 
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 CROP = 256  # the training crops' size (shared/data/faces is 256)
+QUERY_CROP = 512  # the aligned crop fix describes and embeds a query face from
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,11 @@ class DistillConfig:
     # against that centroid, so pulling damaged faces towards it raises the own-person scores
     # that decide the stranger thresholds (0: the photo's own embedding only, as first trained).
     centroid_mix: float = 0.0
+    # Share of samples seen as refrestore embeds a query (identity.restored_queries): a damaged
+    # face with detail under its threshold is restored blind by the embedded restorer first, so
+    # the student learns the faces it is actually given (0: the damaged face as it is, as first
+    # trained). The others stay as they are: gallery levels embed damaged faces unrestored.
+    restored_prob: float = 0.0
 
 
 def degrade_sample(img: np.ndarray, rng: np.random.Generator, cfg: DistillConfig) -> np.ndarray:
@@ -83,6 +93,18 @@ def degrade_sample(img: np.ndarray, rng: np.random.Generator, cfg: DistillConfig
     if rng.random() < 0.5:
         out = out[:, ::-1]
     return np.ascontiguousarray(out)
+
+
+def query_view(sample: np.ndarray, restored: RestoredQueries | None, rng: np.random.Generator,
+               cfg: DistillConfig) -> np.ndarray:
+    """A training sample as ``fix`` would embed it as a query, with probability ``restored_prob``:
+    the crop at the 512 px ``fix`` aligns to, restored blind when its detail (the sharpness
+    ``describe_query`` measures) is under the restorer's threshold; otherwise the sample."""
+    if restored is None or rng.random() >= cfg.restored_prob:
+        return sample
+    big = cv2.resize(sample, (QUERY_CROP, QUERY_CROP), interpolation=cv2.INTER_CUBIC)
+    detail = assess(big, None, float(QUERY_CROP)).sharpness
+    return sample if detail >= restored.below else restored.prepare(big, detail)
 
 
 def load_training_photos(data: Path) -> tuple[list[np.ndarray], np.ndarray]:
@@ -152,6 +174,7 @@ def train(data: Path, teacher_path: Path, run_dir: Path, out: Path, cfg: Distill
         if isinstance(m, torch.nn.BatchNorm2d):
             m.eval()
     same = torch.from_numpy(owners[:, None] == owners[None, :])
+    restored = embedded_restorer_queries() if cfg.restored_prob > 0.0 else None
 
     def save() -> None:
         tmp = ckpt.with_suffix(".tmp")
@@ -163,7 +186,8 @@ def train(data: Path, teacher_path: Path, run_dir: Path, out: Path, cfg: Distill
     start = time.monotonic() - elapsed
     while elapsed < cfg.minutes * 60.0:
         idx = rng.choice(len(images), cfg.batch, replace=False)
-        x = torch.from_numpy(to_input([degrade_sample(images[i], rng, cfg) for i in idx]))
+        x = torch.from_numpy(to_input([query_view(degrade_sample(images[i], rng, cfg), restored, rng, cfg)
+                                       for i in idx]))
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, elapsed)
         emb = _unit(student(x))
@@ -210,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-face-px", type=float, default=DistillConfig.min_face_px)
     p.add_argument("--max-face-px", type=float, default=DistillConfig.max_face_px)
     p.add_argument("--centroid-mix", type=float, default=DistillConfig.centroid_mix)
+    p.add_argument("--restored-prob", type=float, default=DistillConfig.restored_prob,
+                   help="share of samples restored blind first when their detail is low, as fix embeds queries")
     p.add_argument("--export-only", action="store_true", help="write --out from the run's last checkpoint")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -224,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         export(student, args.out)
         return 0
     cfg = DistillConfig(minutes=args.minutes, lr=args.lr, min_face_px=args.min_face_px,
-                        max_face_px=args.max_face_px, centroid_mix=args.centroid_mix)
+                        max_face_px=args.max_face_px, centroid_mix=args.centroid_mix,
+                        restored_prob=args.restored_prob)
     train(args.data, args.teacher, run_dir, args.out, cfg, init=args.init)
     return 0
 
