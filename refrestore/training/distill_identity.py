@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from refrestore.gallery.quality import assess
+from refrestore.identity.crops import ALIGNED_SIZE
 from refrestore.identity.mobilefacenet import MobileFaceNet, load_mobilefacenet, to_input
 from refrestore.identity.restored_queries import RestoredQueries, embedded_restorer_queries
 from refrestore.net.split import split_people
@@ -42,7 +43,6 @@ logger = logging.getLogger(__name__)
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 CROP = 256  # the training crops' size (shared/data/faces is 256)
-QUERY_CROP = 512  # the aligned crop fix describes and embeds a query face from
 
 
 @dataclass(frozen=True)
@@ -102,8 +102,8 @@ def query_view(sample: np.ndarray, restored: RestoredQueries | None, rng: np.ran
     ``describe_query`` measures) is under the restorer's threshold; otherwise the sample."""
     if restored is None or rng.random() >= cfg.restored_prob:
         return sample
-    big = cv2.resize(sample, (QUERY_CROP, QUERY_CROP), interpolation=cv2.INTER_CUBIC)
-    detail = assess(big, None, float(QUERY_CROP)).sharpness
+    big = cv2.resize(sample, (ALIGNED_SIZE, ALIGNED_SIZE), interpolation=cv2.INTER_CUBIC)
+    detail = assess(big, None, float(ALIGNED_SIZE)).sharpness
     return sample if detail >= restored.below else restored.prepare(big, detail)
 
 
