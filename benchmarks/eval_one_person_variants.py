@@ -151,21 +151,14 @@ def person_matrix(s: Setting, queries: np.ndarray, details: np.ndarray, rule) ->
 
 
 def face_matrix(s: Setting, queries: np.ndarray, details: np.ndarray) -> np.ndarray:
-    """(queries, gallery faces) cosines at the query's level, interpolated as ``person_scores`` does."""
-    from refrestore.gallery.decide import _anchor_matrix, query_part
+    """(queries, gallery faces) cosines at the query's level, blended as ``person_scores`` does."""
+    from refrestore.gallery.decide import _anchor_matrix, level_blend, query_part
 
-    rule = s.rule
-    anchors = np.asarray(rule.details)
     out = []
     for q, d in zip(queries, details):
-        qq, part = query_part(q, float(d), rule)
-        k = int(np.clip(np.searchsorted(anchors, d, side="right") - 1, 0, len(anchors) - 1))
-        if k == len(anchors) - 1 or d <= anchors[0]:
-            out.append(_anchor_matrix(s.gallery, rule.levels[k], part) @ qq)
-            continue
-        t = float((d - anchors[k]) / (anchors[k + 1] - anchors[k]))
-        out.append((1 - t) * (_anchor_matrix(s.gallery, rule.levels[k], part) @ qq)
-                   + t * (_anchor_matrix(s.gallery, rule.levels[k + 1], part) @ qq))
+        qq, part = query_part(q, float(d), s.rule)
+        low, high, t = level_blend(s.rule, float(d))
+        out.append((1 - t) * (_anchor_matrix(s.gallery, low, part) @ qq) + t * (_anchor_matrix(s.gallery, high, part) @ qq))
     return np.array(out)
 
 
@@ -187,7 +180,8 @@ def measure(s: Setting, views: dict[int, dict[str, np.ndarray]] | None,
             q, d = s.data["q_" + kind][side.rows], s.data["d_" + kind][side.rows]
             S1 = person_matrix(s, q, d, rule)
             matched = S1 >= np.array([rule.threshold_at(float(x)) for x in d])[:, None]
-            S2 = s.second["q_" + kind][side.rows] @ s.dlib_centroids.T
+            damaged = s.second["q_" + kind][side.rows]  # dlib's embeddings of the damaged queries
+            S2 = damaged @ s.dlib_centroids.T
 
             def put(name: str, m: np.ndarray) -> None:
                 per.setdefault(name, []).append(Pairs(m[r, side.own], m[r, side.other], d,
@@ -220,7 +214,6 @@ def measure(s: Setting, views: dict[int, dict[str, np.ndarray]] | None,
                     person_matrix(s, qv, d, rule) + weight * (S2 - centre))
                 put("dlib reads the restored query", S1 + weight * (v["dlib"][vrows] @ s.dlib_centroids.T - centre))
             if dlib_levels is not None:
-                damaged = s.second["q_" + kind][side.rows]
                 lv = np.array([dlib_at_level(s, dlib_levels, x, float(y)) for x, y in zip(damaged, d)])
                 put("dlib compares the query with the folder at its level", S1 + weight * (lv - centre))
         for name, parts in per.items():
@@ -238,19 +231,15 @@ def measure(s: Setting, views: dict[int, dict[str, np.ndarray]] | None,
 
 def dlib_at_level(s: Setting, cents: dict[int | None, np.ndarray], query: np.ndarray, detail: float) -> np.ndarray:
     """dlib's cosine of a query to every person's centroid at the query's gallery level (the folder's
-    photos degraded as gallery levels are, mixed with their clean embedding), interpolated between
-    the rule's anchors as ``person_scores`` does (16 px reads the 24 px level)."""
-    rule = s.rule
-    anchors = np.asarray(rule.details)
+    photos degraded as gallery levels are, mixed with their clean embedding), blended between the
+    rule's anchors as ``person_scores`` does (16 px reads the 24 px level)."""
+    from refrestore.gallery.decide import level_blend
 
     def at(level: int | None) -> np.ndarray:
         return cents[None if level is None else max(level, 24)] @ query
 
-    k = int(np.clip(np.searchsorted(anchors, detail, side="right") - 1, 0, len(anchors) - 1))
-    if k == len(anchors) - 1 or detail <= anchors[0]:
-        return at(rule.levels[k])
-    t = float((detail - anchors[k]) / (anchors[k + 1] - anchors[k]))
-    return (1 - t) * at(rule.levels[k]) + t * at(rule.levels[k + 1])
+    low, high, t = level_blend(s.rule, detail)
+    return (1 - t) * at(low) + t * at(high)
 
 
 def full_rule(s: Setting) -> None:
@@ -273,7 +262,8 @@ def full_rule(s: Setting) -> None:
             out.append((S1[r, side.own] >= thr, F[r, side.own], S1[r, side.other] >= thr, F[r, side.other], d))
         return tuple(np.concatenate([o[j] for o in out]) for j in range(5))
 
-    matched, fused, matched_o, fused_o, d = collect(False)
+    sides = {held: collect(held) for held in (False, True)}
+    matched, fused, matched_o, fused_o, d = sides[False]
     near = np.abs(d[:, None] - anchors[None]).argmin(1)
     fitted = []
     for j in range(len(anchors)):
@@ -285,13 +275,13 @@ def full_rule(s: Setting) -> None:
           f"{tuple(fitted)}")
     for name, st in (("shipped", np.asarray(rule.second.strangers)), ("whole rule", np.asarray(fitted))):
         for side_name, held in (("training", False), ("held-out", True)):
-            mg, fg, mo, fo, dd = collect(held)
+            mg, fg, mo, fo, dd = sides[held]
             t = np.interp(dd, anchors, st)
             print(f"  {name:10s} {side_name:9s} own kept {np.mean(mg | (fg >= t)):.3f}, "
                   f"another person's passing {np.mean(mo | (fo >= t)):.3f} (every damage and size)")
 
 
-def embed_views(s: Setting, threads: int, cache: Path) -> dict[int, dict[str, np.ndarray]]:
+def embed_views(s: Setting, cache: Path) -> dict[int, dict[str, np.ndarray]]:
     """Per width: the fine-tune's embedding of the query restored as is, mirrored and shifted by 6
     px (each view restored, put back, and embedded as is and mirrored; averaged), and dlib's
     embedding of the restored query (as is and mirrored). Cached beside eval_people's caches."""
@@ -301,7 +291,6 @@ def embed_views(s: Setting, threads: int, cache: Path) -> dict[int, dict[str, np
     from refrestore.gallery.select import mirrored_embeddings
     from refrestore.identity import DlibIdentity
 
-    torch.set_num_threads(threads)
     view = s.model.fine_tune.restored_queries
     dlib = DlibIdentity()
     qidx = np.concatenate([E.split_side(s.faces, h)[1] for h in (False, True)])
@@ -341,6 +330,7 @@ def dlib_level_centroids(s: Setting, cache: Path) -> dict[int | None, np.ndarray
     from refrestore.gallery.faceset import read_aligned
     from refrestore.gallery.select import mirrored_embeddings
     from refrestore.identity import DlibIdentity
+    from refrestore.identity.crops import _normalise
     from refrestore.identity.levels import RECIPE, degrade_to_width
 
     gi = np.concatenate([E.split_side(s.faces, h)[0] for h in (False, True)])
@@ -357,15 +347,11 @@ def dlib_level_centroids(s: Setting, cache: Path) -> dict[int | None, np.ndarray
     clean = s.second["gallery"][gi].astype(np.float64)
 
     def centroids(m: np.ndarray) -> np.ndarray:
-        c = np.stack([m[s.persons == n].sum(0) for n in s.names])
-        return c / np.linalg.norm(c, axis=1, keepdims=True)
-
-    def unit(m: np.ndarray) -> np.ndarray:
-        return m / np.linalg.norm(m, axis=1, keepdims=True)
+        return _normalise(np.stack([m[s.persons == n].sum(0) for n in s.names]))
 
     out: dict[int | None, np.ndarray] = {None: centroids(clean)}
     for w, m in rows.items():
-        out[w] = centroids(unit(clean + m))
+        out[w] = centroids(_normalise(clean + m))
     return out
 
 
@@ -382,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.set_num_threads(args.threads)
     s = setting(args.faces, args.cache)
-    views = embed_views(s, args.threads, args.cache) if args.views else None
+    views = embed_views(s, args.cache) if args.views else None
     levels = dlib_level_centroids(s, args.cache) if args.views else None
     measure(s, views, levels)
     full_rule(s)

@@ -84,19 +84,28 @@ def face_scores(gallery: Gallery, query: np.ndarray, detail: float, rule: MatchR
     return _anchor_matrix(gallery, None, part) @ q
 
 
+def level_blend(rule: MatchRule, detail: float) -> tuple[int | None, int | None, float]:
+    """(lower level, upper level, t): a query with this detail is scored as ``(1 - t)`` times its
+    scores against the gallery at the lower level plus ``t`` times those at the upper one (None:
+    clean), between the rule's detail anchors; t is 0 where one level alone applies."""
+    levels = rule.levels or (None,) * len(rule.details)
+    d = np.asarray(rule.details, dtype=np.float64)
+    k = int(np.clip(np.searchsorted(d, detail, side="right") - 1, 0, len(d) - 1))
+    if k == len(d) - 1 or detail <= d[0]:
+        return levels[k], levels[k], 0.0
+    return levels[k], levels[k + 1], float((detail - d[k]) / max(d[k + 1] - d[k], 1e-9))
+
+
 def person_scores(gallery: Gallery, query: np.ndarray, detail: float, rule: MatchRule) -> dict[str, float]:
     """One score per gallery person for a query embedding (unit) with this detail."""
     if not gallery.faces:
         return {}
     query, part = query_part(query, detail, rule)
-    levels = rule.levels or (None,) * len(rule.details)
-    d = np.asarray(rule.details, dtype=np.float64)
-    k = int(np.clip(np.searchsorted(d, detail, side="right") - 1, 0, len(d) - 1))
-    if k == len(d) - 1 or detail <= d[0]:
-        return _scores_at(gallery, query, levels[k], rule.aggregate, part)
-    t = float((detail - d[k]) / max(d[k + 1] - d[k], 1e-9))
-    lo = _scores_at(gallery, query, levels[k], rule.aggregate, part)
-    hi = _scores_at(gallery, query, levels[k + 1], rule.aggregate, part)
+    low, high, t = level_blend(rule, detail)
+    lo = _scores_at(gallery, query, low, rule.aggregate, part)
+    if t == 0.0:
+        return lo
+    hi = _scores_at(gallery, query, high, rule.aggregate, part)
     return {p: (1.0 - t) * lo[p] + t * hi[p] for p in lo}
 
 
