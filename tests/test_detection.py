@@ -160,3 +160,44 @@ def test_unknown_or_missing_detector_is_a_clear_error(tmp_path):
     with pytest.raises(DetectorError, match="download-weights"):
         init_detector("retinaface", WeightStore(tmp_path))
     assert init_detector("auto", WeightStore(tmp_path)).name == "dlib"
+
+
+def test_dlib_finds_no_face_in_the_hair(dlib_detector, shared_dir):
+    """On 00089_10.png dlib's HOG also fires on a 22 px patch of hair above the forehead (score
+    0.57); a one-face photo must give one face, not a second 'no match' face."""
+    folder = shared_dir / "data" / "refbench" / "real_lq_no_gt"
+    for path in sorted(folder.glob("*.png")):
+        faces = dlib_detector.detect(_rgb(path))
+        assert len(faces) == 1, (path.name, [f.box for f in faces])
+        assert faces[0].width > 250
+
+
+def _box_face(x1: float, y1: float, x2: float, y2: float):
+    from refrestore.faces import LANDMARKS_DLIB5, DetectedFace
+
+    return DetectedFace((x1, y1, x2, y2), np.zeros((5, 2), np.float32), 0.9, LANDMARKS_DLIB5, "dlib")
+
+
+def test_only_small_detections_within_a_larger_head_are_dropped():
+    from refrestore.detection.base import drop_faces_in_heads
+
+    big = _box_face(100, 140, 400, 440)  # 300 px: its head reaches 150 px above, 50 px beside
+    kept = {
+        "a face beside the head": _box_face(460, 150, 520, 210),
+        "a face across the head's edge": _box_face(430, 200, 490, 260),
+        "a face below the chin": _box_face(220, 450, 300, 530),
+        "a face above the hair": _box_face(220, -20, 260, -5),
+        "a face wider than a third of it": _box_face(200, 60, 310, 170),
+    }
+    dropped = {
+        "a patch of hair": _box_face(208, 68, 230, 89),
+        "a patch of the cheek": _box_face(300, 300, 340, 340),
+        "a patch beside the temple": _box_face(60, 150, 90, 180),
+    }
+    for name, f in {**kept, **dropped}.items():
+        out = drop_faces_in_heads([big, f])
+        assert big in out, name
+        assert (f in out) == (name in kept), name
+    # Two faces of a size never drop each other, even overlapping.
+    other = _box_face(300, 150, 560, 410)
+    assert drop_faces_in_heads([big, other]) == [big, other]

@@ -41,3 +41,26 @@ def downscale_for_detection(image_rgb: np.ndarray, max_side: int) -> tuple[np.nd
 
 def sort_largest_first(faces: list[DetectedFace]) -> list[DetectedFace]:
     return sorted(faces, key=lambda f: f.width * (f.box[3] - f.box[1]), reverse=True)
+
+
+# A detection a third as wide as another face, or smaller, lying wholly on that face or on its
+# forehead and hair, is a pattern in that head (dlib's HOG finds "faces" in hair), not a second
+# person: a real face there would be hidden by the head. The box is eyebrows to chin, so the
+# head above it is taken as half a box high and the hair beside it a sixth of a box wide.
+NESTED_MAX_WIDTH = 1.0 / 3.0
+HEAD_ABOVE = 0.5
+HEAD_BESIDE = 1.0 / 6.0
+
+
+def drop_faces_in_heads(faces: list[DetectedFace]) -> list[DetectedFace]:
+    """``faces`` without the small detections that lie wholly within a much larger face's head."""
+
+    def inside_head(small: DetectedFace, big: DetectedFace) -> bool:
+        if small.width > NESTED_MAX_WIDTH * big.width:
+            return False
+        x1, y1, x2, y2 = big.box
+        w, h = x2 - x1, y2 - y1
+        a1, b1, a2, b2 = small.box
+        return a1 >= x1 - HEAD_BESIDE * w and a2 <= x2 + HEAD_BESIDE * w and b1 >= y1 - HEAD_ABOVE * h and b2 <= y2
+
+    return [f for f in faces if not any(g is not f and inside_head(f, g) for g in faces)]

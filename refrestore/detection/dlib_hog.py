@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..faces import LANDMARKS_DLIB5, DetectedFace
-from .base import downscale_for_detection, sort_largest_first
+from .base import downscale_for_detection, drop_faces_in_heads, sort_largest_first
 
 
 # The width from which dlib's HOG window finds a face (it slides an 80x80 window).
@@ -48,6 +48,6 @@ class DlibDetector:
             # HOG scores are margins around 0..3; squash to 0..1 so reports compare across detectors.
             prob = float(1.0 / (1.0 + np.exp(-2.0 * float(score))))
             faces.append(DetectedFace(box=box, landmarks=lms, score=prob, landmark_kind=LANDMARKS_DLIB5, detector=self.name))
-        return sort_largest_first(faces)
+        return sort_largest_first(drop_faces_in_heads(faces))
 
 

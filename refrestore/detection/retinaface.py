@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..faces import LANDMARKS_RETINAFACE, DetectedFace
-from .base import DetectorError, downscale_for_detection, sort_largest_first
+from .base import DetectorError, downscale_for_detection, drop_faces_in_heads, sort_largest_first
 
 # facexlib's own init_detection_model() downloads from GitHub when the file is missing and
 # unpickles it with a plain torch.load; we build the same architecture and load the weights
@@ -72,4 +72,4 @@ class RetinaFaceDetector:
             faces.append(
                 DetectedFace(box=box, landmarks=lms, score=float(row[4]), landmark_kind=LANDMARKS_RETINAFACE, detector=self.name)
             )
-        return sort_largest_first(faces)
+        return sort_largest_first(drop_faces_in_heads(faces))
