@@ -170,6 +170,10 @@ def test_dlib_finds_no_face_in_the_hair(dlib_detector, shared_dir):
         faces = dlib_detector.detect(_rgb(path))
         assert len(faces) == 1, (path.name, [f.box for f in faces])
         assert faces[0].width > 250
+    # galleries indexed by the detector that kept such patches are indexed again, not reused
+    from refrestore.gallery.index import detector_key
+
+    assert "version=2" in detector_key(dlib_detector)
 
 
 def _box_face(x1: float, y1: float, x2: float, y2: float):

@@ -13,6 +13,11 @@ class DetectorError(RuntimeError):
     """A detector could not be built (missing or broken weights)."""
 
 
+# In gallery cache keys (``gallery.index.detector_key``): 2 drops detections inside a larger
+# face's head (``drop_faces_in_heads``), so galleries indexed before are indexed again.
+DETECTION_VERSION = 2
+
+
 class Detector(Protocol):
     name: str
 

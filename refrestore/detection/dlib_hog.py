@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..faces import LANDMARKS_DLIB5, DetectedFace
-from .base import downscale_for_detection, drop_faces_in_heads, sort_largest_first
+from .base import DETECTION_VERSION, downscale_for_detection, drop_faces_in_heads, sort_largest_first
 
 
 # The width from which dlib's HOG window finds a face (it slides an 80x80 window).
@@ -13,6 +13,7 @@ HOG_MIN_FACE = 80.0
 
 class DlibDetector:
     name = "dlib"
+    version = DETECTION_VERSION
 
     def __init__(self, upsample: int = 1, threshold: float = -0.2, max_side: int = 1600) -> None:
         import dlib

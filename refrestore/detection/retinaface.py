@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..faces import LANDMARKS_RETINAFACE, DetectedFace
-from .base import DetectorError, downscale_for_detection, drop_faces_in_heads, sort_largest_first
+from .base import DETECTION_VERSION, DetectorError, downscale_for_detection, drop_faces_in_heads, sort_largest_first
 
 # facexlib's own init_detection_model() downloads from GitHub when the file is missing and
 # unpickles it with a plain torch.load; we build the same architecture and load the weights
@@ -35,6 +35,7 @@ class RetinaFaceDetector:
         self.device = device or torch.device("cpu")
         self.network = network
         self.name = "retinaface_resnet50" if network == "resnet50" else "retinaface_mobile0.25"
+        self.version = DETECTION_VERSION
         self.threshold = threshold
         self.max_side = max_side
         model = RetinaFace(network_name=network, half=False, phase="test", device=self.device)
