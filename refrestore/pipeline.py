@@ -289,8 +289,8 @@ class FacePipeline:
         # Not with references: their detail (the restorer's and the detail stage's) is the
         # person's own, and a raised copy of the blurred face's would win over it.
         o.sharpen = 0.0 if o.references else SHARPEN_GAIN * opts.strength * d.scores["sharpness"] ** 2 * o.keep_detail
-        # A face too small to identify (a 22-px face in a crowd behind) is
-        # restored only partly: at that size the restorer invents a face rather than restore one.
+        # A face too small to identify (a 22-px face in a crowd behind) is restored only partly:
+        # at that size the restorer invents a face rather than restore one.
         px = d.face_px / (1 if opts.aligned else max(opts.upscale, 1))
         small = min(1.0, max(0.0, (px - SMALLEST_FACE_PX) / (FULL_FACE_PX - SMALLEST_FACE_PX)))
         o.amount *= small

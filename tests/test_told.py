@@ -78,6 +78,7 @@ def photo_line(stdout: str, name: str) -> str:
 
 UNIDENTIFIABLE = r"too (small \([12]\d px\)|damaged to identify)"
 BELOW = r"below the threshold \(0\.\d+ (<|&lt;) 0\.\d+\)"  # as the terminal and the page write it
+OUTCOME = r"(restored with \S+ \(\d+ refs?[^)]*\)|no match: [a-z ]+( \([^)]*\))?|restored)"
 
 
 def tiny_face(faces: list[dict]) -> dict:
@@ -85,7 +86,6 @@ def tiny_face(faces: list[dict]) -> dict:
     tiny = [f for f in faces if f["box"][2] - f["box"][0] < 30]
     assert len(tiny) == 1 and len(faces) == 2, faces
     return tiny[0]
-OUTCOME = r"(restored with \S+ \(\d+ refs?[^)]*\)|no match: [a-z ]+( \([^)]*\))?|restored)"
 
 
 def test_each_photo_says_what_happened_to_its_faces_and_why(album: dict) -> None:
