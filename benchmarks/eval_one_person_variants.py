@@ -22,6 +22,9 @@ the shipped rule is calibrated, or matched by the first model). Variants:
 - cohort normalisation: the score minus the mean of the query's best 50 scores against the
   training people (the held-out people are never in the cohort), and the same divided by their
   spread (adaptive s-norm);
+- folder-side cohort normalisation (z-norm): each folder's scores minus the mean of the training
+  people's queries (same damage) against that folder, over their spread: a folder that many
+  strangers resemble asks more of a face (no query's own person, nor the folder's, in the cohort);
 - the published network's score added as a third opinion;
 - the person scored by its best photo, the mean of its photos or of its best two, not its centroid;
 - the stranger threshold calibrated so that the whole rule (matched, or not below the stranger
@@ -171,6 +174,7 @@ def measure(s: Setting, views: dict[int, dict[str, np.ndarray]] | None,
     anchors = np.asarray(rule.details)
     published = replace(rule, switch=Switch(dim=rule.switch.dim, detail=-1.0))  # always the published part
     pooled: dict[str, dict[str, Pairs]] = {}
+    training_rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # per width: the training side's F and own
     for side_name, held in (("training", False), ("held-out", True)):
         side = side_of(s, held)
         r = np.arange(len(side.own))
@@ -199,6 +203,9 @@ def measure(s: Setting, views: dict[int, dict[str, np.ndarray]] | None,
             mu, sd = top.mean(1, keepdims=True), top.std(1, keepdims=True)
             put(f"cohort: minus the mean of the best {COHORT} training people", F - mu)
             put(f"cohort: s-norm over the best {COHORT} training people", (F - mu) / sd)
+            if not held:
+                training_rows[w] = (F, side.own)
+            put("folder cohort: z-norm by the training people's queries", folder_znorm(F, side.own, *training_rows[w]))
             put("published network added as a third score", F + person_matrix(s, q, d, published))
             faces = face_matrix(s, q, d)
             aggregates: dict[str, Callable[[np.ndarray], float]] = {
@@ -227,6 +234,33 @@ def measure(s: Setting, views: dict[int, dict[str, np.ndarray]] | None,
         own, other = sides["held-out"].with_rule(anchors, sides["training"].stranger_thresholds(anchors))
         print(f"  {name:62s} pooled training {sides['training'].passing():.3f} held-out {sides['held-out'].passing():.3f}"
               f" | rule {own:.3f} / {other:.3f}")
+
+
+def folder_znorm(F: np.ndarray, own: np.ndarray, cohort: np.ndarray, cohort_own: np.ndarray) -> np.ndarray:
+    """``F`` (queries, people) with each folder's column normalised by the scores the cohort's
+    queries (the training side's, ``cohort`` with their people ``cohort_own``) get against that
+    folder: minus their mean, over their spread. A query's own person's queries and the folder's
+    person's own queries are never in the cohort (the query itself neither)."""
+    n = len(F[0])
+    ones = np.ones(len(cohort))
+    # per (person of the cohort, folder): sums over that person's queries, to take them out
+    by_person = np.zeros((n, n)), np.zeros((n, n)), np.zeros(n)
+    np.add.at(by_person[0], cohort_own, cohort)
+    np.add.at(by_person[1], cohort_own, cohort * cohort)
+    np.add.at(by_person[2], cohort_own, ones)
+    total, total_sq, count = cohort.sum(0), (cohort * cohort).sum(0), float(len(cohort))
+    cols = np.arange(n)
+    # the folder's own person out of its column
+    s1 = total - by_person[0][cols, cols]
+    s2 = total_sq - by_person[1][cols, cols]
+    c = count - by_person[2][cols]
+    # and the query's own person (nothing for a held-out query: none of its person is in the cohort)
+    s1 = s1[None] - by_person[0][own] * (own[:, None] != cols[None])
+    s2 = s2[None] - by_person[1][own] * (own[:, None] != cols[None])
+    c = c[None] - by_person[2][own][:, None] * (own[:, None] != cols[None])
+    mu = s1 / c
+    sd = np.sqrt(np.maximum(s2 / c - mu * mu, 1e-12))
+    return (F - mu) / sd
 
 
 def dlib_at_level(s: Setting, cents: dict[int | None, np.ndarray], query: np.ndarray, detail: float) -> np.ndarray:
