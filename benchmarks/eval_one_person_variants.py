@@ -175,6 +175,7 @@ def measure(s: Setting, views: dict[int, dict[str, np.ndarray]] | None,
     published = replace(rule, switch=Switch(dim=rule.switch.dim, detail=-1.0))  # always the published part
     pooled: dict[str, dict[str, Pairs]] = {}
     training_rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # per width: the training side's F and own
+    by_width: dict[str, list[Pairs]] = {}  # the held-out side's pairs per variant, one per width
     for side_name, held in (("training", False), ("held-out", True)):
         side = side_of(s, held)
         r = np.arange(len(side.own))
@@ -223,6 +224,8 @@ def measure(s: Setting, views: dict[int, dict[str, np.ndarray]] | None,
             if dlib_levels is not None:
                 lv = np.array([dlib_at_level(s, dlib_levels, x, float(y)) for x, y in zip(damaged, d)])
                 put("dlib compares the query with the folder at its level", S1 + weight * (lv - centre))
+        if held:
+            by_width = per
         for name, parts in per.items():
             pooled.setdefault(name, {})[side_name] = Pairs(*(np.concatenate([getattr(p, f) for p in parts]) for f in
                                                             ("own", "other", "detail", "matched_own", "matched_other")))
@@ -234,6 +237,11 @@ def measure(s: Setting, views: dict[int, dict[str, np.ndarray]] | None,
         own, other = sides["held-out"].with_rule(anchors, sides["training"].stranger_thresholds(anchors))
         print(f"  {name:62s} pooled training {sides['training'].passing():.3f} held-out {sides['held-out'].passing():.3f}"
               f" | rule {own:.3f} / {other:.3f}")
+    # A normalisation that only puts the sizes on one scale gains at one pooled threshold and
+    # nothing once each size has its own threshold (as the rule's anchors give it).
+    print(f"  held-out, one threshold per width keeping {OWN_KEPT:.0%} of own faces (alt {' / '.join(map(str, WIDTHS))} px):")
+    for name in list(by_width)[:1] + [n for n in by_width if n.startswith("folder cohort")]:
+        print(f"    {name:60s} " + " / ".join(f"{p.passing():.3f}" for p in by_width[name]))
 
 
 def folder_znorm(F: np.ndarray, own: np.ndarray, cohort: np.ndarray, cohort_own: np.ndarray) -> np.ndarray:
