@@ -173,6 +173,7 @@ def measure(s: Setting, views: dict[int, dict[str, np.ndarray]] | None,
     weight, centre = rule.second.weight, rule.second.centre
     anchors = np.asarray(rule.details)
     published = replace(rule, switch=Switch(dim=rule.switch.dim, detail=-1.0))  # always the published part
+    shipped = f"shipped (fine-tune + dlib, weight {weight:g})"
     pooled: dict[str, dict[str, Pairs]] = {}
     training_rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # per width: the training side's F and own
     by_width: dict[str, list[Pairs]] = {}  # the held-out side's pairs per variant, one per width
@@ -193,7 +194,7 @@ def measure(s: Setting, views: dict[int, dict[str, np.ndarray]] | None,
                                                       matched[r, side.own], matched[r, side.other]))
 
             F = S1 + weight * (S2 - centre)
-            put(f"shipped (fine-tune + dlib, weight {weight:g})", F)
+            put(shipped, F)
             for wt in (0.0, 1.0, 2.0, 4.0, 6.0):
                 put(f"dlib weight {wt:g}", S1 + wt * (S2 - centre))
             # cohort: the training people, never the query's own person nor the folder's
@@ -240,7 +241,7 @@ def measure(s: Setting, views: dict[int, dict[str, np.ndarray]] | None,
     # A normalisation that only puts the sizes on one scale gains at one pooled threshold and
     # nothing once each size has its own threshold (as the rule's anchors give it).
     print(f"  held-out, one threshold per width keeping {OWN_KEPT:.0%} of own faces (alt {' / '.join(map(str, WIDTHS))} px):")
-    for name in list(by_width)[:1] + [n for n in by_width if n.startswith("folder cohort")]:
+    for name in [shipped] + [n for n in by_width if n.startswith("folder cohort")]:
         print(f"    {name:60s} " + " / ".join(f"{p.passing():.3f}" for p in by_width[name]))
 
 
